@@ -1,0 +1,230 @@
+"""The typed run configuration, shared by the CLI, the flows and the deployments.
+
+One model, :class:`RunConfig`, holds everything a run needs. A YAML or JSON file can supply
+it (:func:`load_config`); the CLI and Prefect parameters override single fields. Secrets
+(storage credentials) are :class:`pydantic.SecretStr` and never reach logs, run.json, the
+manifest or error messages: :meth:`RunConfig.public_dict` is the only form that is written out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+Method = Literal["nao", "slerp", "lerp", "cog", "random"]
+METHODS: tuple[str, ...] = ("nao", "slerp", "lerp", "cog", "random")
+
+#: Where the shipped example lives (a checkout; also found next to an installed package).
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+DEFAULT_CONCEPTS = str(EXAMPLES_DIR / "concepts.parquet")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InversionConfig(_Section):
+    """DDIM inversion of the reference images to seeds."""
+
+    num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM inversion steps.")
+    guidance_scale: float = Field(1.0, ge=0.0, description="Classifier-free guidance during inversion.")
+    batch_size: int = Field(4, ge=1, description="Images inverted per batch.")
+    reconstruction: bool = Field(
+        True, description="Denoise each seed again and record its reconstruction error (off for speed)."
+    )
+
+
+class GenerationConfig(_Section):
+    """Image generation from the planned seeds."""
+
+    num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM denoising steps.")
+    guidance_scale: float = Field(7.5, ge=0.0, description="Classifier-free guidance scale.")
+    batch_size: int = Field(4, ge=1, description="Images generated per batch.")
+
+
+class PlanConfig(_Section):
+    """How many seeds to plan per concept and method, and where on the paths they sit."""
+
+    methods: tuple[Method, ...] = Field(("nao",), min_length=1, description="Seed methods (ablations).")
+    num_images: int = Field(8, ge=1, le=100_000, description="Images per concept and method (the concept's num_images overrides).")
+    include_centroid: bool = Field(True, description="Plan the centroid of the inverted seeds as the first image.")
+    pair_paths: bool = Field(True, description="Sample interpolants on paths between pairs of inverted seeds.")
+    centroid_paths: bool = Field(True, description="Sample interpolants on paths from the centroid to each seed.")
+    include_inversions: bool = Field(False, description="Also regenerate each inverted seed itself (kind=inversion).")
+    t_values: tuple[float, ...] | None = Field(
+        None, description="Fixed interior t values in (0, 1) for every path; default: evenly spaced to reach num_images."
+    )
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"methods must not repeat, got {list(v)}")
+        return v
+
+    @field_validator("t_values")
+    @classmethod
+    def _interior_t(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if v is not None:
+            bad = [t for t in v if not 0.0 < t < 1.0]
+            if bad or not v:
+                raise ValueError(f"t_values must be a non-empty list of values strictly between 0 and 1, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _some_kind(self) -> "PlanConfig":
+        if not (self.include_centroid or self.pair_paths or self.centroid_paths or self.include_inversions):
+            raise ValueError(
+                "plan: at least one of include_centroid, pair_paths, centroid_paths, include_inversions must be true"
+            )
+        return self
+
+
+class StorageConfig(_Section):
+    """fsspec storage options for s3:// inputs and outputs (endpoint, credentials).
+
+    Credentials are taken, in order, from: ``key``/``secret`` here, a prefect-aws
+    ``AwsCredentials`` block named by ``aws_credentials_block``, then the standard AWS
+    environment variables and profiles (boto's own chain).
+    """
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, R2, a local server).")
+    region_name: str | None = Field(None, description="AWS region.")
+    profile: str | None = Field(None, description="AWS profile name from ~/.aws.")
+    key: SecretStr | None = Field(None, description="Access key id (prefer the environment or a block).")
+    secret: SecretStr | None = Field(None, description="Secret access key (prefer the environment or a block).")
+    token: SecretStr | None = Field(None, description="Session token.")
+    aws_credentials_block: str | None = Field(None, description="Name of a prefect-aws AwsCredentials block.")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Other s3fs/fsspec options (non-secret).")
+
+
+class RunConfig(BaseModel):
+    """Everything one dataset-generation run needs.
+
+    Args:
+        concepts: Concept table (Parquet), a local path or an fsspec URI (s3://...).
+        output: Output root; the run writes under ``<output>/<run_id>/``.
+        run_id: Names the run; default derived from the content-defining fields, so a rerun of
+            the same configuration resumes (or is a no-op once complete).
+        model: ``demo``, a local diffusers pipeline directory, or a hub id.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        dtype: ``float32``, ``float16`` or ``bfloat16`` (half precision on CUDA only).
+        prompt_template: Prompt for concepts without their own; ``{name}`` is replaced.
+        negative_prompt: Not used yet by generation; reserved.
+        seed: Base seed of the ``random`` method (per concept and index, deterministic).
+        inversion: DDIM inversion settings.
+        generation: Generation settings.
+        plan: Seed plan settings (methods, counts, t values).
+        storage: S3 endpoint and credentials.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concepts: str = Field(DEFAULT_CONCEPTS, description="Concept table (Parquet): a path or fsspec URI.")
+    output: str = Field("./outputs", description="Output root: a local directory or s3://bucket/prefix.")
+    run_id: str | None = Field(None, description="Run id; default derived from the configuration.")
+    model: str = Field("demo", description="'demo', a local diffusers directory, or a hub id.")
+    device: str = Field("cpu", description="cpu, cuda, cuda:N or auto.")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Model dtype.")
+    prompt_template: str = Field("a photo of a {name}", description="Prompt template; {name} is the concept's name.")
+    seed: int = Field(0, ge=0, description="Base seed of the random method.")
+    inversion: InversionConfig = Field(default_factory=InversionConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    @field_validator("run_id")
+    @classmethod
+    def _safe_run_id(cls, v: str | None) -> str | None:
+        from normguide.data.schema import check_safe_id
+
+        if v is not None:
+            check_safe_id(v, field="run_id")
+        return v
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            v.format(name="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"prompt_template may only use the placeholder {{name}}: {exc!s}") from None
+        return v
+
+    # -- derived --------------------------------------------------------------------------
+    def content_dict(self) -> dict[str, Any]:
+        """The fields that decide the dataset's content (not where it goes or who reads it)."""
+        d = self.model_dump(mode="json", exclude={"output", "run_id", "storage", "device"})
+        d["inversion"].pop("batch_size", None)
+        d["generation"].pop("batch_size", None)
+        return d
+
+    def resolved_run_id(self) -> str:
+        """``run_id`` if given, else ``run-`` + 12 hex digits of the content's hash."""
+        if self.run_id:
+            return self.run_id
+        blob = json.dumps(self.content_dict(), sort_keys=True).encode()
+        return "run-" + hashlib.sha256(blob).hexdigest()[:12]
+
+    def public_dict(self) -> dict[str, Any]:
+        """JSON-able dict with every secret masked; the only form written to run.json or logs."""
+        d = self.model_dump(mode="json")
+        st = d["storage"]
+        for k in ("key", "secret", "token"):
+            if st.get(k) is not None:
+                st[k] = "**********"
+        st["extra"] = {k: ("**********" if _looks_secret(k) else v) for k, v in st["extra"].items()}
+        return d
+
+    def with_overrides(self, **overrides: Any) -> "RunConfig":
+        """A copy with dotted-path overrides applied (``{"generation.guidance_scale": 3.0}``), validated."""
+        data = self.model_dump(mode="python")
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node[p] = dict(node[p])
+            node[leaf] = value
+        return RunConfig.model_validate(_unwrap_secrets(data))
+
+
+def _looks_secret(key: str) -> bool:
+    k = key.lower()
+    return any(s in k for s in ("secret", "token", "password", "key"))
+
+
+def _unwrap_secrets(obj: Any) -> Any:
+    if isinstance(obj, SecretStr):
+        return obj.get_secret_value()
+    if isinstance(obj, dict):
+        return {k: _unwrap_secrets(v) for k, v in obj.items()}
+    return obj
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a RunConfig from a YAML (.yaml/.yml) or JSON file; errors name the file and field."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {str(p)!r} does not exist")
+    text = p.read_text()
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"config file {str(p)!r} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(p)!r} must hold a mapping of settings, got {type(data).__name__}")
+    from pydantic import ValidationError
+
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"config file {str(p)!r} is invalid:\n{exc}") from None

@@ -1,0 +1,1 @@
+"""The data layer: concept-table schema, seed plans, manifest, and storage (fsspec)."""

@@ -1,0 +1,207 @@
+"""The concept table (input): schema and validation.
+
+| column         | type          | required | meaning                                          |
+| -------------- | ------------- | -------- | ------------------------------------------------ |
+| concept_id     | string        | yes      | unique; ``[A-Za-z0-9._-]{1,128}``, used in keys   |
+| name           | string        | yes      | human name, fills ``{name}`` in the prompt        |
+| reference_uris | list<string>  | yes      | reference images (paths or s3:// URIs), >= 1      |
+| prompt         | string        | no       | overrides the template for this concept           |
+| num_images     | int           | no       | overrides the run's default count                 |
+
+Every violation is collected and reported at once, each with its column, the row's concept_id
+(or row number when the id itself is bad) and what was expected.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REQUIRED_COLUMNS = ("concept_id", "name", "reference_uris")
+OPTIONAL_COLUMNS = ("prompt", "num_images")
+SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+MAX_NUM_IMAGES = 100_000
+
+
+class ConceptTableError(ValueError):
+    """The concept table violates the schema; ``problems`` lists every violation."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        shown = "\n".join(f"  - {p}" for p in problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(f"concept table {source!r} is invalid ({len(problems)} problem(s)):\n{shown}{more}")
+
+
+def check_safe_id(value: object, *, field: str) -> str:
+    """Validate an id that becomes part of a storage key: ``[A-Za-z0-9._-]{1,128}``, not ``.``/``..``."""
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value) or value in (".", "..") or ".." in value:
+        raise ValueError(
+            f"{field} must match [A-Za-z0-9._-]{{1,128}} and contain no '..', got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One validated row of the concept table."""
+
+    concept_id: str
+    name: str
+    reference_uris: tuple[str, ...]
+    prompt: str | None = None
+    num_images: int | None = None
+
+    def resolved_prompt(self, template: str) -> str:
+        return self.prompt if self.prompt else template.format(name=self.name)
+
+
+@dataclass
+class ConceptTable:
+    source: str
+    concepts: list[Concept] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.concepts)
+
+    def ids(self) -> list[str]:
+        return [c.concept_id for c in self.concepts]
+
+    def select(self, concept_ids: list[str] | None) -> list[Concept]:
+        if concept_ids is None:
+            return list(self.concepts)
+        known = {c.concept_id: c for c in self.concepts}
+        unknown = [cid for cid in concept_ids if cid not in known]
+        if unknown:
+            raise ValueError(f"concept_ids not in the concept table {self.source!r}: {unknown}")
+        return [known[cid] for cid in concept_ids]
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def parse_concept_table(data: bytes, *, source: str) -> ConceptTable:
+    """Parse and validate Parquet bytes; relative reference paths resolve against ``source``'s folder."""
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except Exception as exc:  # pyarrow raises several types for non-Parquet input
+        raise ConceptTableError(source, [f"not a readable Parquet file: {exc}"]) from None
+    return validate_concept_table(table, source=source)
+
+
+def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
+    problems: list[str] = []
+    cols = table.schema.names
+    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+    extra = [c for c in cols if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    if missing:
+        problems.append(f"missing required column(s) {missing}; required are {list(REQUIRED_COLUMNS)}")
+    if extra:
+        problems.append(
+            f"unexpected column(s) {extra}; allowed are {list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}"
+        )
+    schema = table.schema
+    expected = {
+        "concept_id": ("string", _is_string),
+        "name": ("string", _is_string),
+        "reference_uris": (
+            "list<string>",
+            lambda t: (pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_string(t.value_type),
+        ),
+        "prompt": ("string", _is_string),
+        "num_images": ("integer", pa.types.is_integer),
+    }
+    for col, (want, ok) in expected.items():
+        if col in cols and not ok(schema.field(col).type) and not pa.types.is_null(schema.field(col).type):
+            problems.append(f"column {col!r} has type {schema.field(col).type}, expected {want}")
+    if table.num_rows == 0:
+        problems.append("the table has no rows; expected at least one concept")
+    if problems:
+        raise ConceptTableError(source, problems)
+
+    base = _parent(source)
+    rows = table.to_pylist()
+    seen: dict[str, int] = {}
+    concepts: list[Concept] = []
+    for i, row in enumerate(rows):
+        cid = row.get("concept_id")
+        where = f"row {i} (concept_id={cid!r})"
+        try:
+            check_safe_id(cid, field="concept_id")
+        except ValueError as exc:
+            problems.append(f"column 'concept_id', {where}: {exc}")
+        else:
+            if cid in seen:
+                problems.append(f"column 'concept_id', {where}: duplicate of row {seen[cid]}")
+            seen.setdefault(cid, i)
+        name = row.get("name")
+        if not isinstance(name, str) or not name.strip():
+            problems.append(f"column 'name', {where}: expected a non-empty string, got {name!r}")
+        refs = row.get("reference_uris")
+        if not refs:
+            problems.append(f"column 'reference_uris', {where}: expected at least one reference image, got {refs!r}")
+            refs = []
+        bad_refs = [r for r in refs if not isinstance(r, str) or not r.strip()]
+        if bad_refs:
+            problems.append(f"column 'reference_uris', {where}: empty or null entries {bad_refs!r}")
+        prompt = row.get("prompt")
+        if prompt is not None and not (isinstance(prompt, str) and prompt.strip()):
+            problems.append(f"column 'prompt', {where}: expected a non-empty string or null, got {prompt!r}")
+        n = row.get("num_images")
+        if n is not None and not (1 <= n <= MAX_NUM_IMAGES):
+            problems.append(f"column 'num_images', {where}: expected an integer in 1..{MAX_NUM_IMAGES} or null, got {n!r}")
+        concepts.append(
+            Concept(
+                concept_id=cid if isinstance(cid, str) else str(cid),
+                name=name if isinstance(name, str) else "",
+                reference_uris=tuple(resolve_reference(r, base) for r in refs if isinstance(r, str) and r.strip()),
+                prompt=prompt,
+                num_images=n,
+            )
+        )
+    if problems:
+        raise ConceptTableError(source, problems)
+    return ConceptTable(source=source, concepts=concepts)
+
+
+def _parent(source: str) -> str:
+    if "://" in source:
+        scheme, rest = source.split("://", 1)
+        return f"{scheme}://{posixpath.dirname(rest)}"
+    import os
+
+    return os.path.dirname(os.path.abspath(source))
+
+
+def resolve_reference(ref: str, base: str) -> str:
+    """A reference URI as given if absolute (or with a scheme), else relative to the table's folder."""
+    if "://" in ref or ref.startswith("/"):
+        return ref
+    if "://" in base:
+        scheme, rest = base.split("://", 1)
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, ref))}"
+    import os
+
+    return os.path.normpath(os.path.join(base, ref))
+
+
+def write_concept_table(rows: list[dict], path_or_buffer) -> None:
+    """Write concept rows as Parquet with the schema's types (a helper for users and tests)."""
+    schema = pa.schema(
+        [
+            ("concept_id", pa.string()),
+            ("name", pa.string()),
+            ("reference_uris", pa.list_(pa.string())),
+            ("prompt", pa.string()),
+            ("num_images", pa.int64()),
+        ]
+    )
+    full = [{k: r.get(k) for k in schema.names} for r in rows]
+    pq.write_table(pa.Table.from_pylist(full, schema=schema), path_or_buffer)

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers, one IO or compute step each, calling :mod:`normguide.run`."""

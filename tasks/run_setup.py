@@ -1,0 +1,27 @@
+"""Tasks that open and close a run: output and model checks, the concept table, finalisation."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from normguide import run
+from normguide.config import RunConfig
+from normguide.data.schema import Concept
+
+
+@task(name="prepare-run", retries=2, retry_delay_seconds=5)
+def prepare_run(config: RunConfig) -> dict:
+    """Check storage and model before any GPU work; start run.json; say whether the run is complete."""
+    return run.prepare_run(config)
+
+
+@task(name="load-concepts", retries=2, retry_delay_seconds=5)
+def load_concepts(config: RunConfig, concept_ids: list[str] | None = None) -> list[Concept]:
+    """Read and validate the concept table (a bad table fails without retries mattering)."""
+    return run.load_concepts(config, concept_ids)
+
+
+@task(name="finalize-run", retries=2, retry_delay_seconds=5)
+def finalize_run(config: RunConfig, concept_ids: list[str]) -> str:
+    """Consolidate the manifest, finish run.json, write _SUCCESS last."""
+    return run.finalize_run(config, concept_ids)
