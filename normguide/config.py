@@ -100,7 +100,7 @@ class StorageConfig(_Section):
     secret: SecretStr | None = Field(None, description="Secret access key (prefer the environment or a block).")
     token: SecretStr | None = Field(None, description="Session token.")
     aws_credentials_block: str | None = Field(None, description="Name of a prefect-aws AwsCredentials block.")
-    extra: dict[str, Any] = Field(default_factory=dict, description="Other s3fs/fsspec options (non-secret).")
+    extra: dict[str, Any] = Field(default_factory=dict, repr=False, description="Other s3fs/fsspec options (hidden from repr; keys that look secret are masked in run.json).")
 
 
 class RunConfig(BaseModel):
@@ -190,7 +190,8 @@ class RunConfig(BaseModel):
             node = data
             *parents, leaf = dotted.split(".")
             for p in parents:
-                node = node[p] = dict(node[p])
+                node[p] = dict(node[p])
+                node = node[p]
             node[leaf] = value
         return RunConfig.model_validate(_unwrap_secrets(data))
 
