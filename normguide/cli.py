@@ -97,7 +97,8 @@ def _print_summary(console, summary: dict) -> None:
     from normguide.report import summary_status
 
     table = Table(title=f"normguide run {summary['run_id']}: {summary_status(summary)}")
-    for col in ("concept", "status", "images", "generated", "methods", "mean seed z", "error"):
+    table.add_column("concept", no_wrap=True)
+    for col in ("status", "images", "generated", "methods", "mean seed z", "error"):
         table.add_column(col, overflow="fold")
     for cid, c in summary["concepts"].items():
         z = c.get("mean_seed_zscore")

@@ -46,6 +46,7 @@ from normguide.geometry import ChiPrior
 
 log = logging.getLogger("normguide")
 
+SEEDS_META_KEY = "normguide"
 DEMO_NOTE = "demo model with random weights: its images are noise, not a real dataset"
 
 
@@ -192,8 +193,17 @@ def _load_seeds(storage: Storage, concept_id: str) -> tuple[dict[str, torch.Tens
     data = storage.read_bytes(key)
     # safetensors layout: 8-byte little-endian header length, then the JSON header (with metadata)
     n = int.from_bytes(data[:8], "little")
-    meta = json.loads(data[8 : 8 + n]).get("__metadata__", {})
-    return st_load(data), meta
+    header_meta = json.loads(data[8 : 8 + n]).get("__metadata__", {})
+    return st_load(data), json.loads(header_meta.get(SEEDS_META_KEY, "{}"))
+
+
+def _save_seeds(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
+    """safetensors bytes, byte-identical for identical content.
+
+    safetensors keeps header metadata in a hash map whose order varies between calls, so all
+    of normguide's metadata goes into one key as canonical JSON.
+    """
+    return st_save(tensors, metadata={SEEDS_META_KEY: json.dumps(meta, sort_keys=True)})
 
 
 def invert_references(config: RunConfig, concept: Concept) -> dict[str, Any]:
@@ -205,7 +215,7 @@ def invert_references(config: RunConfig, concept: Concept) -> dict[str, Any]:
     cid = concept.concept_id
     if (found := _load_seeds(storage, cid)) is not None:
         meta = found[1]
-        return {"concept_id": cid, "seeds_uri": storage.uri(mf.seeds_key(cid)), "num_seeds": int(meta["num_seeds"]), "reused": True}
+        return {"concept_id": cid, "seeds_uri": storage.uri(mf.seeds_key(cid)), "num_seeds": meta["num_seeds"], "reused": True}
     # 1. Read and check every reference (errors name the concept and the file)
     model = load_model(config)
     images = []
@@ -225,16 +235,17 @@ def invert_references(config: RunConfig, concept: Concept) -> dict[str, Any]:
     # 3. Save the seeds with their metadata
     meta = {
         "concept_id": cid,
-        "num_seeds": str(len(images)),
-        "reference_uris": json.dumps(list(concept.reference_uris)),
-        "reconstruction_error": json.dumps(result.reconstruction_error),
+        "num_seeds": len(images),
+        "reference_uris": list(concept.reference_uris),
+        "prompt": concept.resolved_prompt(config.prompt_template),
+        "reconstruction_error": result.reconstruction_error,
         "model": model.model_id,
         "model_revision": model.revision,
-        "inversion_steps": str(inv.num_inference_steps),
-        "inversion_guidance": str(inv.guidance_scale),
-        "seed_shape": json.dumps(list(model.seed_shape)),
+        "inversion_steps": inv.num_inference_steps,
+        "inversion_guidance": inv.guidance_scale,
+        "seed_shape": list(model.seed_shape),
     }
-    storage.write_bytes(mf.seeds_key(cid), st_save({"inverted": result.seeds.contiguous()}, metadata=meta))
+    storage.write_bytes(mf.seeds_key(cid), _save_seeds({"inverted": result.seeds.contiguous()}, meta))
     return {"concept_id": cid, "seeds_uri": storage.uri(mf.seeds_key(cid)), "num_seeds": len(images), "reused": False}
 
 
@@ -247,8 +258,7 @@ def plan_concept(config: RunConfig, concept: Concept) -> dict[str, Any]:
         raise RuntimeError(f"concept {cid!r}: no seeds file {storage.uri(mf.seeds_key(cid))!r}; run the inversion first")
     tensors, meta = found
     if "plan" in meta:
-        rows = json.loads(meta["plan"])
-        return {"concept_id": cid, "planned": len(rows), "reused": True}
+        return {"concept_id": cid, "planned": len(meta["plan"]), "reused": True}
     p = config.plan
     plan = plan_seeds(
         tensors["inverted"], concept_id=cid, methods=p.methods,
@@ -258,8 +268,8 @@ def plan_concept(config: RunConfig, concept: Concept) -> dict[str, Any]:
     )
     out = {"inverted": tensors["inverted"], "planned": plan.seeds.contiguous()}
     out.update({f"centroid.{m}": c.contiguous() for m, c in plan.centroids.items()})
-    meta = dict(meta, plan=json.dumps([r.to_dict() for r in plan.rows]))
-    storage.write_bytes(mf.seeds_key(cid), st_save(out, metadata=meta))
+    meta = dict(meta, plan=[r.to_dict() for r in plan.rows])
+    storage.write_bytes(mf.seeds_key(cid), _save_seeds(out, meta))
     return {"concept_id": cid, "planned": len(plan.rows), "reused": False}
 
 
@@ -278,7 +288,7 @@ def generate_concept(config: RunConfig, concept: Concept) -> dict[str, Any]:
     if found is None or "plan" not in found[1]:
         raise RuntimeError(f"concept {cid!r}: seeds file has no plan; run plan_seeds first")
     tensors, meta = found
-    rows = [PlannedSeed.from_dict(r) for r in json.loads(meta["plan"])]
+    rows = [PlannedSeed.from_dict(r) for r in meta["plan"]]
     planned = tensors["planned"]
     model = load_model(config)
     gen = config.generation
@@ -320,8 +330,8 @@ def generate_concept(config: RunConfig, concept: Concept) -> dict[str, Any]:
             records[i] = {"sha256": sha256_hex(blob), "width": w, "height": h, "created_at": _now()}
 
     # 4. The manifest part, written only now that every image exists
-    refs = json.loads(meta["reference_uris"])
-    rec_err = json.loads(meta["reconstruction_error"])
+    refs = meta["reference_uris"]
+    rec_err = meta["reconstruction_error"]
     prior = ChiPrior(model.d)
     flat = planned.reshape(len(rows), -1).to(torch.float64)
     norms = flat.norm(dim=-1)

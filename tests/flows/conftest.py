@@ -1,0 +1,58 @@
+"""Flow tests run under one session-scoped Prefect test harness (a real, temporary Prefect API)."""
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from normguide.config import RunConfig
+from normguide.data.schema import write_concept_table
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def make_reference(path: Path, seed: int, size=(96, 80)) -> Path:
+    rng = random.Random(seed)
+    img = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    for _ in range(6):
+        x0, y0 = rng.randrange(size[0] - 10), rng.randrange(size[1] - 10)
+        img.paste(tuple(rng.randrange(256) for _ in range(3)), (x0, y0, x0 + 10 + rng.randrange(30), y0 + 10 + rng.randrange(30)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def concept_dir(tmp_path):
+    """A concept table with two concepts (3 and 2 references) in tmp_path/in."""
+    root = tmp_path / "in"
+    rows = []
+    for cid, n in (("alpha", 3), ("beta", 2)):
+        refs = [f"refs/{cid}/{i}.png" for i in range(n)]
+        for i, r in enumerate(refs):
+            make_reference(root / r, seed=hash((cid, i)) % 1000)
+        rows.append({"concept_id": cid, "name": cid, "reference_uris": refs, "prompt": None, "num_images": None})
+    write_concept_table(rows, root / "concepts.parquet")
+    return root
+
+
+def tiny_config(concepts: Path | str, output: Path | str, **overrides) -> RunConfig:
+    base = RunConfig.model_validate(
+        {
+            "concepts": str(concepts),
+            "output": str(output),
+            "model": "demo",
+            "inversion": {"num_inference_steps": 2, "reconstruction": True},
+            "generation": {"num_inference_steps": 2, "guidance_scale": 2.0, "batch_size": 2},
+            "plan": {"methods": ["nao"], "num_images": 3},
+        }
+    )
+    return base.with_overrides(**overrides)

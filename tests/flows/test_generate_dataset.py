@@ -1,0 +1,170 @@
+"""The dataset-generation flow end to end on the demo model (2 inference steps)."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from flows.generate_dataset import generate_dataset
+from normguide.data.schema import write_concept_table
+from normguide.geometry import ChiPrior
+from normguide.run import output_root
+
+from .conftest import make_reference, tiny_config
+
+VOLATILE = ["created_at", "image_uri"]
+
+
+def _run(cfg):
+    state = generate_dataset(config=cfg, return_state=True)
+    return state, state.result(raise_on_failure=False)
+
+
+def _stable(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=VOLATILE).sort_values("image_id").reset_index(drop=True)
+
+
+def test_flow_writes_consistent_dataset(concept_dir, tmp_path):
+    cfg = tiny_config(concept_dir / "concepts.parquet", tmp_path / "out")
+    state, summary = _run(cfg)
+    assert state.is_completed(), summary
+    root = Path(output_root(cfg))
+    assert summary["output_root"] == str(root)
+
+    # layout
+    for name in ("run.json", "manifest.parquet", "_SUCCESS", "seeds/alpha.safetensors", "manifest/part-beta.parquet"):
+        assert (root / name).exists(), name
+    run = json.loads((root / "run.json").read_text())
+    assert run["status"] == "complete" and run["model"]["is_demo"] and "noise" in run["model"]["note"]
+    assert run["versions"]["torch"] == torch.__version__
+
+    df = pd.read_parquet(root / "manifest.parquet")
+    assert sorted(df.concept_id.unique()) == ["alpha", "beta"]
+    assert len(df) == 6 and df.image_uri.is_unique
+    assert (df.synthetic).all() and df.model.str.contains("noise").all()
+    assert set(df.kind) == {"centroid", "interpolant"}
+    prior = None
+    for cid, group in df.groupby("concept_id"):
+        seeds = load_file(root / f"seeds/{cid}.safetensors")
+        planned = seeds["planned"].reshape(len(group), -1).double()
+        prior = prior or ChiPrior(planned.shape[1])
+        assert seeds["inverted"].shape[0] == {"alpha": 3, "beta": 2}[cid]
+        for i, row in enumerate(group.sort_values("image_id").itertuples()):
+            # every row points at an existing PNG whose hash and size match
+            blob = Path(row.image_uri).read_bytes()
+            assert hashlib.sha256(blob).hexdigest() == row.sha256
+            with Image.open(Path(row.image_uri)) as im:
+                assert im.size == (row.width, row.height) and im.format == "PNG"
+            # the seeds file holds what the manifest says
+            z = planned[i]
+            assert row.seed_norm == pytest.approx(float(z.norm()), rel=1e-6)
+            assert row.seed_zscore == pytest.approx(float(prior.zscore(z)), rel=1e-5, abs=1e-5)
+            assert row.reconstruction_error is not None and row.reconstruction_error >= 0
+        centroid = group[group.kind == "centroid"]
+        assert len(centroid) == 1 and len(centroid.source_refs.iloc[0]) == seeds["inverted"].shape[0]
+    # NAO seeds sit on the prior's shell, unlike the Euclidean mean
+    assert df.seed_zscore.abs().max() < 5
+
+
+def test_same_config_twice_is_identical(concept_dir, tmp_path):
+    cfg_a = tiny_config(concept_dir / "concepts.parquet", tmp_path / "a")
+    cfg_b = tiny_config(concept_dir / "concepts.parquet", tmp_path / "b")
+    assert cfg_a.resolved_run_id() == cfg_b.resolved_run_id()
+    for cfg in (cfg_a, cfg_b):
+        assert _run(cfg)[0].is_completed()
+    ra, rb = Path(output_root(cfg_a)), Path(output_root(cfg_b))
+    da, db = pd.read_parquet(ra / "manifest.parquet"), pd.read_parquet(rb / "manifest.parquet")
+    pd.testing.assert_frame_equal(_stable(da), _stable(db))
+    for rel in sorted(p.relative_to(ra) for p in ra.rglob("*.png")):
+        assert (ra / rel).read_bytes() == (rb / rel).read_bytes(), rel
+    assert (ra / "seeds/alpha.safetensors").read_bytes() == (rb / "seeds/alpha.safetensors").read_bytes()
+
+    # a rerun of a complete run is a no-op that says so, and touches nothing
+    before = {p: p.stat().st_mtime_ns for p in ra.rglob("*") if p.is_file()}
+    state, summary = _run(cfg_a)
+    assert state.is_completed() and summary["already_complete"]
+    assert before == {p: p.stat().st_mtime_ns for p in ra.rglob("*") if p.is_file()}
+
+
+def test_every_method_produces_its_rows(concept_dir, tmp_path):
+    cfg = tiny_config(
+        concept_dir / "concepts.parquet", tmp_path / "m",
+        **{"plan.methods": ("nao", "slerp", "lerp", "cog", "random"), "plan.num_images": 2,
+           "plan.include_inversions": True, "inversion.reconstruction": False},
+    )
+    state, summary = _run(cfg)
+    assert state.is_completed(), summary
+    df = pd.read_parquet(Path(output_root(cfg)) / "manifest.parquet")
+    counts = df.groupby(["concept_id", "method"]).size()
+    for cid, k in (("alpha", 3), ("beta", 2)):
+        for m in ("slerp", "lerp", "cog", "random"):
+            assert counts[(cid, m)] == 2
+        assert counts[(cid, "nao")] == 2 + k  # + one inversion image per reference
+    rnd = df[df.method == "random"]
+    assert (rnd.kind == "random").all() and rnd.seed.notna().all() and rnd.seed.is_unique
+    assert df[df.method != "random"].seed.isna().all()
+    assert df.reconstruction_error.isna().all()
+    # the Euclidean mean centroid falls far inside the shell; NAO's does not
+    cent = df[df.kind == "centroid"].set_index(["concept_id", "method"]).seed_zscore
+    assert cent[("alpha", "lerp")] < -10 and abs(cent[("alpha", "nao")]) < 3
+
+
+def test_bad_inputs_fail_their_concept_only(concept_dir, tmp_path):
+    refs = concept_dir / "refs"
+    bad = {
+        "missing": [str(refs / "nope.png")],
+        "corrupt": [str(refs / "corrupt.png")],
+        "truncated": [str(refs / "trunc.png")],
+        "notimage": [str(refs / "notes.txt")],
+        "tiny": [str(refs / "tiny.png")],
+    }
+    (refs / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    good = make_reference(refs / "good.png", seed=7)
+    (refs / "trunc.png").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    (refs / "notes.txt").write_text("not an image")
+    Image.new("RGB", (1, 1)).save(refs / "tiny.png")
+    rows = [{"concept_id": cid, "name": cid, "reference_uris": r} for cid, r in bad.items()]
+    rows.append({"concept_id": "fine", "name": "fine", "reference_uris": [str(good), str(good)]})
+    write_concept_table(rows, concept_dir / "bad.parquet")
+
+    cfg = tiny_config(concept_dir / "bad.parquet", tmp_path / "bad")
+    state, summary = _run(cfg)
+    assert state.is_failed()
+    assert sorted(summary["failed"]) == sorted(bad)
+    assert summary["concepts"]["fine"]["status"] == "completed"
+    for cid, (uri,) in bad.items():
+        err = summary["concepts"][cid]["error"]
+        assert cid in err and uri in err, err
+    assert "does not exist" in summary["concepts"]["missing"]["error"]
+    assert "1x1" in summary["concepts"]["tiny"]["error"]
+    root = Path(output_root(cfg))
+    assert (root / "manifest/part-fine.parquet").exists()
+    assert not (root / "_SUCCESS").exists() and not (root / "manifest.parquet").exists()
+
+    # fix one input and rerun: the good concept is skipped untouched, the fixed one completes
+    part = root / "manifest/part-fine.parquet"
+    mtime = part.stat().st_mtime_ns
+    make_reference(refs / "nope.png", seed=3)
+    state, summary = _run(cfg)
+    assert summary["concepts"]["fine"]["status"] == "skipped"
+    assert summary["concepts"]["missing"]["status"] == "completed"
+    assert part.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("model, match", [("/does/not/exist", "does not exist"), ("NOTADIR", "model_index.json")])
+def test_bad_model_path_fails_before_work(concept_dir, tmp_path, model, match):
+    if model == "NOTADIR":
+        model = str(tmp_path / "empty-model")
+        Path(model).mkdir()
+    cfg = tiny_config(concept_dir / "concepts.parquet", tmp_path / "o", model=model)
+    state, _ = _run(cfg)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=match) as ei:
+        state.result()
+    assert model in str(ei.value)
+    assert not list(Path(output_root(cfg)).rglob("*.png"))
