@@ -87,12 +87,12 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _run_json(config: RunConfig, model: LoadedModel, *, started_at: str, finished_at: str | None, concepts: list[str] | None) -> bytes:
+def _run_json(config: RunConfig, model: LoadedModel) -> bytes:
     doc = {
         "run_id": config.resolved_run_id(),
-        "status": "complete" if finished_at else "running",
-        "started_at": started_at,
-        "finished_at": finished_at,
+        "status": "running",
+        "started_at": _now().isoformat(),
+        "finished_at": None,
         "output_root": output_root(config),
         "model": {
             "id": model.model_id,
@@ -104,7 +104,8 @@ def _run_json(config: RunConfig, model: LoadedModel, *, started_at: str, finishe
             "scheduler": model.scheduler,
         },
         "versions": _versions(),
-        "concepts": concepts,
+        "concepts": None,
+        "images": None,
         "config": config.public_dict(),
     }
     return json.dumps(doc, indent=2, sort_keys=True).encode()
@@ -121,7 +122,7 @@ def prepare_run(config: RunConfig) -> dict[str, Any]:
     model = load_model(config)
     complete = storage.exists("_SUCCESS")
     if not complete and not storage.exists("run.json"):
-        storage.write_bytes("run.json", _run_json(config, model, started_at=_now().isoformat(), finished_at=None, concepts=None))
+        storage.write_bytes("run.json", _run_json(config, model))
     return {
         "run_id": config.resolved_run_id(),
         "output_root": storage.root,
@@ -155,24 +156,35 @@ def missing_parts(config: RunConfig, concept_ids: list[str]) -> list[str]:
     return [c for c in concept_ids if mf.part_key(c) not in have]
 
 
+def run_complete(config: RunConfig) -> bool:
+    """True when the run already has ``_SUCCESS`` (cheap: one existence check, no model)."""
+    return open_output(config).exists("_SUCCESS")
+
+
 def finalize_run(config: RunConfig, concept_ids: list[str]) -> str:
     """Consolidate the parts into ``manifest.parquet``, finish run.json, write ``_SUCCESS`` last.
 
-    Raises ``RuntimeError`` naming the concepts whose part is missing (nothing is written then).
+    A run that already has ``_SUCCESS`` is left as it is. Raises ``RuntimeError`` naming the
+    concepts whose part is missing (nothing is written then). Needs no model: the model's
+    record comes from the run.json that :func:`prepare_run` wrote.
     """
     storage = open_output(config)
+    manifest_uri = storage.uri("manifest.parquet")
+    if storage.exists("_SUCCESS"):
+        return manifest_uri
     missing = missing_parts(config, concept_ids)
     if missing:
         raise RuntimeError(f"cannot finalize run {config.resolved_run_id()!r}: manifest parts missing for concepts {missing}")
+    if not storage.exists("run.json"):
+        raise RuntimeError(f"cannot finalize run {config.resolved_run_id()!r}: {storage.uri('run.json')!r} is missing")
     parts = [storage.read_bytes(mf.part_key(c)) for c in concept_ids]
     storage.write_bytes("manifest.parquet", mf.consolidate(parts))
-    started = _now().isoformat()
-    if storage.exists("run.json"):
-        started = json.loads(storage.read_bytes("run.json")).get("started_at") or started
-    model = load_model(config)
-    storage.write_bytes("run.json", _run_json(config, model, started_at=started, finished_at=_now().isoformat(), concepts=list(concept_ids)))
+    doc = json.loads(storage.read_bytes("run.json"))
+    doc.update(status="complete", finished_at=_now().isoformat(), concepts=list(concept_ids), images=sum(
+        mf.parquet_to_table(p).num_rows for p in parts))
+    storage.write_bytes("run.json", json.dumps(doc, indent=2, sort_keys=True).encode())
     storage.write_bytes("_SUCCESS", b"")
-    return storage.uri("manifest.parquet")
+    return manifest_uri
 
 
 # -- concept-level --------------------------------------------------------------------------

@@ -15,6 +15,12 @@ def prepare_run(config: RunConfig) -> dict:
     return run.prepare_run(config)
 
 
+@task(name="is-run-complete", retries=2, retry_delay_seconds=5)
+def is_run_complete(config: RunConfig) -> bool:
+    """Whether the run already has _SUCCESS (a rerun is then a no-op)."""
+    return run.run_complete(config)
+
+
 @task(name="load-concepts", retries=2, retry_delay_seconds=5)
 def load_concepts(config: RunConfig, concept_ids: list[str] | None = None) -> list[Concept]:
     """Read and validate the concept table (a bad table fails without retries mattering)."""

@@ -1,0 +1,224 @@
+"""The deployments of ``deployments/prefect.yaml``, made from Python; and ``serve`` for one machine.
+
+A team picks one of the two routes; both create the same work pools and deployments::
+
+    python -m deployments.register pools                 # work pools from deployments/work-pools/
+    python -m deployments.register gpu-limit 4           # at most 4 GPU task runs at once (tag `gpu`)
+    python -m deployments.register deploy --gpu-image registry/normguide-gpu:1.0
+    python -m deployments.register serve --limit 1       # no workers: this process runs the flows
+
+Run it from the checkout the process workers will use (the CPU deployments run from this
+checkout's path; the GPU ones from the checkout inside the image). Everything talks to the
+server in ``PREFECT_API_URL``; credentials are never part of a deployment (see README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deployments.steps import CHECKOUT, run_config_parameters
+
+GENERATE = "flows/generate_dataset.py:generate_dataset"
+FAN_OUT = "flows/fan_out.py:generate_dataset_fan_out"
+NIGHTLY_CONFIG = "deployments/configs/nightly.yaml"
+NIGHTLY_CRON = "0 2 * * *"
+NIGHTLY_TIMEZONE = "Europe/Berlin"
+IMAGE_CHECKOUT = "/opt/normguide"  # where deployments/Dockerfile puts the checkout
+GPU_TAG = "gpu"  # the tag of normguide's GPU tasks (tasks/concepts.py)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A work pool made from a base job template file in deployments/work-pools/."""
+
+    name: str
+    type: str
+    template: str
+
+    def base_job_template(self) -> dict[str, Any]:
+        return json.loads((CHECKOUT / "deployments" / "work-pools" / self.template).read_text())
+
+
+POOLS: dict[str, PoolSpec] = {
+    p.name: p
+    for p in (
+        PoolSpec("normguide-cpu", "process", "process.json"),
+        PoolSpec("normguide-gpu-kubernetes", "kubernetes", "kubernetes-gpu.json"),
+        PoolSpec("normguide-gpu-docker", "docker", "docker-gpu.json"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One deployment of prefect.yaml, in Python."""
+
+    flow_entrypoint: str
+    name: str
+    pool: str
+    queue: str = "default"
+    description: str = ""
+    tags: tuple[str, ...] = ("normguide",)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    cron: str | None = None
+    timezone: str | None = None
+    schedule_active: bool = True
+    in_image: bool = False  # runs from the checkout in the GPU image, not from this checkout
+
+
+def deployment_specs() -> list[DeploymentSpec]:
+    """The same deployments as deployments/prefect.yaml (a test keeps the two in step)."""
+    nightly = run_config_parameters(NIGHTLY_CONFIG)
+    shards = {"deployment": "generate-dataset/gpu-kubernetes", "shard_size": 16}
+    return [
+        DeploymentSpec(GENERATE, "adhoc", "normguide-cpu",
+                       description="Generate a dataset on demand; give the RunConfig per run (parameter `config`)."),
+        DeploymentSpec(GENERATE, "nightly", "normguide-cpu", tags=("normguide", "scheduled"), parameters=nightly,
+                       cron=NIGHTLY_CRON, timezone=NIGHTLY_TIMEZONE,
+                       description="Regenerate the dataset of deployments/configs/nightly.yaml every night."),
+        DeploymentSpec(GENERATE, "gpu-kubernetes", "normguide-gpu-kubernetes", tags=("normguide", "gpu"), in_image=True,
+                       description="Generation on GPU pods (one GPU each); the fan-out parent runs its shards here."),
+        DeploymentSpec(GENERATE, "gpu-docker", "normguide-gpu-docker", tags=("normguide", "gpu"), in_image=True,
+                       description="Generation in GPU containers on Docker hosts (one GPU each)."),
+        DeploymentSpec(FAN_OUT, "adhoc", "normguide-cpu", queue="orchestration", tags=("normguide", "fan-out"),
+                       parameters=shards, description="Split a large concept table into shards, one flow run each."),
+        DeploymentSpec(FAN_OUT, "nightly-sharded", "normguide-cpu", queue="orchestration",
+                       tags=("normguide", "fan-out", "scheduled"), parameters={**nightly, **shards},
+                       cron=NIGHTLY_CRON, timezone=NIGHTLY_TIMEZONE, schedule_active=False,
+                       description="The nightly dataset sharded over the GPU pool (schedule ships paused)."),
+    ]
+
+
+# -- work pools and the GPU limit ------------------------------------------------------------
+def create_work_pools(names: Iterable[str] | None = None, *, overwrite: bool = True) -> list[str]:
+    """Create (or update) the work pools from their template files; returns their names.
+
+    The server validates each base job template (every placeholder of ``job_configuration``
+    must be a declared variable), so a broken template file fails here.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    specs = [POOLS[n] for n in (names or POOLS)]
+    with get_client(sync_client=True) as client:
+        for spec in specs:
+            client.create_work_pool(
+                WorkPoolCreate(name=spec.name, type=spec.type, base_job_template=spec.base_job_template()),
+                overwrite=overwrite,
+            )
+    return [s.name for s in specs]
+
+
+def set_gpu_limit(slots: int) -> None:
+    """At most ``slots`` task runs tagged ``gpu`` at once across the server (lease-based, see README)."""
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)
+
+
+# -- deployments --------------------------------------------------------------------------------
+def _load_flow(entrypoint: str, *, from_checkout: bool):
+    from prefect import Flow
+    from prefect.flows import load_flow_from_entrypoint
+
+    if from_checkout:
+        # LocalStorage: the deployment's pull step is set_working_directory(<checkout>)
+        return Flow.from_source(source=str(CHECKOUT), entrypoint=entrypoint)
+    return load_flow_from_entrypoint(str(CHECKOUT / entrypoint))
+
+
+def _to_deployment(spec: DeploymentSpec, *, gpu_image: str | None, serve: bool = False):
+    from prefect.schedules import Cron
+
+    flow = _load_flow(spec.flow_entrypoint, from_checkout=not spec.in_image and not serve)
+    schedules = [Cron(spec.cron, timezone=spec.timezone, active=spec.schedule_active)] if spec.cron else []
+    kwargs: dict[str, Any] = dict(name=spec.name, description=spec.description, tags=list(spec.tags),
+                                  parameters=spec.parameters, schedules=schedules)
+    if serve:
+        return flow.to_deployment(**kwargs)
+    job_variables = {"image": gpu_image} if spec.in_image and gpu_image else {}
+    deployment = flow.to_deployment(**kwargs, work_pool_name=spec.pool, work_queue_name=spec.queue,
+                                    job_variables=job_variables)
+    if spec.in_image:
+        from prefect.runner.storage import LocalStorage
+
+        # the checkout inside the GPU image (deployments/Dockerfile): pull step set_working_directory
+        deployment.storage = LocalStorage(IMAGE_CHECKOUT)
+    return deployment
+
+
+def deploy(*, gpu_image: str | None = None, include_gpu: bool = True) -> dict[str, str]:
+    """Create or update every deployment on the server; ``{"flow/deployment": id}``.
+
+    The work pools must exist (:func:`create_work_pools`). ``gpu_image`` overrides the GPU
+    pools' default image for the GPU deployments.
+    """
+    ids = {}
+    with contextlib.chdir(CHECKOUT):  # entry points are relative to the checkout
+        for spec in deployment_specs():
+            if spec.in_image and not include_gpu:
+                continue
+            dep = _to_deployment(spec, gpu_image=gpu_image)
+            ids[f"{dep.flow_name}/{dep.name}"] = str(dep.apply())
+    return ids
+
+
+def serve(*, limit: int | None = 1) -> None:
+    """Run the CPU deployments (adhoc, nightly, fan-out) from this process, without work pools.
+
+    For a single machine: ``limit`` flow runs at once (1 per GPU); the fan-out parent then
+    shards onto ``generate-dataset/adhoc`` served here. Blocks until interrupted.
+    """
+    from prefect import serve as prefect_serve
+
+    specs = [s for s in deployment_specs() if not s.in_image]
+    with contextlib.chdir(CHECKOUT):
+        deployments = []
+        for spec in specs:
+            if spec.flow_entrypoint == FAN_OUT:
+                spec = DeploymentSpec(**{**spec.__dict__, "parameters": {**spec.parameters,
+                                                                         "deployment": "generate-dataset/adhoc"}})
+            deployments.append(_to_deployment(spec, gpu_image=None, serve=True))
+        prefect_serve(*deployments, limit=limit)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m deployments.register", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pools", help="create or update the work pools from deployments/work-pools/")
+    p.add_argument("names", nargs="*", help=f"default: all of {', '.join(POOLS)}")
+    p = sub.add_parser("gpu-limit", help="set the concurrency limit on the `gpu` task tag")
+    p.add_argument("slots", type=int)
+    p = sub.add_parser("deploy", help="create or update the deployments")
+    p.add_argument("--gpu-image", help="image of the GPU deployments (default: the pools' image)")
+    p.add_argument("--no-gpu", action="store_true", help="only the process-pool deployments")
+    p = sub.add_parser("serve", help="serve the CPU deployments from this process (no workers)")
+    p.add_argument("--limit", type=int, default=1, help="flow runs at once (default 1)")
+    args = parser.parse_args(argv)
+
+    if args.command == "pools":
+        unknown = sorted(set(args.names) - set(POOLS))
+        if unknown:
+            parser.error(f"unknown work pool(s) {unknown}; known: {sorted(POOLS)}")
+        print("work pools:", ", ".join(create_work_pools(args.names or None)))
+    elif args.command == "gpu-limit":
+        set_gpu_limit(args.slots)
+        print(f"at most {args.slots} task run(s) tagged {GPU_TAG!r} at once")
+    elif args.command == "deploy":
+        for name, dep_id in deploy(gpu_image=args.gpu_image, include_gpu=not args.no_gpu).items():
+            print(f"{name}: {dep_id}")
+    elif args.command == "serve":
+        serve(limit=args.limit)
+
+
+if __name__ == "__main__":
+    main()
