@@ -1,0 +1,43 @@
+"""The diffusion layer: loading SD-family pipelines, the built-in demo model, DDIM inversion and
+generation. Knows nothing of Prefect, storage or file formats beyond a pipeline directory."""
+
+from normguide.diffusion.ddim import (
+    InversionResult,
+    decode_latents,
+    encode_images,
+    generate_images,
+    invert_images,
+    prepare_image,
+)
+from normguide.diffusion.demo import DEMO_FAMILIES, DEMO_RESOLUTION, build_demo_pipeline
+from normguide.diffusion.devices import device_lock, exclusive_device, resolve_device, resolve_dtype
+from normguide.diffusion.loading import (
+    FAMILIES,
+    LoadedModel,
+    ModelLoadError,
+    clear_pipeline_cache,
+    get_pipeline,
+    load_pipeline,
+)
+
+__all__ = [
+    "DEMO_FAMILIES",
+    "DEMO_RESOLUTION",
+    "FAMILIES",
+    "InversionResult",
+    "LoadedModel",
+    "ModelLoadError",
+    "build_demo_pipeline",
+    "clear_pipeline_cache",
+    "decode_latents",
+    "device_lock",
+    "encode_images",
+    "exclusive_device",
+    "generate_images",
+    "get_pipeline",
+    "invert_images",
+    "load_pipeline",
+    "prepare_image",
+    "resolve_device",
+    "resolve_dtype",
+]

@@ -1,0 +1,273 @@
+"""The built-in demo model: a tiny Stable-Diffusion-architecture pipeline with fixed random weights.
+
+Nothing is downloaded. Every component is built from a config after ``torch.manual_seed`` (inside a
+forked RNG, so the caller's random state is untouched), and the CLIP tokenizer's ``vocab.json`` /
+``merges.txt`` are generated here (the 256-symbol byte-level alphabet of CLIP's BPE, each symbol also
+as a word end ``</w>``, a handful of English merges, and CLIP's two special tokens). The same call
+therefore gives bit-identical weights in every process on CPU.
+
+The images are noise: the weights are random. The demo exists so that a whole run (inversion, NAO
+seed planning, generation, manifests) works anywhere in seconds, with the same tensor shapes and
+code paths as a real checkpoint.
+
+Shapes: images 64 x 64 px, VAE scale factor 8 (as in real SD), latents/seeds (4, 8, 8), d = 256.
+
+Seed norms (what the NAO planner downstream sees): a trained model's DDIM inversions land near the
+chi shell |z| ≈ √d (16 here). A random epsilon-UNet is no denoiser: its ε̂ is small and unrelated to
+z, so inversion does not carry z_0 out to the shell, and the sd1 / sd2 / sdxl demos give seeds of
+norm ≈ 0.4–0.6 (about |z_0|), far inside it (measured, 50 steps). The sd2-v demo does behave like a trained model: a v-prediction net whose output v̂ is
+near zero predicts ε̂ = σ_t·z_t, which is exactly the ideal denoiser for unit-variance Gaussian
+latents, and the DDIM step with it is a norm-preserving rotation. With its VAE scaling factor set so
+that latents have unit variance (as SD's own factor is chosen), sd2-v demo seeds come out with norm
+≈ 15–17, on the shell (measured, 50 steps). That is why plain ``demo`` is the sd2-v demo.
+
+Smoothness: the UNet's output convolution is scaled by ``_UNET_OUT_SCALE`` after the seeded init.
+With the default init a random UNet's noise prediction ε_θ(z, t) is O(1) and varies quickly with z,
+so DDIM inversion does not close and its reconstruction error need not shrink with more steps
+(measured on sd1 at scale 1: RMSE 0.47 / 0.72 / 0.39 at 2 / 10 / 50 steps; at 0.1: 0.019 / 0.014 /
+0.004, and 0.001 at 200); a smaller output makes ε_θ a gentle, Lipschitz function of z, which is the regime DDIM inversion
+assumes (and the one trained models are in), so the round trip converges as steps grow.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+DEMO_FAMILIES: tuple[str, ...] = ("sd1", "sd2", "sd2-v", "sdxl")
+DEMO_RESOLUTION = 64
+DEMO_REVISION_FORMAT = "demo-{family}-v1"
+#: What plain ``model="demo"`` builds: the v-prediction demo, whose DDIM inversions land on the chi
+#: shell like a trained model's (see "Seed norms" above), so a first run's NAO plan looks real.
+DEFAULT_DEMO_FAMILY = "sd2-v"
+
+# Fixed seeds, one per component, so that changing one component does not change the others.
+_SEEDS = {"unet": 0, "vae": 1, "text_encoder": 2, "text_encoder_2": 3}
+_UNET_OUT_SCALE = 0.1
+# Real SD checkpoints' factors for sd1/sd2/sdxl; for sd2-v the factor that gives this random VAE's
+# latents unit variance (its posterior means have std ~0.032 on the test images: 0.18215 / 0.032 ≈ 5.5),
+# which is how SD's own factor was chosen. See the module docstring for why only sd2-v gets it.
+_VAE_SCALING = {"sd1": 0.18215, "sd2": 0.18215, "sd2-v": 5.5, "sdxl": 0.13025}
+_TEXT_HIDDEN = 32
+_TOKEN_LENGTH = 77  # CLIP's context length; the pipelines pad every prompt to it
+
+# A few frequent English merges so that prompts do not tokenize to single bytes only.
+# Order matters (BPE ranks); every merge joins two symbols that exist when it is applied.
+_MERGES: tuple[tuple[str, str], ...] = (
+    ("t", "h"), ("i", "n"), ("a", "n"), ("e", "r"), ("o", "n"), ("r", "e"), ("a", "t"),
+    ("e", "n"), ("o", "r"), ("th", "e</w>"), ("o", "f</w>"), ("in", "g</w>"),
+    ("p", "h"), ("ph", "o"), ("pho", "t"), ("phot", "o</w>"), ("an", "d</w>"),
+)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte-level alphabet: each byte 0..255 maps to one printable unicode character."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes), strict=True))
+
+
+def demo_tokenizer_files() -> tuple[dict[str, int], list[str]]:
+    """The demo tokenizer's vocabulary (token -> id) and BPE merges ("a b" lines), built locally.
+
+    Layout follows CLIP: the 256 byte symbols, the same 256 as word ends, the merged tokens in merge
+    order, then ``<|startoftext|>`` and ``<|endoftext|>`` last.
+    """
+    alphabet = list(_bytes_to_unicode().values())
+    tokens = alphabet + [s + "</w>" for s in alphabet] + ["".join(pair) for pair in _MERGES]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    if len(set(tokens)) != len(tokens):  # a merge that re-creates an existing symbol
+        raise AssertionError("demo tokenizer vocabulary has duplicates")
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    merges = [f"{a} {b}" for a, b in _MERGES]
+    return vocab, merges
+
+
+def _build_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab, merges = demo_tokenizer_files()
+    # Written to a temporary directory and loaded with from_pretrained: the one way to build it from
+    # vocab.json/merges.txt that transformers 4.x and 5.x share.
+    with tempfile.TemporaryDirectory(prefix="normguide-demo-tokenizer-") as tmp:
+        root = Path(tmp)
+        (root / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        (root / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+        return CLIPTokenizer.from_pretrained(root, local_files_only=True, model_max_length=_TOKEN_LENGTH)
+
+
+def _text_config(vocab_size: int, *, hidden_act: str):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=_TEXT_HIDDEN,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=_TOKEN_LENGTH,
+        projection_dim=_TEXT_HIDDEN,
+        hidden_act=hidden_act,
+        layer_norm_eps=1e-5,
+        # CLIP pools at the first <|endoftext|>; ids must agree with the tokenizer's.
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+
+
+def _unet(family: str):
+    from diffusers import UNet2DConditionModel
+
+    common = dict(
+        sample_size=DEMO_RESOLUTION // 8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        norm_num_groups=8,
+    )
+    if family == "sd1":
+        unet = UNet2DConditionModel(
+            **common,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=_TEXT_HIDDEN,
+            attention_head_dim=8,
+        )
+    elif family in ("sd2", "sd2-v"):
+        # SD 2.x: linear projections in the transformer blocks and per-block head dims.
+        unet = UNet2DConditionModel(
+            **common,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=_TEXT_HIDDEN,
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+        )
+    elif family == "sdxl":
+        # SDXL: two text encoders (hidden states concatenated), pooled text + 6 size/crop ids as
+        # an extra embedding ("text_time").
+        time_embed_dim = 8
+        unet = UNet2DConditionModel(
+            **common,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=2 * _TEXT_HIDDEN,
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=time_embed_dim,
+            projection_class_embeddings_input_dim=6 * time_embed_dim + _TEXT_HIDDEN,
+        )
+    else:  # pragma: no cover - guarded by build_demo_pipeline
+        raise ValueError(family)
+    with torch.no_grad():
+        unet.conv_out.weight.mul_(_UNET_OUT_SCALE)
+        unet.conv_out.bias.mul_(_UNET_OUT_SCALE)
+    return unet
+
+
+def _vae(family: str):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=DEMO_RESOLUTION,
+        scaling_factor=_VAE_SCALING[family],
+    )
+
+
+def _scheduler(family: str):
+    from diffusers import DDIMScheduler
+
+    # The Stable Diffusion training schedule, with SD's own DDIM settings.
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="v_prediction" if family == "sd2-v" else "epsilon",
+    )
+
+
+def build_demo_pipeline(family: str = DEFAULT_DEMO_FAMILY):
+    """Build the tiny demo pipeline of one SD family, deterministically, on CPU in float32.
+
+    Args:
+        family: ``"sd1"``, ``"sd2"``, ``"sd2-v"`` (v-prediction) or ``"sdxl"``.
+
+    Returns:
+        A ``StableDiffusionPipeline`` (or ``StableDiffusionXLPipeline`` for ``"sdxl"``) whose
+        scheduler is a ``DDIMScheduler``; 64 x 64 px images, latents (4, 8, 8).
+    """
+    if family not in DEMO_FAMILIES:
+        raise ValueError(f"family must be one of {DEMO_FAMILIES}, got {family!r}")
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = _build_tokenizer()
+    vocab_size = len(tokenizer)
+    hidden_act = "quick_gelu" if family == "sd1" else "gelu"  # OpenAI CLIP vs OpenCLIP
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEEDS["unet"])
+        unet = _unet(family)
+        torch.manual_seed(_SEEDS["vae"])
+        vae = _vae(family)
+        torch.manual_seed(_SEEDS["text_encoder"])
+        text_encoder = CLIPTextModel(_text_config(vocab_size, hidden_act=hidden_act))
+        if family == "sdxl":
+            torch.manual_seed(_SEEDS["text_encoder_2"])
+            text_encoder_2 = CLIPTextModelWithProjection(_text_config(vocab_size, hidden_act=hidden_act))
+
+    if family == "sdxl":
+        pipe = StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            unet=unet,
+            scheduler=_scheduler(family),
+            add_watermarker=False,
+        )
+    else:
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=_scheduler(family),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    for module in (unet, vae, text_encoder) + ((text_encoder_2,) if family == "sdxl" else ()):
+        module.eval().requires_grad_(False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,322 @@
+"""The one place that turns a model spec into a ready pipeline: ``load_pipeline`` / ``get_pipeline``.
+
+A model spec is one of
+- ``"demo"`` or ``"demo:<family>"``: the built-in tiny pipeline (see ``demo.py``);
+- an existing local directory written by ``save_pretrained`` (``model_index.json`` at its root);
+- a Hugging Face Hub id (``"org/name"``), loaded with ``from_pretrained`` where the network (or the
+  local HF cache) allows.
+
+Every loaded pipeline gets a ``DDIMScheduler`` built from its own scheduler config: DDIM with eta = 0
+is what DDIM inversion inverts, so generation from inverted seeds must use it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from normguide.diffusion.demo import DEFAULT_DEMO_FAMILY, DEMO_FAMILIES, DEMO_REVISION_FORMAT, build_demo_pipeline
+from normguide.diffusion.devices import resolve_device, resolve_dtype
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+FAMILIES: tuple[str, ...] = ("sd1", "sd2", "sd2-v", "sdxl")
+SUPPORTED_PIPELINES: tuple[str, ...] = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+
+# Files whose bytes are hashed into a local checkpoint's revision; weights enter by name and size only
+# (hashing gigabytes on every load would cost more than the load).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".onnx", ".gguf")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A pipeline ready for inversion and generation, with what a manifest needs to say about it.
+
+    Attributes:
+        pipe: ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``; its scheduler is a
+            ``DDIMScheduler``. Treat it as read-only: it is shared through ``get_pipeline``.
+        model_id: ``"demo"`` / ``"demo:<family>"``, the absolute local path, or the hub id.
+        revision: demo: ``"demo-<family>-v1"``; local directory: 16 hex digits of a sha256 over its
+            configs and weight file names/sizes; hub: the snapshot's commit hash (``"unknown"`` if not
+            found in the cache).
+        family: ``"sd1"``, ``"sd2"``, ``"sd2-v"`` (v-prediction) or ``"sdxl"``.
+        is_demo: whether this is the built-in random-weight model (its images are noise).
+        resolution: side in pixels of the square images the model generates and inverts.
+        seed_shape: latent shape ``(C, h, w)``; a seed is one such tensor, ``d = C*h*w``.
+        device, dtype: where and in what precision the model runs (seeds are always float32).
+        scheduler: class name of the sampling scheduler (``"DDIMScheduler"``).
+    """
+
+    pipe: DiffusionPipeline
+    model_id: str
+    revision: str
+    family: str
+    is_demo: bool
+    resolution: int
+    seed_shape: tuple[int, int, int]
+    device: torch.device
+    dtype: torch.dtype
+    scheduler: str
+
+    @property
+    def d(self) -> int:
+        """Seed dimension ``C*h*w`` (e.g. 16384 for SD 1.x at 512 px, 256 for the demo)."""
+        c, h, w = self.seed_shape
+        return c * h * w
+
+
+class ModelLoadError(ValueError):
+    """A model spec that cannot be loaded; the message names the spec and what was wrong."""
+
+
+# 1. Scheduler ------------------------------------------------------------------------------------
+
+
+def ddim_scheduler_config(config) -> dict:
+    """The DDIM config for a pipeline whose scheduler config is ``config`` (any SD scheduler).
+
+    Values the checkpoint sets are kept. Two are filled where a non-DDIM config (e.g. SDXL's Euler)
+    lacks them, because DDIMScheduler's own defaults are wrong for latent diffusion:
+    ``clip_sample=False`` (clipping x̂_0 to [-1, 1] would cut latents, which range beyond it) and
+    ``set_alpha_to_one=False`` (SD's convention). ``timestep_spacing="linspace"`` becomes
+    ``"leading"``: DDIMInverseScheduler has no linspace grid, and the forward and inverse grids must
+    be the same set of timesteps.
+    """
+    cfg = dict(config)
+    cfg.setdefault("clip_sample", False)
+    cfg.setdefault("set_alpha_to_one", False)
+    if cfg.get("timestep_spacing", "leading") not in ("leading", "trailing"):
+        cfg["timestep_spacing"] = "leading"
+    return {k: v for k, v in cfg.items() if not k.startswith("_")}
+
+
+def _use_ddim(pipe) -> None:
+    from diffusers import DDIMScheduler
+
+    pipe.scheduler = DDIMScheduler.from_config(ddim_scheduler_config(pipe.scheduler.config))
+
+
+# 2. Describing a pipeline -----------------------------------------------------------------------
+
+
+def pipeline_family(pipe) -> str:
+    """``sdxl`` for an SDXL pipeline; else ``sd2-v`` / ``sd2`` / ``sd1`` from the UNet and scheduler.
+
+    SD 2.x UNets use linear projections in their transformer blocks (SD 1.x use 1x1 convs) and a
+    1024-wide text encoder; ``v_prediction`` marks the 768 px v-models.
+    """
+    if type(pipe).__name__ == "StableDiffusionXLPipeline":
+        return "sdxl"
+    unet_cfg = pipe.unet.config
+    is_v = pipe.scheduler.config.get("prediction_type", "epsilon") == "v_prediction"
+    is_sd2 = bool(unet_cfg.get("use_linear_projection", False)) or unet_cfg.get("cross_attention_dim") == 1024
+    if is_v:
+        return "sd2-v"
+    return "sd2" if is_sd2 else "sd1"
+
+
+def pipeline_geometry(pipe) -> tuple[int, tuple[int, int, int]]:
+    """(resolution in px, seed shape (C, h, w)): the UNet's native sample size times the VAE factor."""
+    vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    side = int(pipe.unet.config.sample_size)
+    return side * vae_scale, (int(pipe.unet.config.in_channels), side, side)
+
+
+def local_revision(path: Path) -> str:
+    """16 hex digits of sha256 over a pipeline directory: config/tokenizer files by content, weight
+    files by relative name and size. Cheap and deterministic; hidden files/dirs are skipped."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        digest.update(rel.as_posix().encode() + b"\0")
+        if file.suffix in _WEIGHT_SUFFIXES:
+            digest.update(str(file.stat().st_size).encode())
+        else:
+            digest.update(file.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _hub_revision(repo_id: str) -> str:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo_id, "model_index.json")
+    except Exception:  # noqa: BLE001 - the revision is informative, never a reason to fail
+        return "unknown"
+    if isinstance(cached, str) and "/snapshots/" in cached:
+        return cached.split("/snapshots/")[1].split("/")[0]
+    return "unknown"
+
+
+# 3. Loading -------------------------------------------------------------------------------------
+
+
+def _check_pipeline_dir(path: Path) -> str:
+    """The pipeline class named in ``path/model_index.json``; ValueError if it is not SD-family."""
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise ModelLoadError(f"model directory {str(path)!r} is not a diffusers pipeline: no model_index.json")
+    try:
+        class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise ModelLoadError(f"model directory {str(path)!r}: model_index.json is not valid JSON ({err})") from err
+    if class_name not in SUPPORTED_PIPELINES:
+        raise ModelLoadError(
+            f"model directory {str(path)!r} holds a {class_name!r}; supported are {', '.join(SUPPORTED_PIPELINES)}"
+        )
+    return class_name
+
+
+def _from_pretrained(class_name: str, source: str, torch_dtype: torch.dtype, *, local: bool):
+    import diffusers
+
+    cls = getattr(diffusers, class_name)
+    # Newer diffusers renamed torch_dtype to dtype (the old name warns); older ones know only torch_dtype.
+    from diffusers.utils import deprecation_utils
+
+    dtype_kwarg = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+    kwargs: dict = {dtype_kwarg: torch_dtype, "local_files_only": local}
+    if class_name == "StableDiffusionXLPipeline":
+        kwargs["add_watermarker"] = False
+    else:
+        kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return cls.from_pretrained(source, **kwargs)
+
+
+def load_pipeline(model: str = "demo", *, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load (or build) the pipeline named by ``model``, on ``device`` in ``dtype``; uncached.
+
+    Args:
+        model: ``"demo"``, ``"demo:<family>"``, a local pipeline directory, or a hub id.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:<n>"`` or ``"auto"`` (cuda if available).
+        dtype: ``"float32"``; ``"float16"`` / ``"bfloat16"`` on CUDA only.
+
+    Raises:
+        ValueError (``ModelLoadError``): the path does not exist, is not an SD-family diffusers
+            pipeline, fails to load, or the hub id cannot be fetched (e.g. offline); the message
+            names the spec. Also for an unknown device/dtype or a half dtype off CUDA.
+    """
+    # 1. Check inputs
+    if not isinstance(model, str) or not model.strip():
+        raise ModelLoadError(f"model must be 'demo', a pipeline directory or a hub id, got {model!r}")
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+
+    # 2. Build or load
+    if model == "demo" or model.startswith("demo:"):
+        family = DEFAULT_DEMO_FAMILY if model == "demo" else model.partition(":")[2]
+        if family not in DEMO_FAMILIES:
+            raise ModelLoadError(f"model {model!r}: demo family must be one of {DEMO_FAMILIES}")
+        pipe = build_demo_pipeline(family)
+        model_id, revision, is_demo = model, DEMO_REVISION_FORMAT.format(family=family), True
+    else:
+        path = Path(model).expanduser()
+        if path.exists():
+            path = path.resolve()
+            if not path.is_dir():
+                raise ModelLoadError(f"model path {str(path)!r} is a file; expected a diffusers pipeline directory")
+            class_name = _check_pipeline_dir(path)
+            try:
+                pipe = _from_pretrained(class_name, str(path), torch_dtype, local=True)
+            except Exception as err:  # noqa: BLE001 - any loader failure is a bad model directory
+                raise ModelLoadError(f"model directory {str(path)!r} could not be loaded: {err}") from err
+            model_id, revision = str(path), local_revision(path)
+        elif _HUB_ID.match(model) and not model.startswith((".", "~")):
+            try:
+                from diffusers import DiffusionPipeline
+
+                config = DiffusionPipeline.load_config(model)
+                class_name = config.get("_class_name")
+                if class_name not in SUPPORTED_PIPELINES:
+                    raise ModelLoadError(
+                        f"hub model {model!r} is a {class_name!r}; supported are {', '.join(SUPPORTED_PIPELINES)}"
+                    )
+                pipe = _from_pretrained(class_name, model, torch_dtype, local=False)
+            except ModelLoadError:
+                raise
+            except Exception as err:  # noqa: BLE001 - network, auth, missing files: all "cannot load"
+                raise ModelLoadError(
+                    f"model {model!r} is not a local directory and could not be loaded from the Hugging Face "
+                    f"Hub (offline, or no such repository?): {type(err).__name__}: {err}"
+                ) from err
+            model_id, revision = model, _hub_revision(model)
+        else:
+            raise ModelLoadError(f"model path {str(path)!r} does not exist (and is not a hub id 'org/name')")
+        is_demo = False
+
+    # 3. Normalise: DDIM scheduler, no progress bars, eval mode, device and dtype
+    _use_ddim(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(torch_device)
+    if pipe.unet.dtype != torch_dtype:  # from_pretrained already loaded in torch_dtype; the demo is float32
+        pipe.to(dtype=torch_dtype)
+    if torch_dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
+        # The SD/SDXL VAEs overflow in fp16 (NaN images); the pipelines upcast them, so do we, once.
+        pipe.vae.to(torch.float32)
+    resolution, seed_shape = pipeline_geometry(pipe)
+    return LoadedModel(
+        pipe=pipe,
+        model_id=model_id,
+        revision=revision,
+        family=pipeline_family(pipe),
+        is_demo=is_demo,
+        resolution=resolution,
+        seed_shape=seed_shape,
+        device=torch_device,
+        dtype=torch_dtype,
+        scheduler=type(pipe.scheduler).__name__,
+    )
+
+
+# 4. In-process cache ----------------------------------------------------------------------------
+
+_CACHE: dict[tuple[str, str, str], LoadedModel] = {}
+_CACHE_GUARD = threading.Lock()
+_KEY_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
+
+
+def _cache_key(model: str, device: str, dtype: str) -> tuple[str, str, str]:
+    path = Path(model).expanduser()
+    spec = str(path.resolve()) if path.exists() else model
+    torch_device = resolve_device(device)
+    return spec, str(torch_device), str(resolve_dtype(dtype, torch_device))
+
+
+def get_pipeline(model: str = "demo", *, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """``load_pipeline`` memoised per (model, device, dtype) in this process; thread-safe.
+
+    Two threads asking for the same key load it once (the second waits); different keys load in
+    parallel. Failures are not cached.
+    """
+    key = _cache_key(model, device, dtype)
+    with _CACHE_GUARD:
+        if key in _CACHE:
+            return _CACHE[key]
+        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with key_lock:
+        with _CACHE_GUARD:
+            if key in _CACHE:
+                return _CACHE[key]
+        loaded = load_pipeline(model, device=device, dtype=dtype)
+        with _CACHE_GUARD:
+            _CACHE[key] = loaded
+        return loaded
+
+
+def clear_pipeline_cache() -> None:
+    """Forget every cached pipeline (tests; freeing GPU memory between runs)."""
+    with _CACHE_GUARD:
+        _CACHE.clear()
+        _KEY_LOCKS.clear()
