@@ -77,7 +77,7 @@ def run(
             "[yellow]Model 'demo': a tiny built-in pipeline with random weights. Its images are noise; "
             "pass --model with a real Stable Diffusion checkpoint for a real dataset.[/yellow]"
         )
-    console.print(f"run [bold]{cfg.resolved_run_id()}[/bold] -> {where}")
+    console.print(f"run [bold]{cfg.resolved_run_id()}[/bold] -> {where}", soft_wrap=True)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "normguide")
 
     from flows.generate_dataset import generate_dataset
@@ -108,9 +108,11 @@ def _print_summary(console, summary: dict) -> None:
         )
     if summary["concepts"]:
         console.print(table)
-    console.print(f"dataset: {summary['output_root']}")
+    else:
+        console.print(f"run {summary['run_id']}: {summary_status(summary)}")
+    console.print(f"dataset: {summary['output_root']}", soft_wrap=True)
     if summary.get("manifest_uri"):
-        console.print(f"manifest: {summary['manifest_uri']}")
+        console.print(f"manifest: {summary['manifest_uri']}", soft_wrap=True)
     if summary.get("is_demo"):
         console.print("[yellow]note: demo model: these images are noise, not a real dataset.[/yellow]")
 
