@@ -1,6 +1,20 @@
 """The diffusion layer: loading SD-family pipelines, the built-in demo model, DDIM inversion and
 generation. Knows nothing of Prefect, storage or file formats beyond a pipeline directory."""
 
+import logging as _logging
+
+
+class _NoTorchvisionFallbackNotice(_logging.Filter):
+    """Drop transformers' notice that CLIP/Siglip image processors fall back to PIL without
+    torchvision: SD pipelines import those classes but normguide never uses them, so the notice
+    only confuses users at every start."""
+
+    def filter(self, record: _logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+_logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionFallbackNotice())
+
 from normguide.diffusion.ddim import (
     InversionResult,
     decode_latents,

@@ -70,6 +70,17 @@ def test_flow_writes_consistent_dataset(concept_dir, tmp_path):
     # NAO seeds sit on the prior's shell, unlike the Euclidean mean
     assert df.seed_zscore.abs().max() < 5
 
+    # the run summary is published as a markdown artifact of this flow run
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    assert artifact.key == "normguide-run-summary" and artifact.type == "markdown"
+    assert summary["run_id"] in artifact.data and "| alpha | completed | 3 | 3 | nao |" in artifact.data
+
 
 def test_same_config_twice_is_identical(concept_dir, tmp_path):
     cfg_a = tiny_config(concept_dir / "concepts.parquet", tmp_path / "a")
