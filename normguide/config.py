@@ -100,6 +100,10 @@ class StorageConfig(_Section):
     secret: SecretStr | None = Field(None, description="Secret access key (prefer the environment or a block).")
     token: SecretStr | None = Field(None, description="Session token.")
     aws_credentials_block: str | None = Field(None, description="Name of a prefect-aws AwsCredentials block.")
+    retry_seconds: float | None = Field(
+        None, gt=0, description="How long output reads and writes retry an unreachable or failing endpoint "
+        "(exponential backoff) before the run fails; default 60."
+    )
     extra: dict[str, Any] = Field(default_factory=dict, repr=False, description="Other s3fs/fsspec options (hidden from repr; keys that look secret are masked in run.json).")
 
 

@@ -58,7 +58,7 @@ def output_root(config: RunConfig) -> str:
 
 
 def open_output(config: RunConfig) -> Storage:
-    return Storage.open(output_root(config), storage=config.storage)
+    return Storage.open(output_root(config), storage=config.storage, retry_seconds=config.storage.retry_seconds)
 
 
 def load_model(config: RunConfig) -> LoadedModel:
@@ -180,8 +180,8 @@ def finalize_run(config: RunConfig, concept_ids: list[str]) -> str:
     parts = [storage.read_bytes(mf.part_key(c)) for c in concept_ids]
     storage.write_bytes("manifest.parquet", mf.consolidate(parts))
     doc = json.loads(storage.read_bytes("run.json"))
-    doc.update(status="complete", finished_at=_now().isoformat(), concepts=list(concept_ids), images=sum(
-        mf.parquet_to_table(p).num_rows for p in parts))
+    doc.update(status="complete", finished_at=_now().isoformat(), concepts=list(concept_ids),
+               images=sum(mf.num_rows(p) for p in parts))
     storage.write_bytes("run.json", json.dumps(doc, indent=2, sort_keys=True).encode())
     storage.write_bytes("_SUCCESS", b"")
     return manifest_uri

@@ -8,6 +8,10 @@ down and bring it back (same port, same buckets): see ``tests/tcp_front.py``.
 
 ``s3_bucket`` (function): a fresh, empty bucket on that server; also makes sure the endpoint
 is up (a test that stopped it and failed is not left to break the next one).
+
+``prefect_api`` (session, not autouse): one ``prefect_test_harness`` (a real, temporary Prefect
+API) for the whole pytest session; yields its API URL, so that subprocesses can use it too.
+Folders whose tests run flows request it from an autouse fixture in their conftest.
 """
 
 from __future__ import annotations
@@ -172,3 +176,12 @@ def s3_server() -> Iterator[S3Server]:
 def s3_bucket(s3_server: S3Server) -> str:
     s3_server.start()
     return s3_server.create_bucket()
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()

@@ -72,6 +72,11 @@ def parquet_to_table(data: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(data))
 
 
+def num_rows(data: bytes) -> int:
+    """Row count of a Parquet part from its footer alone."""
+    return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+
+
 def consolidate(parts: list[bytes]) -> bytes:
     """One manifest from its parts (in the order given); an image listed twice is an error."""
     tables = [parquet_to_table(p).cast(MANIFEST_SCHEMA) for p in parts]

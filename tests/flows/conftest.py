@@ -12,11 +12,9 @@ from normguide.data.schema import write_concept_table
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def _prefect(prefect_api):
+    """Every flow test runs against the session's Prefect test harness (tests/conftest.py)."""
+    yield prefect_api
 
 
 def make_reference(path: Path, seed: int, size=(96, 80)) -> Path:
