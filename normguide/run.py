@@ -119,6 +119,8 @@ def prepare_run(config: RunConfig) -> dict[str, Any]:
     """
     storage = open_output(config)
     storage.check_writable()
+    if storage.exists("run.json"):
+        _check_same_content(config, json.loads(storage.read_bytes("run.json")), storage.uri("run.json"))
     model = load_model(config)
     complete = storage.exists("_SUCCESS")
     if not complete and not storage.exists("run.json"):
@@ -130,6 +132,28 @@ def prepare_run(config: RunConfig) -> dict[str, Any]:
         "is_demo": model.is_demo,
         "model": model_label(model),
     }
+
+
+def _check_same_content(config: RunConfig, doc: dict[str, Any], where: str) -> None:
+    """A run id names one dataset: resuming it with settings that change the content would mix
+    two datasets under one manifest, so that is refused, naming the fields that differ."""
+    try:
+        before = RunConfig.model_validate(doc["config"]).content_dict()
+    except Exception:  # noqa: BLE001 - an unreadable record is reported as such
+        raise ValueError(f"{where} is not a normguide run record; choose another output root or run_id") from None
+    now = config.content_dict()
+    diff = sorted(_flat_diff(before, now))
+    if diff:
+        raise ValueError(
+            f"run {config.resolved_run_id()!r} at {where} was started with different settings ({', '.join(diff)}); "
+            "rerun with the original configuration to resume it, or choose another run_id"
+        )
+
+
+def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _flat_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def load_concepts(config: RunConfig, concept_ids: list[str] | None = None) -> list[Concept]:

@@ -223,7 +223,9 @@ def test_fan_out_reports_failed_shards_and_a_rerun_redoes_only_those(stack, tmp_
     shards = _flow_runs(stack, parent_flow_run_id={"any_": [parent["id"]]})
     assert sorted(r["name"] for r in shards) == ["fan-out-test-shard-001-of-002", "fan-out-test-shard-002-of-002"]
     assert {r["name"]: r["state"]["type"] for r in shards}["fan-out-test-shard-001-of-002"] == "COMPLETED"
-    assert {_submitted_by(stack, r["id"]) for r in shards} == {"worker-1", "worker-2"}, stack.logs()  # one each
+    # both generation workers poll the queue; which takes which shard is the scheduler's call (a
+    # fast-failing shard can free worker-1 before worker-2 polls), so only where they ran is checked
+    assert {_submitted_by(stack, r["id"]) for r in shards} <= {"worker-1", "worker-2"}, stack.logs()
     assert not (root / "_SUCCESS").exists() and not (root / "manifest.parquet").exists()
     assert {p.name for p in (root / "manifest").iterdir()} == {f"part-{c}.parquet" for c in ("alpha", "beta", "gamma")}
 

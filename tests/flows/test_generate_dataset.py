@@ -179,3 +179,16 @@ def test_bad_model_path_fails_before_work(concept_dir, tmp_path, model, match):
         state.result()
     assert model in str(ei.value)
     assert not list(Path(output_root(cfg)).rglob("*.png"))
+
+
+def test_run_id_reused_with_other_settings_is_refused(concept_dir, tmp_path):
+    cfg = tiny_config(concept_dir / "concepts.parquet", tmp_path / "r", run_id="fixed", **{"plan.num_images": 1})
+    assert _run(cfg)[0].is_completed()
+    other = cfg.with_overrides(**{"generation.guidance_scale": 3.0, "plan.num_images": 2})
+    state, _ = _run(other)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match=r"different settings \(generation.guidance_scale, plan.num_images\)"):
+        state.result()
+    # the same settings with another batch size or device resume the run (a no-op here)
+    state, summary = _run(cfg.with_overrides(**{"generation.batch_size": 1}))
+    assert state.is_completed() and summary["already_complete"]
