@@ -79,6 +79,9 @@ def run(
         )
     console.print(f"run [bold]{cfg.resolved_run_id()}[/bold] -> {where}", soft_wrap=True)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "normguide")
+    # The ephemeral API's telemetry heartbeat races the run for its SQLite file at start-up and
+    # prints a 'database is locked' traceback; a user's explicit setting still wins.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
     from flows.generate_dataset import generate_dataset
 
@@ -92,24 +95,28 @@ def run(
 
 
 def _print_summary(console, summary: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from normguide.report import summary_status
 
     table = Table(title=f"normguide run {summary['run_id']}: {summary_status(summary)}")
-    table.add_column("concept", no_wrap=True)
-    for col in ("status", "images", "generated", "methods", "mean seed z", "error"):
-        table.add_column(col, overflow="fold")
+    for col in ("concept", "status", "images", "generated", "methods", "mean seed z"):
+        table.add_column(col, no_wrap=True)
     for cid, c in summary["concepts"].items():
         z = c.get("mean_seed_zscore")
+        status = f"[red]{c['status']}[/red]" if c["status"] == "failed" else c["status"]
         table.add_row(
-            cid, c["status"], str(c.get("images", 0)), str(c.get("generated", 0)),
-            ", ".join(c.get("methods", [])), "" if z is None else f"{z:+.2f}", c.get("error") or "",
+            cid, status, str(c.get("images", 0)), str(c.get("generated", 0)),
+            ", ".join(c.get("methods", [])), "" if z is None else f"{z:+.2f}",
         )
     if summary["concepts"]:
         console.print(table)
     else:
         console.print(f"run {summary['run_id']}: {summary_status(summary)}")
+    for cid, c in summary["concepts"].items():
+        if c.get("error"):
+            console.print(f"[red]{escape(cid)}[/red]: {escape(c['error'])}", soft_wrap=True, highlight=False)
     console.print(f"dataset: {summary['output_root']}", soft_wrap=True)
     if summary.get("manifest_uri"):
         console.print(f"manifest: {summary['manifest_uri']}", soft_wrap=True)

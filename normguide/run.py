@@ -37,7 +37,7 @@ from safetensors.torch import save as st_save
 from normguide import __version__
 from normguide.config import RunConfig
 from normguide.data import manifest as mf
-from normguide.data.images import decode_reference, encode_png, sha256_hex
+from normguide.data.images import ReferenceImageError, decode_reference, encode_png, sha256_hex
 from normguide.data.plan import PlannedSeed, plan_seeds
 from normguide.data.schema import Concept, ConceptTableError, parse_concept_table
 from normguide.data.storage import Storage, check_uri_scheme, read_bytes
@@ -254,13 +254,18 @@ def invert_references(config: RunConfig, concept: Concept) -> dict[str, Any]:
         return {"concept_id": cid, "seeds_uri": storage.uri(mf.seeds_key(cid)), "num_seeds": meta["num_seeds"], "reused": True}
     # 1. Read and check every reference (errors name the concept and the file)
     model = load_model(config)
-    images = []
+    images, problems = [], []
     for uri in concept.reference_uris:
         try:
             data = read_bytes(uri, storage=config.storage)
-        except FileNotFoundError:
-            raise ValueError(f"concept {cid!r}: reference image {uri!r} does not exist") from None
-        images.append(prepare_image(decode_reference(data, uri=uri, concept_id=cid), model.resolution))
+            images.append(prepare_image(decode_reference(data, uri=uri, concept_id=cid), model.resolution))
+        except FileNotFoundError as exc:
+            where = f" ({exc.strerror})" if uri.startswith("s3://") and exc.strerror else ""  # endpoint, bucket
+            problems.append(f"concept {cid!r}: reference image {uri!r} does not exist{where}")
+        except ReferenceImageError as exc:
+            problems.append(str(exc))
+    if problems:  # every bad reference of the concept at once, so one fix-up round suffices
+        raise ReferenceImageError("; ".join(problems))
     # 2. DDIM inversion
     inv = config.inversion
     result = invert_images(
