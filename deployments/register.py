@@ -19,7 +19,6 @@ import contextlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from deployments.steps import CHECKOUT, run_config_parameters

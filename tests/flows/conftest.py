@@ -1,31 +1,18 @@
 """Flow tests run under one session-scoped Prefect test harness (a real, temporary Prefect API)."""
 
-import io
-import random
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from normguide.config import RunConfig
 from normguide.data.schema import write_concept_table
+from tests.helpers import make_reference
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _prefect(prefect_api):
     """Every flow test runs against the session's Prefect test harness (tests/conftest.py)."""
     yield prefect_api
-
-
-def make_reference(path: Path, seed: int, size=(96, 80)) -> Path:
-    rng = random.Random(seed)
-    img = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
-    for _ in range(6):
-        x0, y0 = rng.randrange(size[0] - 10), rng.randrange(size[1] - 10)
-        img.paste(tuple(rng.randrange(256) for _ in range(3)), (x0, y0, x0 + 10 + rng.randrange(30), y0 + 10 + rng.randrange(30)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
 
 
 @pytest.fixture
@@ -36,7 +23,7 @@ def concept_dir(tmp_path):
     for cid, n in (("alpha", 3), ("beta", 2)):
         refs = [f"refs/{cid}/{i}.png" for i in range(n)]
         for i, r in enumerate(refs):
-            make_reference(root / r, seed=hash((cid, i)) % 1000)
+            make_reference(root / r, seed=1000 * len(cid) + 10 * ord(cid[0]) + i)
         rows.append({"concept_id": cid, "name": cid, "reference_uris": refs, "prompt": None, "num_images": None})
     write_concept_table(rows, root / "concepts.parquet")
     return root

@@ -15,7 +15,9 @@ from normguide.data.schema import write_concept_table
 from normguide.geometry import ChiPrior
 from normguide.run import output_root
 
-from .conftest import make_reference, tiny_config
+from tests.helpers import make_reference
+
+from .conftest import tiny_config
 
 VOLATILE = ["created_at", "image_uri"]
 

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from PIL import Image
 
 from normguide.config import RunConfig
 from normguide.data.schema import write_concept_table
+from tests.helpers import make_reference
 from normguide.data.storage import Storage
 
 CONCEPTS = {"alpha": 2, "beta": 2}
@@ -39,18 +38,6 @@ VOLATILE = ["created_at", "image_uri"]
 def _prefect(prefect_api):
     """Every test here runs against the session's Prefect test harness (tests/conftest.py)."""
     yield prefect_api
-
-
-def make_reference(path: Path, seed: int, size=(96, 80)) -> Path:
-    rng = random.Random(seed)
-    img = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
-    for _ in range(6):
-        x0, y0 = rng.randrange(size[0] - 10), rng.randrange(size[1] - 10)
-        box = (x0, y0, x0 + 10 + rng.randrange(30), y0 + 10 + rng.randrange(30))
-        img.paste(tuple(rng.randrange(256) for _ in range(3)), box)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
 
 
 @dataclass
