@@ -212,14 +212,14 @@ def finalize_run(config: RunConfig, concept_ids: list[str]) -> str:
 
 
 # -- concept-level --------------------------------------------------------------------------
-def concept_complete(config: RunConfig, concept: Concept) -> bool:
-    """True when the concept's manifest part exists and every image it lists exists."""
-    storage = open_output(config)
-    if not storage.exists(mf.part_key(concept.concept_id)):
-        return False
-    table = mf.parquet_to_table(storage.read_bytes(mf.part_key(concept.concept_id)))
-    keys = [mf.image_key(concept.concept_id, i) for i in table.column("image_id").to_pylist()]
-    return len(storage.existing(keys)) == len(keys)
+def complete_part_rows(storage: Storage, concept_id: str) -> int | None:
+    """Row count of the concept's manifest part when it exists and every image it lists exists,
+    else None (the concept is then not complete)."""
+    if not storage.exists(mf.part_key(concept_id)):
+        return None
+    table = mf.parquet_to_table(storage.read_bytes(mf.part_key(concept_id)))
+    keys = [mf.image_key(concept_id, i) for i in table.column("image_id").to_pylist()]
+    return table.num_rows if len(storage.existing(keys)) == len(keys) else None
 
 
 def _load_seeds(storage: Storage, concept_id: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
@@ -322,8 +322,7 @@ def generate_concept(config: RunConfig, concept: Concept) -> dict[str, Any]:
     """
     storage = open_output(config)
     cid = concept.concept_id
-    if concept_complete(config, concept):
-        n = mf.parquet_to_table(storage.read_bytes(mf.part_key(cid))).num_rows
+    if (n := complete_part_rows(storage, cid)) is not None:  # read the part once
         return {"concept_id": cid, "images": n, "generated": 0, "skipped": True}
     found = _load_seeds(storage, cid)
     if found is None or "plan" not in found[1]:

@@ -15,6 +15,7 @@ Every violation is collected and reported at once, each with its column, the row
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -175,8 +176,6 @@ def _parent(source: str) -> str:
     if "://" in source:
         scheme, rest = source.split("://", 1)
         return f"{scheme}://{posixpath.dirname(rest)}"
-    import os
-
     return os.path.dirname(os.path.abspath(source))
 
 
@@ -187,8 +186,6 @@ def resolve_reference(ref: str, base: str) -> str:
     if "://" in base:
         scheme, rest = base.split("://", 1)
         return f"{scheme}://{posixpath.normpath(posixpath.join(rest, ref))}"
-    import os
-
     return os.path.normpath(os.path.join(base, ref))
 
 
