@@ -17,7 +17,7 @@ def _images(n, on_item=None):
 
 
 def test_endpoint_restarts_mid_write_many(s3_server, s3_bucket):
-    st = Storage.open(f"s3://{s3_bucket}/run", storage=s3_server.storage_config(), retry_seconds=20)
+    st = Storage.open(f"s3://{s3_bucket}/run", storage_config=s3_server.storage_config(), retry_seconds=20)
     st.write_bytes("run.json", b"{}")  # a warm connection pool, so stale connections are exercised too
     restart = threading.Timer(1.0, s3_server.start)
 
@@ -40,7 +40,7 @@ def test_endpoint_restarts_mid_write_many(s3_server, s3_bucket):
 
 def test_endpoint_stays_down(s3_server, s3_bucket):
     cfg = s3_server.storage_config()
-    st = Storage.open(f"s3://{s3_bucket}/run", storage=cfg, retry_seconds=1.0)
+    st = Storage.open(f"s3://{s3_bucket}/run", storage_config=cfg, retry_seconds=1.0)
 
     def outage(i):
         if i == 40:
@@ -71,7 +71,7 @@ def _child_writes(st, key, conn):
 
 
 def test_storage_made_before_fork_works_in_child(s3_server, s3_bucket):
-    st = Storage.open(f"s3://{s3_bucket}/run", storage=s3_server.storage_config(), retry_seconds=5)
+    st = Storage.open(f"s3://{s3_bucket}/run", storage_config=s3_server.storage_config(), retry_seconds=5)
     st.write_bytes("parent-before.txt", b"p")  # the parent's event loop and connections are live
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)

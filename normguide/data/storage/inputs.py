@@ -1,0 +1,93 @@
+"""The input side: single URIs (the concept table, reference images), read or checked one at a time.
+
+A bad location is a configuration problem, so errors are ``ValueError`` or
+``FileNotFoundError`` naming the URI (and, for S3, the endpoint and what was wrong). Input
+calls retry an unreachable endpoint for :data:`~.retry.INPUT_RETRY_SECONDS` by default: a
+wrong endpoint in the configuration should fail quickly.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from normguide.data.storage.errors import describe
+from normguide.data.storage.options import endpoint_of, secret_values, storage_options_for
+from normguide.data.storage.retry import INPUT_RETRY_SECONDS, with_retry
+from normguide.data.storage.s3 import get_object, refine_forbidden, s3_filesystem
+from normguide.data.storage.uris import check_uri_scheme, is_s3, local_path, split_s3
+
+if TYPE_CHECKING:
+    from normguide.config import StorageConfig
+
+__all__ = ["exists_uri", "read_bytes"]
+
+
+def read_bytes(uri: str, *, storage_config: StorageConfig | None = None,
+               retry_seconds: float | None = None) -> bytes:
+    """Read one input object (a concept table, a reference image) from a path or URI.
+
+    Raises:
+        FileNotFoundError: the file, the S3 object or its bucket does not exist (which, named).
+        ValueError: unsupported scheme, a directory, rejected credentials, access denied, or
+            the endpoint unreachable for ``retry_seconds`` (default INPUT_RETRY_SECONDS).
+    """
+    check_uri_scheme(uri, field="uri")
+    if not is_s3(uri):
+        path = local_path(uri)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, f"file not found: {uri!r}", path) from None
+        except IsADirectoryError:
+            raise ValueError(f"{uri!r} is a directory, expected a file") from None
+        except PermissionError:
+            raise ValueError(f"permission denied reading {uri!r}") from None
+    options = storage_options_for(uri, storage_config)
+    bucket, key = split_s3(uri)
+    if not key:
+        raise ValueError(f"{uri!r} names a bucket, not an object")
+    fs = s3_filesystem(options)
+    budget = INPUT_RETRY_SECONDS if retry_seconds is None else retry_seconds
+    return with_retry(lambda: get_object(fs, bucket, key), budget=budget,
+                      fail=_input_failure(uri, bucket, options, fs))
+
+
+def exists_uri(uri: str, *, storage_config: StorageConfig | None = None,
+               retry_seconds: float | None = None) -> bool:
+    """Whether a local path exists, or an S3 object (or, for ``s3://bucket``, the bucket) exists.
+
+    Errors other than "not there" (credentials, unreachable endpoint) raise as in read_bytes.
+    """
+    check_uri_scheme(uri, field="uri")
+    if not is_s3(uri):
+        return os.path.exists(local_path(uri))
+    options = storage_options_for(uri, storage_config)
+    bucket, key = split_s3(uri)
+    fs = s3_filesystem(options)
+    budget = INPUT_RETRY_SECONDS if retry_seconds is None else retry_seconds
+    if key:
+        call = lambda: fs.call_s3("head_object", Bucket=bucket, Key=key)  # noqa: E731
+    else:
+        call = lambda: fs.call_s3("head_bucket", Bucket=bucket)  # noqa: E731
+    try:
+        with_retry(call, budget=budget, fail=_input_failure(uri, bucket, options, fs))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _input_failure(uri: str, bucket: str, options: dict[str, Any], fs: Any) -> Callable[[BaseException, str], BaseException]:
+    endpoint, secrets = endpoint_of(options), secret_values(options)
+
+    def fail(exc: BaseException, kind: str) -> BaseException:
+        exc, kind = refine_forbidden(fs, bucket, exc, kind)
+        msg = describe(exc, kind, uri=uri, bucket=bucket, endpoint=endpoint, secrets=secrets)
+        if kind in ("no_key", "no_bucket"):
+            return FileNotFoundError(errno.ENOENT, msg, uri)
+        return ValueError(msg)
+
+    return fail

@@ -1,0 +1,127 @@
+"""An output root on a local directory, with atomic writes by rename."""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from normguide.data.storage.base import WRITE_CHECK_NAME, Storage, as_bytes, batched
+from normguide.data.storage.errors import StorageError
+from normguide.data.storage.retry import RETRY_SECONDS
+from normguide.data.storage.uris import TMP_SUFFIX, check_key, local_path
+
+__all__ = ["LocalStorage"]
+
+
+class LocalStorage(Storage):
+    """A local directory. Writes go to a temporary file in the same directory, then
+    ``os.replace``: a reader sees the old object or the new one, never a partial one, and a
+    crashed write leaves at most a ``.*.normguide-tmp`` file that listings ignore."""
+
+    def __init__(self, root: str, *, retry_seconds: float = RETRY_SECONDS) -> None:
+        path = local_path(root)
+        self.root = path.rstrip("/") or "/"
+        self.retry_seconds = retry_seconds
+
+    def _path(self, key: str) -> str:
+        return self.uri(key)
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self._path(key))
+
+    def _children(self, parent: str) -> set[str]:
+        directory = os.path.join(self.root, parent) if parent else self.root
+        try:
+            with os.scandir(directory) as it:
+                names = [e.name for e in it if e.is_file() and not e.name.endswith(TMP_SUFFIX)]
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+        return {f"{parent}/{n}" if parent else n for n in names}
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, f"object not found: {path}", path) from None
+        except IsADirectoryError:
+            raise FileNotFoundError(errno.ENOENT, f"object not found: {path} is a directory", path) from None
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        data = as_bytes(key, data)
+        directory, name = os.path.split(path)
+        tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+        try:
+            os.makedirs(directory, exist_ok=True)
+            # O_EXCL on a fresh name; mode 0o666 & umask like any created file (mkstemp's 0600
+            # would make the dataset unreadable to other users after the rename).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        return path
+
+    def write_many(self, items: Iterable[tuple[str, bytes]], *, batch_size: int = 64) -> list[str]:
+        """Write many objects with a thread pool, ``batch_size`` at a time (the iterable is
+        consumed one batch at a time, so memory stays bounded). Returns URIs in input order."""
+        self._check_batch_size(batch_size)
+        uris: list[str] = []
+        with ThreadPoolExecutor(max_workers=min(batch_size, 8), thread_name_prefix="normguide-write") as pool:
+            for batch in batched(items, batch_size):
+                checked = [(check_key(k), as_bytes(k, d)) for k, d in batch]
+                # The last value of a repeated key wins, as if written one after the other.
+                last = dict(checked)
+                list(pool.map(lambda kv: self.write_bytes(*kv), last.items()))
+                uris.extend(self.uri(k) for k, _ in checked)
+        return uris
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix`` (a directory-like prefix: 'images/c1' lists 'images/c1/...'),
+        sorted, relative to the root."""
+        check_key(prefix, allow_empty=True, allow_trailing_slash=True)
+        prefix = prefix.rstrip("/")
+        top = os.path.join(self.root, prefix) if prefix else self.root
+        keys: list[str] = []
+        for dirpath, _dirs, files in os.walk(top):
+            rel = os.path.relpath(dirpath, self.root)
+            for name in files:
+                if not name.endswith(TMP_SUFFIX):
+                    keys.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
+        return sorted(keys)
+
+    def check_writable(self) -> None:
+        """Create the root if needed and write and remove a probe file; ValueError if not."""
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except FileExistsError:
+            raise ValueError(f"output root {self.root!r} exists and is not a directory") from None
+        except OSError as exc:
+            raise ValueError(f"cannot create output root {self.root!r}: {exc.strerror or exc}") from None
+        if not os.path.isdir(self.root):
+            raise ValueError(f"output root {self.root!r} exists and is not a directory")
+        probe = os.path.join(self.root, f"{WRITE_CHECK_NAME}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+        try:
+            with open(probe, "wb"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"output root {self.root!r} is not writable: {exc.strerror or exc}") from None
+        finally:
+            try:
+                os.unlink(probe)
+            except OSError:
+                pass

@@ -1,0 +1,90 @@
+"""Which URIs may name an input or an output root, and which keys may name an object under one.
+
+Allowed URIs: local paths, ``file://`` and ``s3://`` (:func:`check_uri_scheme`). Keys under a
+root are relative ``a/b/c.png`` paths (:func:`check_key`). The other helpers here tell a local
+path from an S3 URI and take either apart; they do no IO.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import urlsplit
+
+__all__ = ["TMP_SUFFIX", "check_key", "check_uri_scheme", "is_s3", "local_path", "split_s3"]
+
+#: Ends the names of temporary files (local atomic writes, write probes); no key may end with it.
+TMP_SUFFIX = ".normguide-tmp"
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_ALLOWED_SCHEMES = ("file", "s3")
+
+
+def check_uri_scheme(uri: str, *, field: str) -> None:
+    """Raise ``ValueError`` naming ``field`` and ``uri`` unless it is a local path, ``file://``
+    or ``s3://bucket[/prefix]``."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise ValueError(f"{field} must be a non-empty path or URI, got {uri!r}")
+    m = _SCHEME_RE.match(uri)
+    if m is None:
+        return  # a local path; relative and '..' are the user's business
+    scheme = m.group(1).lower()
+    if scheme not in _ALLOWED_SCHEMES:
+        raise ValueError(
+            f"{field}: scheme {scheme + '://'!r} is not supported in {uri!r}; "
+            "use a local path, file:// or s3://bucket/prefix"
+        )
+    parts = urlsplit(uri)
+    if scheme == "s3" and not parts.netloc:
+        raise ValueError(f"{field}: {uri!r} names no bucket; expected s3://bucket/prefix")
+    if scheme == "file" and parts.netloc not in ("", "localhost"):
+        raise ValueError(f"{field}: {uri!r} names a remote host; file:// URIs must be file:///absolute/path")
+
+
+def check_key(key: str, *, allow_empty: bool = False, allow_trailing_slash: bool = False) -> str:
+    """Return ``key`` if it is a safe relative key (``images/c1/x.png``), else raise ValueError.
+
+    Rejected: a leading '/', a backslash, an empty segment ('a//b'), '.' or '..' segments,
+    control characters, and names reserved for temporary files.
+    """
+    if not isinstance(key, str):
+        raise ValueError(f"storage key must be a string, got {type(key).__name__} {key!r}")
+    body = key[:-1] if (allow_trailing_slash and key.endswith("/")) else key
+    if body == "":
+        if allow_empty:
+            return key
+        raise ValueError("storage key must not be empty")
+    if body.startswith("/"):
+        raise ValueError(f"storage key {key!r} must be relative (no leading '/')")
+    if "\\" in body:
+        raise ValueError(f"storage key {key!r} must not contain a backslash")
+    if any(ord(c) < 32 or ord(c) == 127 for c in body):
+        raise ValueError(f"storage key {key!r} must not contain control characters")
+    for seg in body.split("/"):
+        if seg == "":
+            raise ValueError(f"storage key {key!r} has an empty path segment")
+        if seg in (".", ".."):
+            raise ValueError(f"storage key {key!r} must not contain a {seg!r} segment")
+    if body.endswith(TMP_SUFFIX):
+        raise ValueError(f"storage key {key!r} ends with {TMP_SUFFIX!r}, reserved for temporary files")
+    return key
+
+
+def is_s3(uri: str) -> bool:
+    """Whether ``uri`` is an ``s3://`` URI (any case of the scheme)."""
+    m = _SCHEME_RE.match(uri)
+    return m is not None and m.group(1).lower() == "s3"
+
+
+def local_path(uri: str) -> str:
+    """Absolute local path of a local path or file:// URI (not normalised beyond abspath)."""
+    m = _SCHEME_RE.match(uri)
+    if m is not None and m.group(1).lower() == "file":
+        uri = urlsplit(uri).path or "/"
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b/`` -> ``("bucket", "a/b")``."""
+    parts = urlsplit(uri)
+    return parts.netloc, parts.path.strip("/")
