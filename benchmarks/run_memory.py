@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run_memory.py [--images 200 2000] [--repeats 3] [--steps 1] [--batch-size 8]
 
 Each measurement is a fresh child process that runs one dataset-generation run on the demo
-model through the library steps in :mod:`normguide.run` (prepare, load concepts, invert, plan,
+model through the local driver of :mod:`normguide.pipeline` (prepare, load concepts, invert, plan,
 generate, finalize), without Prefect, so that only the product's own memory is measured. One
 concept with two reference images (the shipped example's first concept), reconstruction off,
 ``--steps`` inversion and generation steps, ``plan.num_images`` = the image count, local output
@@ -47,33 +47,27 @@ def _peak_rss_mib() -> float:
 
 def _child(num_images: int, steps: int, batch_size: int, workdir: str) -> None:
     sys.path.insert(0, str(REPO))
-    import pandas as pd
-
-    from normguide import run
-    from normguide.config import EXAMPLES_DIR, RunConfig
-    from normguide.data.schema import write_concept_table
+    from normguide.config import DEFAULT_CONCEPTS, RunConfig
+    from normguide.data.schema import parse_concept_table, write_concept_table
+    from normguide.pipeline import run_dataset
 
     # one concept, two of the shipped example's reference images (absolute paths)
-    first = pd.read_parquet(EXAMPLES_DIR / "concepts.parquet").iloc[0]
-    refs = [str(EXAMPLES_DIR / r) for r in list(first.reference_uris)[:2]]
+    with open(DEFAULT_CONCEPTS, "rb") as f:
+        first = parse_concept_table(f.read(), source=DEFAULT_CONCEPTS).concepts[0]
     table = os.path.join(workdir, "concepts.parquet")
-    write_concept_table([{"concept_id": first.concept_id, "name": first["name"], "reference_uris": refs}], table)
+    write_concept_table([{"concept_id": first.concept_id, "name": first.name,
+                          "reference_uris": list(first.reference_uris)[:2]}], table)
     cfg = RunConfig.model_validate({
         "concepts": table, "output": os.path.join(workdir, "out"), "model": "demo",
         "inversion": {"num_inference_steps": steps, "reconstruction": False, "batch_size": 2},
         "generation": {"num_inference_steps": steps, "batch_size": batch_size},
         "plan": {"methods": ["nao"], "num_images": num_images},
+        "evaluation": {"enabled": False},
     })
     t0 = time.perf_counter()
-    run.prepare_run(cfg)
-    concepts = run.load_concepts(cfg)
-    for c in concepts:
-        run.invert_references(cfg, c)
-        run.plan_concept(cfg, c)
-        result = run.generate_concept(cfg, c)
-        if result["images"] != num_images:
-            raise SystemExit(f"expected {num_images} images, got {result}")
-    run.finalize_run(cfg, [c.concept_id for c in concepts])
+    summary = run_dataset(cfg)
+    if not summary.finalized or summary.concepts[first.concept_id].images != num_images:
+        raise SystemExit(f"expected {num_images} images, got {summary}")
     seconds = time.perf_counter() - t0
     print(json.dumps({"images": num_images, "seconds": seconds, "peak_rss_mib": _peak_rss_mib()}), flush=True)
 

@@ -35,7 +35,8 @@ import pyarrow.parquet as pq  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from normguide.config import StorageConfig  # noqa: E402
-from normguide.data.storage import Storage, _s3_filesystem, storage_options_for  # noqa: E402
+from normguide.data.storage import Storage, storage_options_for  # noqa: E402
+from normguide.data.storage.s3 import s3_filesystem  # noqa: E402
 
 
 def _free_port() -> int:
@@ -100,11 +101,11 @@ def main() -> None:
         config = StorageConfig(endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                                key="benchmark", secret="benchmark")
         bucket = f"bench-{uuid.uuid4().hex[:12]}"
-        fs = _s3_filesystem(storage_options_for(f"s3://{bucket}", config))
+        fs = s3_filesystem(storage_options_for(f"s3://{bucket}", config))
         fs.call_s3("create_bucket", Bucket=bucket)
 
         def run_write_many() -> float:
-            store = Storage.open(f"s3://{bucket}/wm-{uuid.uuid4().hex[:8]}", storage=config)
+            store = Storage.open(f"s3://{bucket}/wm-{uuid.uuid4().hex[:8]}", storage_config=config)
             t0 = time.perf_counter()
             store.write_many(((f"images/c1/{i:05d}.png", b) for i, b in enumerate(pngs)), batch_size=args.batch_size)
             store.write_bytes("manifest.parquet", manifest)

@@ -2,10 +2,10 @@
 
 A team picks one of the two routes; both create the same work pools and deployments::
 
-    python -m deployments.register pools                 # work pools from deployments/work-pools/
-    python -m deployments.register gpu-limit 4           # at most 4 GPU task runs at once (tag `gpu`)
-    python -m deployments.register deploy --gpu-image registry/normguide-gpu:1.0
-    python -m deployments.register serve --limit 1       # no workers: this process runs the flows
+    python -m normguide.deployments.register pools                 # work pools from deployments/work-pools/
+    python -m normguide.deployments.register gpu-limit 4           # at most 4 GPU task runs at once (tag `gpu`)
+    python -m normguide.deployments.register deploy --gpu-image registry/normguide-gpu:1.0
+    python -m normguide.deployments.register serve --limit 1       # no workers: this process runs the flows
 
 Run it from the checkout the process workers will use (the CPU deployments run from this
 checkout's path; the GPU ones from the checkout inside the image). Everything talks to the
@@ -17,17 +17,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from deployments.steps import CHECKOUT, run_config_parameters
+import yaml
 
-GENERATE = "flows/generate_dataset.py:generate_dataset"
+from normguide.deployments.steps import CHECKOUT, run_config_parameters
+
+PREFECT_YAML = CHECKOUT / "deployments" / "prefect.yaml"
 FAN_OUT = "flows/fan_out.py:generate_dataset_fan_out"
 NIGHTLY_CONFIG = "deployments/configs/nightly.yaml"
-NIGHTLY_CRON = "0 2 * * *"
-NIGHTLY_TIMEZONE = "Europe/Berlin"
+_STEP_OUTPUT = re.compile(r"\{\{\s*([\w-]+)\.(\w+)\s*\}\}")
 IMAGE_CHECKOUT = "/opt/normguide"  # where deployments/Dockerfile puts the checkout
 GPU_TAG = "gpu"  # the tag of normguide's GPU tasks (tasks/concepts.py)
 
@@ -56,7 +58,7 @@ POOLS: dict[str, PoolSpec] = {
 
 @dataclass(frozen=True)
 class DeploymentSpec:
-    """One deployment of prefect.yaml, in Python."""
+    """One deployment of prefect.yaml, as read by :func:`deployment_specs`."""
 
     flow_entrypoint: str
     name: str
@@ -72,26 +74,33 @@ class DeploymentSpec:
 
 
 def deployment_specs() -> list[DeploymentSpec]:
-    """The same deployments as deployments/prefect.yaml (a test keeps the two in step)."""
-    nightly = run_config_parameters(NIGHTLY_CONFIG)
-    shards = {"deployment": "generate-dataset/gpu-kubernetes", "shard_size": 16}
-    return [
-        DeploymentSpec(GENERATE, "adhoc", "normguide-cpu",
-                       description="Generate a dataset on demand; give the RunConfig per run (parameter `config`)."),
-        DeploymentSpec(GENERATE, "nightly", "normguide-cpu", tags=("normguide", "scheduled"), parameters=nightly,
-                       cron=NIGHTLY_CRON, timezone=NIGHTLY_TIMEZONE,
-                       description="Regenerate the dataset of deployments/configs/nightly.yaml every night."),
-        DeploymentSpec(GENERATE, "gpu-kubernetes", "normguide-gpu-kubernetes", tags=("normguide", "gpu"), in_image=True,
-                       description="Generation on GPU pods (one GPU each); the fan-out parent runs its shards here."),
-        DeploymentSpec(GENERATE, "gpu-docker", "normguide-gpu-docker", tags=("normguide", "gpu"), in_image=True,
-                       description="Generation in GPU containers on Docker hosts (one GPU each)."),
-        DeploymentSpec(FAN_OUT, "adhoc", "normguide-cpu", queue="orchestration", tags=("normguide", "fan-out"),
-                       parameters=shards, description="Split a large concept table into shards, one flow run each."),
-        DeploymentSpec(FAN_OUT, "nightly-sharded", "normguide-cpu", queue="orchestration",
-                       tags=("normguide", "fan-out", "scheduled"), parameters={**nightly, **shards},
-                       cron=NIGHTLY_CRON, timezone=NIGHTLY_TIMEZONE, schedule_active=False,
-                       description="The nightly dataset sharded over the GPU pool (schedule ships paused)."),
-    ]
+    """The deployments of deployments/prefect.yaml (the one definition), read from that file.
+
+    Parameters given as ``{{ <step id>.<key> }}`` are resolved by running the named build step
+    (``run_config_parameters``) as ``prefect deploy`` does.
+    """
+    doc = yaml.safe_load(PREFECT_YAML.read_text())
+    specs = []
+    for d in doc["deployments"]:
+        outputs = {}
+        for step in d.get("build", doc.get("build")) or []:
+            ((fn, kwargs),) = step.items()
+            if fn.endswith(".run_config_parameters"):
+                outputs[kwargs["id"]] = run_config_parameters(kwargs["path"])
+        parameters = {}
+        for key, value in (d.get("parameters") or {}).items():
+            ref = _STEP_OUTPUT.fullmatch(value) if isinstance(value, str) else None
+            parameters[key] = outputs[ref[1]][ref[2]] if ref else value
+        schedule = (d.get("schedules") or [None])[0] or {}
+        pull = d.get("pull", doc.get("pull")) or []
+        in_image = any(next(iter(step.values())).get("directory") == IMAGE_CHECKOUT for step in pull)
+        specs.append(DeploymentSpec(
+            flow_entrypoint=d["entrypoint"], name=d["name"], pool=d["work_pool"]["name"],
+            queue=d["work_pool"].get("work_queue_name", "default"), description=d.get("description", ""),
+            tags=tuple(d.get("tags", ())), parameters=parameters, cron=schedule.get("cron"),
+            timezone=schedule.get("timezone"), schedule_active=schedule.get("active", True), in_image=in_image,
+        ))
+    return specs
 
 
 # -- work pools and the GPU limit ------------------------------------------------------------
@@ -191,7 +200,7 @@ def serve(*, limit: int | None = 1) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m deployments.register", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m normguide.deployments.register", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pools", help="create or update the work pools from deployments/work-pools/")
     p.add_argument("names", nargs="*", help=f"default: all of {', '.join(POOLS)}")

@@ -35,10 +35,9 @@ def run_config_parameters(path: str) -> dict[str, Any]:
 
     file = Path(path) if Path(path).is_absolute() else CHECKOUT / path
     config = load_config(file)
-    secrets = [k for k in ("key", "secret", "token") if getattr(config.storage, k) is not None]
-    if secrets:
+    if secrets := config.inline_secrets():
         raise ValueError(
-            f"config file {str(file)!r} sets storage.{'/'.join(secrets)}: deployment parameters are stored in "
+            f"config file {str(file)!r} sets {', '.join(secrets)}: deployment parameters are stored in "
             "plain text; use storage.aws_credentials_block or the workers' AWS environment instead"
         )
     return {"config": config.model_dump(mode="json")}

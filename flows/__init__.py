@@ -1,1 +1,1 @@
-"""Prefect flows: numbered recipes of task calls, no maths and no IO inline."""
+"""Prefect flows: numbered recipes of task calls (installed as ``normguide.flows``)."""

@@ -13,39 +13,16 @@ shards that still miss parts, narrowed to the missing concepts.
 
 from __future__ import annotations
 
-import sys
-import time
-from pathlib import Path
 from typing import Any
-from uuid import UUID
 
-# Deployments load this file from a checkout by path: make the checkout importable.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+from prefect import flow, get_run_logger
+from prefect.states import Failed
 
-from prefect import flow, get_run_logger  # noqa: E402
-from prefect.client.orchestration import get_client  # noqa: E402
-from prefect.client.schemas.filters import (  # noqa: E402
-    DeploymentFilter,
-    DeploymentFilterId,
-    FlowRunFilter,
-    FlowRunFilterName,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import StateType  # noqa: E402
-from prefect.deployments import run_deployment  # noqa: E402
-from prefect.states import Failed  # noqa: E402
-
-from normguide.config import RunConfig  # noqa: E402
-from normguide.run import output_root  # noqa: E402
-from normguide.sharding import Shard, pending_shards, split_into_shards  # noqa: E402
-from tasks.fan_out import find_missing_parts  # noqa: E402
-from tasks.run_setup import finalize_run, is_run_complete, load_concepts  # noqa: E402
-
-#: Shard runs in these states are still going; a rerun attaches to them instead of launching twice.
-_ACTIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
+from normguide.config import RunConfig
+from normguide.pipeline import output_root
+from normguide.sharding import pending_shards, split_into_shards
+from normguide.tasks.fan_out import launch_shard, wait_for_flow_runs
+from normguide.tasks.run_setup import finalize_run, find_missing_parts, is_run_complete, load_concepts
 
 
 @flow(name="generate-dataset-fan-out", log_prints=True, validate_parameters=True)
@@ -75,10 +52,9 @@ def generate_dataset_fan_out(
     logger = get_run_logger()
 
     # 1. Check inputs: no secrets may travel as parameters
-    secret_fields = [k for k in ("key", "secret", "token") if getattr(config.storage, k) is not None]
-    if secret_fields:
+    if secret_fields := config.inline_secrets():
         raise ValueError(
-            f"config.storage.{'/'.join(secret_fields)} is set: shard parameters are stored by the Prefect "
+            f"config sets {', '.join(secret_fields)}: shard parameters are stored by the Prefect "
             "API in plain text; give credentials via storage.aws_credentials_block or the workers' environment"
         )
     if poll_interval_s <= 0:
@@ -100,10 +76,10 @@ def generate_dataset_fan_out(
                 config.run_id, len(concept_ids), len(shards), shard_size, len(done), len(todo))
 
     # 4. Launch one flow run of the generation deployment per pending shard
-    runs = {shard.name: _launch_shard(config, shard, deployment) for shard in todo}
+    runs = {shard.name: launch_shard(config, shard, deployment) for shard in todo}
 
     # 5. Wait until every shard run is final
-    final = _wait_for_runs(runs, poll_interval_s=poll_interval_s, timeout_s=timeout_s)
+    final = wait_for_flow_runs(runs, poll_interval_s=poll_interval_s, timeout_s=timeout_s)
 
     # 6. Report failed shards by name; a Completed run whose parts are missing also failed
     still_missing = set(find_missing_parts(config, concept_ids))
@@ -132,57 +108,6 @@ def generate_dataset_fan_out(
     summary["manifest_uri"] = finalize_run(config, concept_ids)
     logger.info("run %s complete: %s", config.run_id, summary["manifest_uri"])
     return summary
-
-
-def _launch_shard(config: RunConfig, shard: Shard, deployment: str) -> UUID:
-    """Start the shard's flow run, or attach to one still active from an earlier attempt."""
-    name = f"{config.run_id}-{shard.name}"
-    with get_client(sync_client=True) as client:
-        dep = client.read_deployment_by_name(deployment)
-        active = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
-            flow_run_filter=FlowRunFilter(
-                name=FlowRunFilterName(any_=[name]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_ACTIVE)),
-            ),
-            limit=1,
-        )
-    if active:
-        print(f"{shard.name}: attaching to flow run {name} ({active[0].state_name}) still active")
-        return active[0].id
-    run = run_deployment(
-        name=deployment,
-        parameters={"config": config.model_dump(mode="json"), "concept_ids": list(shard.concept_ids), "finalize": False},
-        flow_run_name=name,
-        tags=["normguide", "shard"],
-        timeout=0,  # launch only; step 5 waits for all shards together
-    )
-    print(f"{shard.name}: launched flow run {name} for {len(shard.concept_ids)} concept(s)")
-    return run.id
-
-
-def _wait_for_runs(runs: dict[str, UUID], *, poll_interval_s: float, timeout_s: float) -> dict[str, dict[str, str]]:
-    """Poll until every run is in a final state; ``{shard: {"name", "state"}}``."""
-    final: dict[str, dict[str, str]] = {}
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while True:
-            for shard, run_id in runs.items():
-                if shard in final:
-                    continue
-                fr = client.read_flow_run(run_id)
-                if fr.state is not None and fr.state.is_final():
-                    final[shard] = {"name": fr.name, "state": fr.state.name}
-                    print(f"{shard}: flow run {fr.name} {fr.state.name}")
-            if len(final) == len(runs):
-                return final
-            if time.monotonic() > deadline:
-                for shard, run_id in runs.items():
-                    if shard not in final:
-                        fr = client.read_flow_run(run_id)
-                        final[shard] = {"name": fr.name, "state": f"still {fr.state_name} after {timeout_s:g} s"}
-                return final
-            time.sleep(poll_interval_s)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,24 @@
-"""The main job: a concept table in, a synthetic image dataset (images + manifest) out.
+"""The main job as a Prefect flow: a concept table in, a synthetic image dataset out.
 
-Entry point for deployments: ``flows/generate_dataset.py:generate_dataset``.
+The Prefect driver of ``normguide.pipeline``: the same steps as the local driver
+(``normguide.pipeline.run_dataset``), each a task, so Prefect adds tracking, retries of IO steps,
+concurrency limits on the GPU steps and the UI; both drivers write the same bytes.
+
+Entry point for deployments: ``flows/generate_dataset.py:generate_dataset`` (from a checkout
+with normguide installed) or ``normguide.flows.generate_dataset:generate_dataset``.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from prefect import flow, get_run_logger
+from prefect.states import Failed
 
-# Deployments load this file from a checkout by path: make the checkout importable.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from prefect import flow, get_run_logger  # noqa: E402
-from prefect.states import Failed  # noqa: E402
-
-from normguide.config import RunConfig  # noqa: E402
-from tasks.concepts import generate_images, invert_references, plan_seeds  # noqa: E402
-from tasks.reporting import publish_summary  # noqa: E402
-from tasks.run_setup import finalize_run, load_concepts, prepare_run  # noqa: E402
+from normguide.config import RunConfig
+from normguide.pipeline import ConceptOutcome, RunSummary
+from normguide.pipeline.local import error_text
+from normguide.tasks.concepts import generate_images, invert_references, plan_seeds
+from normguide.tasks.reporting import publish_summary
+from normguide.tasks.run_setup import finalize_run, find_complete_concepts, load_concepts, prepare_run
 
 
 @flow(name="generate-dataset", log_prints=True, validate_parameters=True)
@@ -27,7 +26,7 @@ def generate_dataset(
     config: RunConfig = RunConfig(),
     concept_ids: list[str] | None = None,
     finalize: bool = True,
-) -> dict:
+) -> RunSummary:
     """Generate a synthetic image dataset from a concept table.
 
     Args:
@@ -37,67 +36,70 @@ def generate_dataset(
             turns this off for its shards and finalizes once they are all done.
 
     Returns:
-        The run summary: run_id, output_root, model, per-concept status, failed concept ids.
+        The run summary (per-concept outcome, failed concepts, manifest URI).
     """
     logger = get_run_logger()
 
     # 1. Check storage and model, start run.json; a complete run is a no-op
     run = prepare_run(config)
-    summary = {**run, "concepts": {}, "failed": [], "finalized": False, "already_complete": run["complete"]}
-    if run["complete"]:
-        logger.info("run %s is already complete at %s: nothing to do", run["run_id"], run["output_root"])
-        summary["finalized"] = True
-        return summary
+    head = dict(run_id=run.run_id, output_root=run.output_root, model=run.model, is_demo=run.is_demo,
+                model_note=run.model_note)
+    if run.complete:
+        logger.info("run %s is already complete at %s: nothing to do", run.run_id, run.output_root)
+        return RunSummary(**head, finalized=True, already_complete=True)
 
-    # 2. Load and validate the concept table
+    # 2. Load and validate the concept table; concepts complete from an earlier attempt are skipped
     concepts = load_concepts(config, concept_ids)
+    done = find_complete_concepts(config, [c.concept_id for c in concepts])
 
     # 3. Per concept: invert -> plan -> generate (+ manifest part); one concept's failure
     #    does not stop the others
     chains = {}
     for concept in concepts:
+        if concept.concept_id in done:
+            continue
         inverted = invert_references.submit(config, concept)
-        planned = plan_seeds.submit(config, concept, inverted)
-        chains[concept.concept_id] = (inverted, planned, generate_images.submit(config, concept, planned))
+        planned = plan_seeds.submit(config, concept, wait_for=[inverted])
+        chains[concept.concept_id] = (inverted, planned, generate_images.submit(config, concept, wait_for=[planned]))
 
-    for cid, futures in chains.items():
-        futures[-1].wait()
-        result, error = None, None
-        for fut in futures:  # the first failed step holds the real error
-            state = fut.state
-            if state.is_failed() or state.is_crashed():
-                error = _error_text(state)
-                break
-        if error is None and futures[-1].state.is_completed():
-            result = futures[-1].result()
-        if result is None:
-            error = error or f"did not complete ({futures[-1].state.name})"
-            summary["concepts"][cid] = {"status": "failed", "images": 0, "error": error}
-            summary["failed"].append(cid)
-            logger.error("concept %s failed: %s", cid, error)
-        else:
-            status = "skipped" if result.get("skipped") else "completed"
-            summary["concepts"][cid] = {"status": status, **result, "error": None}
+    outcomes: dict[str, ConceptOutcome] = {}
+    for concept in concepts:
+        cid = concept.concept_id
+        if cid in done:
+            outcomes[cid] = ConceptOutcome.from_generated(done[cid])
+            continue
+        outcomes[cid] = _outcome(cid, chains[cid])
+        if outcomes[cid].status == "failed":
+            logger.error("concept %s failed: %s", cid, outcomes[cid].error)
 
     # 4. Consolidate the manifest and write _SUCCESS, only when every concept is done
-    if finalize and not summary["failed"]:
-        summary["manifest_uri"] = finalize_run(config, [c.concept_id for c in concepts])
-        summary["finalized"] = True
+    summary = RunSummary(**head, concepts=outcomes)
+    if finalize and not summary.failed:
+        summary = summary.model_copy(update={"finalized": True,
+                                             "manifest_uri": finalize_run(config, [c.concept_id for c in concepts])})
 
     # 5. Report
     publish_summary(summary)
-    if summary["failed"]:
+    if summary.failed:
         # a Failed final state that still carries the summary (the CLI prints it)
-        return Failed(message=f"{len(summary['failed'])} concept(s) failed: {summary['failed']}", data=summary)
+        return Failed(message=f"{len(summary.failed)} concept(s) failed: {summary.failed}", data=summary)
     return summary
 
 
-def _error_text(state) -> str:
-    try:
-        state.result()
-    except BaseException as exc:  # the task's exception, re-raised by Prefect
-        return f"{type(exc).__name__}: {exc}"
-    return state.message or state.name
+def _outcome(concept_id: str, futures) -> ConceptOutcome:
+    """The concept's outcome from its chain of task futures: the first failed step holds the error."""
+    futures[-1].wait()
+    for fut in futures:
+        state = fut.state
+        if state.is_failed() or state.is_crashed():
+            try:
+                state.result()
+            except BaseException as exc:  # the task's exception, re-raised by Prefect
+                return ConceptOutcome.failed(concept_id, error_text(exc))
+            return ConceptOutcome.failed(concept_id, state.message or state.name)
+    if futures[-1].state.is_completed():
+        return ConceptOutcome.from_generated(futures[-1].result())
+    return ConceptOutcome.failed(concept_id, f"did not complete ({futures[-1].state.name})")
 
 
 if __name__ == "__main__":

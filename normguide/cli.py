@@ -37,7 +37,7 @@ def run(
     run_id: Optional[str] = typer.Option(None, help="Run id (default: derived from the configuration, so reruns resume)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto."),
     dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (half precision on CUDA)."),
-    methods: Optional[str] = typer.Option(None, help="Comma-separated seed methods: nao,slerp,lerp,cog,random."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated seed methods (`normguide methods` lists them)."),
     num_images: Optional[int] = typer.Option(None, help="Images per concept and method."),
     steps: Optional[int] = typer.Option(None, help="Generation (denoising) steps."),
     guidance: Optional[float] = typer.Option(None, help="Generation guidance scale."),
@@ -45,8 +45,9 @@ def run(
     batch_size: Optional[int] = typer.Option(None, help="Batch size for inversion and generation."),
     reconstruction: Optional[bool] = typer.Option(None, "--reconstruction/--no-reconstruction", help="Record each seed's reconstruction error."),
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL for s3:// inputs and outputs."),
+    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (tracking, UI, retries), or in this process with the local driver; both write the same bytes."),
 ) -> None:
-    """Run the dataset-generation flow and print where the dataset is and a summary."""
+    """Generate a dataset and print where it is and a summary."""
     from rich.console import Console
 
     console = Console(stderr=False)
@@ -69,59 +70,72 @@ def run(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
-    from normguide.run import output_root
+    from normguide.pipeline import RunSummary, output_root
 
-    where = output_root(cfg)
-    if cfg.model.split(":")[0] == "demo":
-        console.print(
-            "[yellow]Model 'demo': a tiny built-in pipeline with random weights. Its images are noise; "
-            "pass --model with a real Stable Diffusion checkpoint for a real dataset.[/yellow]"
-        )
-    console.print(f"run [bold]{cfg.resolved_run_id()}[/bold] -> {where}", soft_wrap=True)
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "normguide")
-    # The ephemeral API's telemetry heartbeat races the run for its SQLite file at start-up and
-    # prints a 'database is locked' traceback; a user's explicit setting still wins.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    console.print(f"run [bold]{cfg.resolved_run_id()}[/bold] -> {output_root(cfg)}", soft_wrap=True)
+    if prefect:
+        os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "normguide")
+        # The ephemeral API's telemetry heartbeat races the run for its SQLite file at start-up and
+        # prints a 'database is locked' traceback; a user's explicit setting still wins.
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        from normguide.flows.generate_dataset import generate_dataset
 
-    from flows.generate_dataset import generate_dataset
+        state = generate_dataset(config=cfg, return_state=True)
+        summary = state.result(raise_on_failure=False)
+        if not isinstance(summary, RunSummary):  # the flow failed before it could summarise
+            console.print(f"[red]run failed:[/red] {summary}")
+            raise typer.Exit(1)
+    else:
+        import logging
 
-    state = generate_dataset(config=cfg, return_state=True)
-    summary = state.result(raise_on_failure=False)
-    if not isinstance(summary, dict):  # the flow failed before it could summarise
-        console.print(f"[red]run failed:[/red] {summary}")
-        raise typer.Exit(1)
+        from normguide.pipeline import run_dataset
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            summary = run_dataset(cfg, progress=lambda n, total, o: console.print(
+                f"[{n}/{total}] {o.concept_id}: {o.status}, {o.images} image(s), {o.generated} generated"))
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+            raise typer.Exit(2) from None
     _print_summary(console, summary)
-    raise typer.Exit(1 if summary["failed"] else 0)
+    raise typer.Exit(1 if summary.failed else 0)
 
 
-def _print_summary(console, summary: dict) -> None:
+def _print_summary(console, summary) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from normguide.report import summary_status
+    from normguide.report import format_z
 
-    table = Table(title=f"normguide run {summary['run_id']}: {summary_status(summary)}")
+    table = Table(title=f"normguide run {summary.run_id}: {summary.status}")
     for col in ("concept", "status", "images", "generated", "methods", "mean seed z"):
         table.add_column(col, no_wrap=True)
-    for cid, c in summary["concepts"].items():
-        z = c.get("mean_seed_zscore")
-        status = f"[red]{c['status']}[/red]" if c["status"] == "failed" else c["status"]
-        table.add_row(
-            cid, status, str(c.get("images", 0)), str(c.get("generated", 0)),
-            ", ".join(c.get("methods", [])), "" if z is None else f"{z:+.2f}",
-        )
-    if summary["concepts"]:
+    for cid, c in summary.concepts.items():
+        status = f"[red]{c.status}[/red]" if c.status == "failed" else c.status
+        table.add_row(cid, status, str(c.images), str(c.generated), ", ".join(c.methods), format_z(c.mean_seed_zscore))
+    if summary.concepts:
         console.print(table)
     else:
-        console.print(f"run {summary['run_id']}: {summary_status(summary)}")
-    for cid, c in summary["concepts"].items():
-        if c.get("error"):
-            console.print(f"[red]{escape(cid)}[/red]: {escape(c['error'])}", soft_wrap=True, highlight=False)
-    console.print(f"dataset: {summary['output_root']}", soft_wrap=True)
-    if summary.get("manifest_uri"):
-        console.print(f"manifest: {summary['manifest_uri']}", soft_wrap=True)
-    if summary.get("is_demo"):
-        console.print("[yellow]note: demo model: these images are noise, not a real dataset.[/yellow]")
+        console.print(f"run {summary.run_id}: {summary.status}")
+    for cid, c in summary.concepts.items():
+        if c.error:
+            console.print(f"[red]{escape(cid)}[/red]: {escape(c.error)}", soft_wrap=True, highlight=False)
+    console.print(f"dataset: {summary.output_root}", soft_wrap=True)
+    if summary.manifest_uri:
+        console.print(f"manifest: {summary.manifest_uri}", soft_wrap=True)
+    if summary.evaluation is not None:
+        console.print(f"evaluation: {summary.evaluation.report_uri}", soft_wrap=True)
+    if summary.is_demo and summary.model_note:
+        console.print(f"[yellow]note: model {summary.model}[/yellow]", soft_wrap=True)
+
+
+@app.command()
+def methods() -> None:
+    """List the seed methods (for --methods and plan.methods)."""
+    from normguide.data.plan import SEED_METHODS
+
+    for m in SEED_METHODS.values():
+        typer.echo(f"{m.name:<12} {m.description}")
 
 
 @app.command()
@@ -130,11 +144,13 @@ def validate(
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL."),
 ) -> None:
     """Validate a concept table against the schema and print its concepts."""
-    from normguide.run import load_concepts
+    from normguide.data.storage import Storage
+    from normguide.pipeline import RunContext, steps
 
     cfg = RunConfig().with_overrides(concepts=concepts, **{"storage.endpoint_url": endpoint_url})
     try:
-        rows = load_concepts(cfg)
+        # no output is written: the store is only where a run would go
+        rows = steps.load_concepts(RunContext.create(cfg, storage=Storage.open(".")), None)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -16,9 +16,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-Method = Literal["nao", "slerp", "lerp", "cog", "random"]
-METHODS: tuple[str, ...] = ("nao", "slerp", "lerp", "cog", "random")
-
 #: Where the shipped example lives (a checkout; also found next to an installed package).
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 DEFAULT_CONCEPTS = str(EXAMPLES_DIR / "concepts.parquet")
@@ -50,7 +47,10 @@ class GenerationConfig(_Section):
 class PlanConfig(_Section):
     """How many seeds to plan per concept and method, and where on the paths they sit."""
 
-    methods: tuple[Method, ...] = Field(("nao",), min_length=1, description="Seed methods (ablations).")
+    methods: tuple[str, ...] = Field(
+        ("nao",), min_length=1,
+        description="Seed methods (ablations); `normguide methods` lists them (normguide.data.plan.SEED_METHODS).",
+    )
     num_images: int = Field(8, ge=1, le=100_000, description="Images per concept and method (the concept's num_images overrides).")
     include_centroid: bool = Field(True, description="Plan the centroid of the inverted seeds as the first image.")
     pair_paths: bool = Field(True, description="Sample interpolants on paths between pairs of inverted seeds.")
@@ -62,7 +62,12 @@ class PlanConfig(_Section):
 
     @field_validator("methods")
     @classmethod
-    def _unique_methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+    def _known_unique_methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from normguide.data.plan import METHODS  # the registry (imported lazily: it needs torch)
+
+        unknown = [m for m in v if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; expected some of {', '.join(METHODS)}")
         if len(set(v)) != len(v):
             raise ValueError(f"methods must not repeat, got {list(v)}")
         return v
@@ -83,6 +88,26 @@ class PlanConfig(_Section):
                 "plan: at least one of include_centroid, pair_paths, centroid_paths, include_inversions must be true"
             )
         return self
+
+
+class EvaluationConfig(_Section):
+    """How good the run's images are (``eval/`` under the run; see normguide.evaluation).
+
+    Nothing here changes the dataset's content, so these settings are not part of the run id.
+    """
+
+    enabled: bool | None = Field(
+        None, description="Evaluate after generation; default: on for the built-in demo model (it ships its judge), "
+        "else on when a judge is configured (clip_model)."
+    )
+    judge: Literal["auto", "digits", "clip"] = Field(
+        "auto", description="Feature model: 'digits' (the demo's classifier), 'clip' (clip_model), or 'auto'."
+    )
+    clip_model: str | None = Field(None, description="Local directory of a transformers CLIP model (never downloaded).")
+    real_test: str | None = Field(
+        None, description="Concept table (Parquet) whose reference_uris are held-out REAL images per concept, "
+        "for train-on-synthetic-test-on-real; the demo uses its own held-out digits."
+    )
 
 
 class StorageConfig(_Section):
@@ -125,6 +150,7 @@ class RunConfig(BaseModel):
         generation: Generation settings.
         plan: Seed plan settings (methods, counts, t values).
         storage: S3 endpoint and credentials.
+        evaluation: Whether and how the images are evaluated (not part of the run id).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -141,6 +167,7 @@ class RunConfig(BaseModel):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     plan: PlanConfig = Field(default_factory=PlanConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @field_validator("run_id")
     @classmethod
@@ -163,7 +190,7 @@ class RunConfig(BaseModel):
     # -- derived --------------------------------------------------------------------------
     def content_dict(self) -> dict[str, Any]:
         """The fields that decide the dataset's content (not where it goes or who reads it)."""
-        d = self.model_dump(mode="json", exclude={"output", "run_id", "storage", "device"})
+        d = self.model_dump(mode="json", exclude={"output", "run_id", "storage", "device", "evaluation"})
         d["inversion"].pop("batch_size", None)
         d["generation"].pop("batch_size", None)
         return d
@@ -174,6 +201,11 @@ class RunConfig(BaseModel):
             return self.run_id
         blob = json.dumps(self.content_dict(), sort_keys=True).encode()
         return "run-" + hashlib.sha256(blob).hexdigest()[:12]
+
+    def inline_secrets(self) -> list[str]:
+        """The credential fields set in this config itself (``storage.key``, ...): they must not
+        travel as deployment or flow-run parameters, which the Prefect API stores in clear."""
+        return [f"storage.{k}" for k in ("key", "secret", "token") if getattr(self.storage, k) is not None]
 
     def public_dict(self) -> dict[str, Any]:
         """JSON-able dict with every secret masked; the only form written to run.json or logs."""

@@ -1,35 +1,32 @@
-"""The run summary: one small dict per run, rendered as markdown (Prefect artifact) or text."""
+"""The run summary rendered as markdown (the Prefect artifact; the CLI renders the same record)."""
 
 from __future__ import annotations
 
-import math
+from normguide.pipeline.results import RunSummary
 
 
-def summary_markdown(summary: dict) -> str:
+def format_z(z: float | None) -> str:
+    return "" if z is None else f"{z:+.2f}"
+
+
+def summary_markdown(summary: RunSummary) -> str:
+    model = summary.model + (f" ({summary.model_note})" if summary.model_note and summary.model_note not in summary.model else "")
     lines = [
-        f"# normguide run `{summary['run_id']}`",
+        f"# normguide run `{summary.run_id}`",
         "",
-        f"- output: `{summary['output_root']}`",
-        f"- model: {summary.get('model', '?')}",
-        f"- status: **{summary_status(summary)}**",
+        f"- output: `{summary.output_root}`",
+        f"- model: {model}",
+        f"- status: **{summary.status}**",
         "",
-        "| concept | status | images | generated | methods | mean seed z | error |",
-        "| --- | --- | ---: | ---: | --- | ---: | --- |",
+        "| concept | status | images | generated | methods | mean seed z |",
+        "| --- | --- | ---: | ---: | --- | ---: |",
     ]
-    for cid, c in summary["concepts"].items():
-        z = c.get("mean_seed_zscore")
-        zs = "" if z is None or (isinstance(z, float) and math.isnan(z)) else f"{z:+.2f}"
-        err = (c.get("error") or "").replace("|", "\\|").replace("\n", " ")
-        lines.append(
-            f"| {cid} | {c['status']} | {c.get('images', 0)} | {c.get('generated', 0)} | "
-            f"{', '.join(c.get('methods', []))} | {zs} | {err} |"
-        )
+    for cid, c in summary.concepts.items():
+        lines.append(f"| {cid} | {c.status} | {c.images} | {c.generated} | {', '.join(c.methods)} | {format_z(c.mean_seed_zscore)} |")
+    errors = [(cid, c.error) for cid, c in summary.concepts.items() if c.error]
+    if errors:
+        lines += ["", "## Errors", ""]
+        lines += [f"- `{cid}`: {err.replace(chr(10), ' ')}" for cid, err in errors]
+    if summary.evaluation is not None:
+        lines += ["", f"Evaluation ({summary.evaluation.judge}): `{summary.evaluation.report_uri}`"]
     return "\n".join(lines) + "\n"
-
-
-def summary_status(summary: dict) -> str:
-    if summary.get("already_complete"):
-        return "already complete (nothing to do)"
-    if summary["failed"]:
-        return f"{len(summary['failed'])} of {len(summary['concepts'])} concept(s) failed"
-    return "complete" if summary.get("finalized") else "shard complete (not finalized)"

@@ -1,1 +1,6 @@
-"""Prefect tasks: thin wrappers, one IO or compute step each, calling :mod:`normguide.run`."""
+"""Prefect tasks: thin wrappers, one pipeline step each (``normguide.pipeline.steps``).
+
+Each task builds its run context from the config it is given (credential blocks are resolved
+here, on the worker, never passed as parameters) and returns the step's small typed record.
+Installed as ``normguide.tasks``.
+"""

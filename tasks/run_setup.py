@@ -1,46 +1,52 @@
-"""Tasks that open and close a run: output and model checks, the concept table, finalisation."""
+"""Tasks that open and close a run: output and model checks, the concept table, finalisation.
+
+These are IO steps: they retry (storage hiccups), except on configuration errors.
+"""
 
 from __future__ import annotations
 
 from prefect import task
 
-from normguide import run
 from normguide.config import RunConfig
 from normguide.data.schema import Concept
+from normguide.pipeline import GeneratedConcept, PreparedRun, steps
+from normguide.tasks.context import retry_can_help, run_context
+
+_IO = dict(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_can_help)
 
 
-def _retry_can_help(task, task_run, state) -> bool:
-    """Retry storage hiccups, not configuration errors: a missing bucket, rejected credentials,
-    a bad scheme or a missing input (ValueError, FileNotFoundError) fail the same way again, and
-    retrying them only delays the error."""
-    try:
-        state.result()
-    except (ValueError, FileNotFoundError):
-        return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
-    return True
-
-
-@task(name="prepare-run", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_can_help)
-def prepare_run(config: RunConfig) -> dict:
+@task(name="prepare-run", **_IO)
+def prepare_run(config: RunConfig) -> PreparedRun:
     """Check storage and model before any GPU work; start run.json; say whether the run is complete."""
-    return run.prepare_run(config)
+    return steps.prepare(run_context(config))
 
 
-@task(name="is-run-complete", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_can_help)
+@task(name="is-run-complete", **_IO)
 def is_run_complete(config: RunConfig) -> bool:
     """Whether the run already has _SUCCESS (a rerun is then a no-op)."""
-    return run.run_complete(config)
+    return steps.is_complete(run_context(config))
 
 
-@task(name="load-concepts", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_can_help)
+@task(name="load-concepts", **_IO)
 def load_concepts(config: RunConfig, concept_ids: list[str] | None = None) -> list[Concept]:
-    """Read and validate the concept table (a bad table fails without retries mattering)."""
-    return run.load_concepts(config, concept_ids)
+    """Read and validate the concept table."""
+    return steps.load_concepts(run_context(config), concept_ids)
 
 
-@task(name="finalize-run", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_can_help)
+@task(name="find-complete-concepts", **_IO)
+def find_complete_concepts(config: RunConfig, concept_ids: list[str]) -> dict[str, GeneratedConcept]:
+    """The concepts whose manifest part and images all exist (a resumed run skips them)."""
+    ctx = run_context(config)
+    return {cid: done for cid in concept_ids if (done := steps.completed_concept(ctx, cid)) is not None}
+
+
+@task(name="find-missing-parts", **_IO)
+def find_missing_parts(config: RunConfig, concept_ids: list[str]) -> list[str]:
+    """Concept ids whose manifest part is not in storage yet (not done, failed, or never run)."""
+    return steps.missing_parts(run_context(config), concept_ids)
+
+
+@task(name="finalize-run", **_IO)
 def finalize_run(config: RunConfig, concept_ids: list[str]) -> str:
     """Consolidate the manifest, finish run.json, write _SUCCESS last."""
-    return run.finalize_run(config, concept_ids)
+    return steps.finalize(run_context(config), concept_ids)

@@ -1,9 +1,15 @@
-"""The manifest: one row per image, as Parquet parts per concept and one consolidated table."""
+"""The manifest: one row per image, as Parquet parts per concept and one consolidated table.
+
+:func:`concept_rows` is the one place that builds rows (columns in :data:`MANIFEST_SCHEMA`).
+"""
 
 from __future__ import annotations
 
 import io
 from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +49,70 @@ MANIFEST_SCHEMA = pa.schema(
 )
 COLUMNS = tuple(MANIFEST_SCHEMA.names)
 
+if TYPE_CHECKING:
+    from normguide.data.seeds import SeedsFile
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the manifest says about one written PNG."""
+
+    sha256: str
+    width: int
+    height: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """The columns shared by every row of one concept's part."""
+
+    run_id: str
+    concept_id: str
+    name: str
+    prompt: str
+    model: str
+    model_revision: str
+    scheduler: str
+    num_inference_steps: int
+    guidance_scale: float
+    normguide_version: str
+
+
+def concept_rows(ctx: RowContext, seeds: SeedsFile, image_uris: list[str], images: list[ImageRecord]) -> list[dict]:
+    """One manifest row per planned seed of ``seeds`` (row-aligned with ``image_uris`` and
+    ``images``), with the seed's norm, chi z-score and log-density under N(0, I_d)."""
+    import torch
+
+    from normguide.geometry import ChiPrior
+
+    plan = seeds.plan_rows
+    if not (len(plan) == len(image_uris) == len(images)):
+        raise ValueError(f"concept {ctx.concept_id!r}: {len(plan)} planned seeds, {len(image_uris)} image URIs, {len(images)} images")
+    flat = seeds.planned.reshape(len(plan), -1).to(torch.float64)
+    prior = ChiPrior(flat.shape[1])
+    norms = flat.norm(dim=-1)
+    z = prior.zscore(flat)
+    logp = prior.log_prob(norms)
+    refs = seeds.meta["reference_uris"]
+    rec_err = seeds.reconstruction_errors
+    shared = asdict(ctx)
+    rows = []
+    for i, (r, uri, im) in enumerate(zip(plan, image_uris, images)):
+        rows.append({
+            **shared, "image_uri": uri, "image_id": r.image_id, **asdict(im),
+            "method": r.method, "kind": r.kind,
+            "source_refs": [refs[s] for s in r.sources],
+            "pair": list(r.pair) if r.pair is not None else None, "t": r.t,
+            "seed_norm": float(norms[i]), "seed_zscore": float(z[i]), "seed_log_prob": float(logp[i]),
+            "inversion_steps": int(seeds.meta["inversion_steps"]),
+            "inversion_guidance": float(seeds.meta["inversion_guidance"]),
+            # a planned seed is as good as the worst inversion it derives from
+            "reconstruction_error": max(rec_err[s] for s in r.sources) if rec_err and r.sources else None,
+            "seed": r.seed, "synthetic": True,
+        })
+    return rows
+
 
 def part_key(concept_id: str) -> str:
     return f"manifest/part-{concept_id}.parquet"
@@ -50,10 +120,6 @@ def part_key(concept_id: str) -> str:
 
 def image_key(concept_id: str, image_id: str) -> str:
     return f"images/{concept_id}/{image_id}.png"
-
-
-def seeds_key(concept_id: str) -> str:
-    return f"seeds/{concept_id}.safetensors"
 
 
 def rows_to_parquet(rows: list[dict]) -> bytes:

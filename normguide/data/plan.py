@@ -8,12 +8,19 @@ one centroid c per method, and points on paths
 
 sampled at interior fractions t of each path. The method decides the geometry:
 
-    method  centroid              path
-    nao     nao_centroid          NAO geodesic (nao_interpolate / nao_centroid_paths)
-    slerp   normalized_centroid   slerp
-    lerp    mean_centroid         lerp
-    cog     cog_centroid          cog
-    random  -                     -     (N(0, I) seeds, one integer seed per image)
+    (the registry :data:`SEED_METHODS` is the one list of methods; ``normguide methods``
+    and the config's validation read it)
+
+    method      centroid                      path
+    nao         nao_centroid                  NAO geodesic (chi prior of N(0, I) seeds)
+    nao-fitted  nao_centroid, fitted prior    NAO geodesic under a norm prior fitted to the
+                                              concept's inverted seeds (FittedNormPrior)
+    paper       paper_centroid                the paper's reference solver (paper_interpolate;
+                                              a point at t is the path's nearest node)
+    slerp       normalized_centroid           slerp
+    lerp        mean_centroid                 lerp
+    cog         cog_centroid                  cog
+    random      -                             -  (N(0, I) seeds, one integer seed per image)
 
 Counting: ``num_images`` per method = the centroid (if planned) + interpolants; when t values are
 not fixed, each path gets m = ceil(remaining / paths) evenly spaced points t = j / (m + 1), and
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from itertools import combinations
 
@@ -108,6 +116,100 @@ def path_points(
     return points[:budget]
 
 
+
+# ---------------------------------------------------------------------------------------------
+# The registry of seed methods
+# ---------------------------------------------------------------------------------------------
+Prior = object  # anything that implements normguide.geometry's norm-prior protocol
+Interpolate = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Prior], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SeedMethod:
+    """How one method places seeds: a centroid of the K inverted seeds and points on paths.
+
+    Attributes:
+        name: the method's name in configs, image ids and the manifest.
+        description: one line for ``--help`` and reports.
+        centroid: ``(K, d) float32, prior -> (d,)``; None for methods without geometry (random).
+        interpolate: ``a (P, d), b (P, d), t (T,) float64, prior -> (P, T, d)``.
+        centroid_paths: ``seeds (K, d), t, prior -> (centroid (d,), paths (K, T, d))`` when the
+            method computes both at once (NAO); else paths come from ``interpolate``.
+        prior: ``inverted (K, d) -> prior`` for the method's norm prior; None: the chi prior
+            of N(0, I_d) seeds (the geometry's default).
+    """
+
+    name: str
+    description: str
+    centroid: Callable[[torch.Tensor, Prior], torch.Tensor] | None = None
+    interpolate: Interpolate | None = None
+    centroid_paths: Callable[[torch.Tensor, torch.Tensor, Prior], tuple[torch.Tensor, torch.Tensor]] | None = None
+    prior: Callable[[torch.Tensor], Prior] | None = None
+
+    @property
+    def is_random(self) -> bool:
+        return self.centroid is None
+
+
+def _fitted_prior(flat: torch.Tensor) -> Prior:
+    return geo.FittedNormPrior.fit(flat.to(torch.float64).norm(dim=-1), d=flat.shape[-1])
+
+
+_PAPER_NODES = 50  # the reference code's path length n
+
+
+def _paper_interpolate(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, prior: Prior) -> torch.Tensor:
+    """The paper's n-node path; the point at t is the node nearest t·(n − 1) (its nodes are
+    about evenly spaced: the reference solver's penalty caps each segment at 2|a − b|/n)."""
+    path = geo.paper_interpolate(a, b, _PAPER_NODES, prior=prior)  # (P, n, d)
+    idx = torch.round(t * (_PAPER_NODES - 1)).long().clamp(1, _PAPER_NODES - 2)
+    return path[:, idx]
+
+
+SEED_METHODS: dict[str, SeedMethod] = {
+    m.name: m
+    for m in (
+        SeedMethod(
+            "nao", "NAO centroid and geodesics under the chi prior of N(0, I) seeds",
+            centroid=lambda s, p: geo.nao_centroid(s, prior=p),
+            interpolate=lambda a, b, t, p: geo.nao_interpolate(a, b, t, prior=p),
+            centroid_paths=lambda s, t, p: geo.nao_centroid_paths(s, t, prior=p),
+        ),
+        SeedMethod(
+            "nao-fitted", "NAO under a norm prior fitted to the concept's inverted seeds",
+            centroid=lambda s, p: geo.nao_centroid(s, prior=p),
+            interpolate=lambda a, b, t, p: geo.nao_interpolate(a, b, t, prior=p),
+            centroid_paths=lambda s, t, p: geo.nao_centroid_paths(s, t, prior=p),
+            prior=_fitted_prior,
+        ),
+        SeedMethod(
+            "paper", "the paper's reference solver (Adam on the midpoint objective)",
+            centroid=lambda s, p: geo.paper_centroid(s, _PAPER_NODES, prior=p),
+            interpolate=_paper_interpolate,
+        ),
+        SeedMethod("slerp", "spherical interpolation; centroid: mean direction at the prior's mode",
+                   centroid=lambda s, p: geo.normalized_centroid(s), interpolate=lambda a, b, t, p: geo.slerp(a, b, t)),
+        SeedMethod("lerp", "linear interpolation; centroid: Euclidean mean",
+                   centroid=lambda s, p: geo.mean_centroid(s), interpolate=lambda a, b, t, p: geo.lerp(a, b, t)),
+        SeedMethod("cog", "COG / LOL (Bodin et al.): sqrt(K) times the mean",
+                   centroid=lambda s, p: geo.cog_centroid(s), interpolate=lambda a, b, t, p: geo.cog(a, b, t)),
+        SeedMethod("random", "prompt only: fresh N(0, I) seeds, one integer seed per image"),
+    )
+}
+#: Method names in registry order (the config validates against these).
+METHODS: tuple[str, ...] = tuple(SEED_METHODS)
+
+
+def get_method(name: str) -> SeedMethod:
+    try:
+        return SEED_METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
 def plan_seeds(
     inverted: torch.Tensor,
     *,
@@ -120,7 +222,6 @@ def plan_seeds(
     include_inversions: bool = False,
     t_values: tuple[float, ...] | None = None,
     base_seed: int = 0,
-    prior=None,
 ) -> SeedPlan:
     """Plan the seeds of one concept from its K inverted seeds ``(K, *seed_shape)``."""
     # 1. Check inputs
@@ -128,74 +229,86 @@ def plan_seeds(
         raise ValueError(f"concept {concept_id!r}: inverted seeds must have shape (K, ...), K >= 1, got {tuple(inverted.shape)}")
     if not torch.isfinite(inverted).all():
         raise ValueError(f"concept {concept_id!r}: inverted seeds contain non-finite values")
+    resolved = [get_method(m) for m in methods]
     K = inverted.shape[0]
     shape = tuple(inverted.shape[1:])
     flat = inverted.reshape(K, -1).to(torch.float32)
+    first_geometric = next((m.name for m in resolved if not m.is_random), None)
 
+    # 2. Each method's rows and seeds, in the order the methods are given
     rows: list[PlannedSeed] = []
     chunks: list[torch.Tensor] = []
     centroids: dict[str, torch.Tensor] = {}
-    for method in methods:
-        # 2. Random seeds: no geometry, one integer seed per image
-        if method == "random":
-            seeds = [random_seed_for(base_seed, concept_id, i) for i in range(num_images)]
-            gen = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
-            chunks.append(torch.stack(gen).reshape(num_images, -1))
-            rows += [PlannedSeed(image_id(method, "random", i), method, "random", i, seed=s) for i, s in enumerate(seeds)]
-            continue
-
-        # 3. Paths of this concept: pairs of seeds, then centroid -> each seed
-        pairs = list(combinations(range(K), 2)) if pair_paths else []
-        n_paths = len(pairs) + (K if centroid_paths else 0)
-        budget = num_images - (1 if include_centroid else 0)
-        points = path_points(n_paths, budget, t_values)
-        ts = sorted({t for _, t in points})
-        t_index = {t: i for i, t in enumerate(ts)}
-        t_tensor = torch.tensor(ts, dtype=torch.float64)
-
-        # 4. Centroid and path points by the method's geometry
-        need_c_paths = any(p >= len(pairs) for p, _ in points)
-        if method == "nao":
-            if need_c_paths:
-                centroid, c_paths = geo.nao_centroid_paths(flat, t_tensor, prior=prior)
-            else:
-                centroid, c_paths = geo.nao_centroid(flat, prior=prior), None
-            interp = lambda a, b: geo.nao_interpolate(a, b, t_tensor, prior=prior)  # noqa: E731
-        elif method in _BASELINES:
-            centroid_fn, interp_fn = _BASELINES[method]
-            centroid = centroid_fn(flat)
-            interp = lambda a, b: interp_fn(a, b, t_tensor)  # noqa: E731
-            c_paths = interp(centroid.expand(K, -1), flat) if need_c_paths else None
+    for method in resolved:
+        if method.is_random:
+            r, s = _plan_random(method.name, concept_id, num_images, shape, base_seed)
         else:
-            raise ValueError(f"unknown method {method!r}; expected one of nao, slerp, lerp, cog, random")
-        centroid = centroid.to(torch.float32)
-        centroids[method] = centroid.reshape(shape)
-        p_paths = None
-        if pairs and any(p < len(pairs) for p, _ in points):
-            ia = torch.tensor([i for i, _ in pairs])
-            ib = torch.tensor([j for _, j in pairs])
-            p_paths = interp(flat[ia], flat[ib])  # (P, T, d)
+            r, s, centroid = _plan_geometric(
+                method, flat, num_images=num_images, include_centroid=include_centroid,
+                pair_paths=pair_paths, centroid_paths=centroid_paths, t_values=t_values,
+            )
+            centroids[method.name] = centroid.reshape(shape)
+            if include_inversions and method.name == first_geometric:
+                # inversions do not depend on the method: planned once, under the first one
+                r += [PlannedSeed(image_id(method.name, "inversion", k), method.name, "inversion", k, sources=(k,)) for k in range(K)]
+                s = torch.cat([s, flat])
+        rows += r
+        chunks.append(s)
 
-        # 5. Rows, in plan order
-        if include_centroid:
-            rows.append(PlannedSeed(image_id(method, "centroid", 0), method, "centroid", 0, sources=tuple(range(K))))
-            chunks.append(centroid.reshape(1, -1))
-        pts = []
-        for idx, (p, t) in enumerate(points):
-            if p < len(pairs):
-                i, j = pairs[p]
-                pts.append(p_paths[p, t_index[t]])
-                rows.append(PlannedSeed(image_id(method, "interpolant", idx), method, "interpolant", idx, pair=(i, j), t=t, sources=(i, j)))
-            else:
-                j = p - len(pairs)
-                pts.append(c_paths[j, t_index[t]])
-                rows.append(PlannedSeed(image_id(method, "interpolant", idx), method, "interpolant", idx, pair=(-1, j), t=t, sources=tuple(range(K))))
-        if pts:
-            chunks.append(torch.stack(pts).to(torch.float32))
-        if include_inversions and method == next(m for m in methods if m != "random"):
-            # inversions do not depend on the method: planned once, under the first one
-            rows += [PlannedSeed(image_id(method, "inversion", k), method, "inversion", k, sources=(k,)) for k in range(K)]
-            chunks.append(flat)
-
-    seeds = torch.cat(chunks).reshape(len(rows), *shape).contiguous() if chunks else torch.empty(0, *shape)
+    seeds = torch.cat(chunks).reshape(len(rows), *shape).contiguous() if rows else torch.empty(0, *shape)
     return SeedPlan(rows=rows, seeds=seeds, centroids=centroids)
+
+
+def _plan_random(name: str, concept_id: str, num_images: int, shape: tuple[int, ...], base_seed: int):
+    seeds = [random_seed_for(base_seed, concept_id, i) for i in range(num_images)]
+    gen = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    rows = [PlannedSeed(image_id(name, "random", i), name, "random", i, seed=s) for i, s in enumerate(seeds)]
+    return rows, torch.stack(gen).reshape(num_images, -1)
+
+
+def _plan_geometric(method: SeedMethod, flat: torch.Tensor, *, num_images: int, include_centroid: bool,
+                    pair_paths: bool, centroid_paths: bool, t_values: tuple[float, ...] | None):
+    """Rows, seeds ``(n, d)`` and the centroid ``(d,)`` of one geometric method."""
+    K = flat.shape[0]
+    name = method.name
+    prior = method.prior(flat) if method.prior is not None else None
+
+    # 1. Paths: pairs of seeds, then centroid -> each seed; the points the budget buys
+    pairs = list(combinations(range(K), 2)) if pair_paths else []
+    n_paths = len(pairs) + (K if centroid_paths else 0)
+    points = path_points(n_paths, num_images - (1 if include_centroid else 0), t_values)
+    ts = sorted({t for _, t in points})
+    t_index = {t: i for i, t in enumerate(ts)}
+    t_tensor = torch.tensor(ts, dtype=torch.float64)
+
+    # 2. Centroid and the path points the plan uses (paths nobody samples are not computed)
+    need_c_paths = any(p >= len(pairs) for p, _ in points)
+    if need_c_paths and method.centroid_paths is not None:
+        centroid, c_paths = method.centroid_paths(flat, t_tensor, prior)
+    else:
+        centroid = method.centroid(flat, prior)
+        c_paths = method.interpolate(centroid.expand(K, -1), flat, t_tensor, prior) if need_c_paths else None
+    centroid = centroid.to(torch.float32)
+    p_paths = None
+    if any(p < len(pairs) for p, _ in points):
+        ia = torch.tensor([i for i, _ in pairs])
+        ib = torch.tensor([j for _, j in pairs])
+        p_paths = method.interpolate(flat[ia], flat[ib], t_tensor, prior)  # (P, T, d)
+
+    # 3. Rows in plan order: the centroid, then the points midpoint-first
+    rows: list[PlannedSeed] = []
+    seeds: list[torch.Tensor] = []
+    if include_centroid:
+        rows.append(PlannedSeed(image_id(name, "centroid", 0), name, "centroid", 0, sources=tuple(range(K))))
+        seeds.append(centroid)
+    for idx, (p, t) in enumerate(points):
+        if p < len(pairs):
+            i, j = pairs[p]
+            seeds.append(p_paths[p, t_index[t]])
+            rows.append(PlannedSeed(image_id(name, "interpolant", idx), name, "interpolant", idx, pair=(i, j), t=t, sources=(i, j)))
+        else:
+            j = p - len(pairs)
+            seeds.append(c_paths[j, t_index[t]])
+            rows.append(PlannedSeed(image_id(name, "interpolant", idx), name, "interpolant", idx, pair=(-1, j), t=t, sources=tuple(range(K))))
+    out = torch.stack([s.to(torch.float32) for s in seeds]) if seeds else flat.new_empty(0, flat.shape[1])
+    return rows, out, centroid

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deployments.register import NIGHTLY_CONFIG, POOLS, deployment_specs
-from deployments.steps import run_config_parameters
+from normguide.deployments.register import NIGHTLY_CONFIG, POOLS, deployment_specs
+from normguide.deployments.steps import run_config_parameters
 from normguide.data.schema import write_concept_table
 
 from .conftest import REPO, PrefectStack
@@ -38,7 +38,7 @@ def stack(tmp_path_factory) -> PrefectStack:
         stack.start_server()
         # the pools from the template files, and the limit on the `gpu` task tag (as the README
         # says: `python -m deployments.register pools` / `gpu-limit`, one interpreter for both)
-        stack.python("from deployments.register import create_work_pools, set_gpu_limit; "
+        stack.python("from normguide.deployments.register import create_work_pools, set_gpu_limit; "
                      f"create_work_pools(); set_gpu_limit({GPU_SLOTS})")
         stack.cli("deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
         stack.start_worker("worker-1", "normguide-cpu", queue="default")
@@ -156,7 +156,7 @@ def _check_deployments(stack: PrefectStack) -> dict[str, str]:
 
 def test_prefect_yaml_and_python_module_define_the_same_deployments(stack):
     from_yaml = _check_deployments(stack)  # made by `prefect deploy` in the fixture
-    out = stack.python("import json; from deployments.register import deploy; print(json.dumps(deploy()))")
+    out = stack.python("import json; from normguide.deployments.register import deploy; print(json.dumps(deploy()))")
     assert len(json.loads(out.strip().splitlines()[-1])) == len(deployment_specs())
     assert _check_deployments(stack) == from_yaml  # the same deployments, updated in place
 

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from flows.generate_dataset import generate_dataset
+from normguide.flows.generate_dataset import generate_dataset
 from normguide.data.schema import write_concept_table
 from normguide.geometry import ChiPrior
-from normguide.run import output_root
+from normguide.pipeline import output_root
 
 from tests.helpers import make_reference
 
@@ -36,7 +36,7 @@ def test_flow_writes_consistent_dataset(concept_dir, tmp_path):
     state, summary = _run(cfg)
     assert state.is_completed(), summary
     root = Path(output_root(cfg))
-    assert summary["output_root"] == str(root)
+    assert summary.output_root == str(root)
 
     # layout
     for name in ("run.json", "manifest.parquet", "_SUCCESS", "seeds/alpha.safetensors", "manifest/part-beta.parquet"):
@@ -81,7 +81,7 @@ def test_flow_writes_consistent_dataset(concept_dir, tmp_path):
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
         )
     assert artifact.key == "normguide-run-summary" and artifact.type == "markdown"
-    assert summary["run_id"] in artifact.data and "| alpha | completed | 3 | 3 | nao |" in artifact.data
+    assert summary.run_id in artifact.data and "| alpha | completed | 3 | 3 | nao |" in artifact.data
 
 
 def test_same_config_twice_is_identical(concept_dir, tmp_path):
@@ -100,7 +100,7 @@ def test_same_config_twice_is_identical(concept_dir, tmp_path):
     # a rerun of a complete run is a no-op that says so, and touches nothing
     before = {p: p.stat().st_mtime_ns for p in ra.rglob("*") if p.is_file()}
     state, summary = _run(cfg_a)
-    assert state.is_completed() and summary["already_complete"]
+    assert state.is_completed() and summary.already_complete
     assert before == {p: p.stat().st_mtime_ns for p in ra.rglob("*") if p.is_file()}
 
 
@@ -148,13 +148,13 @@ def test_bad_inputs_fail_their_concept_only(concept_dir, tmp_path):
     cfg = tiny_config(concept_dir / "bad.parquet", tmp_path / "bad")
     state, summary = _run(cfg)
     assert state.is_failed()
-    assert sorted(summary["failed"]) == sorted(bad)
-    assert summary["concepts"]["fine"]["status"] == "completed"
+    assert sorted(summary.failed) == sorted(bad)
+    assert summary.concepts["fine"].status == "completed"
     for cid, (uri,) in bad.items():
-        err = summary["concepts"][cid]["error"]
+        err = summary.concepts[cid].error
         assert cid in err and uri in err, err
-    assert "does not exist" in summary["concepts"]["missing"]["error"]
-    assert "1x1" in summary["concepts"]["tiny"]["error"]
+    assert "does not exist" in summary.concepts["missing"].error
+    assert "1x1" in summary.concepts["tiny"].error
     root = Path(output_root(cfg))
     assert (root / "manifest/part-fine.parquet").exists()
     assert not (root / "_SUCCESS").exists() and not (root / "manifest.parquet").exists()
@@ -164,8 +164,8 @@ def test_bad_inputs_fail_their_concept_only(concept_dir, tmp_path):
     mtime = part.stat().st_mtime_ns
     make_reference(refs / "nope.png", seed=3)
     state, summary = _run(cfg)
-    assert summary["concepts"]["fine"]["status"] == "skipped"
-    assert summary["concepts"]["missing"]["status"] == "completed"
+    assert summary.concepts["fine"].status == "skipped"
+    assert summary.concepts["missing"].status == "completed"
     assert part.stat().st_mtime_ns == mtime
 
 
@@ -193,4 +193,4 @@ def test_run_id_reused_with_other_settings_is_refused(concept_dir, tmp_path):
         state.result()
     # the same settings with another batch size or device resume the run (a no-op here)
     state, summary = _run(cfg.with_overrides(**{"generation.batch_size": 1}))
-    assert state.is_completed() and summary["already_complete"]
+    assert state.is_completed() and summary.already_complete

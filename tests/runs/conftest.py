@@ -88,16 +88,16 @@ def run_config(concepts: str, output: str, storage: dict[str, Any] | None = None
 
 def run_flow(cfg: RunConfig):
     """(final state, summary or exception) of one in-process run of the flow."""
-    from flows.generate_dataset import generate_dataset
+    from normguide.flows.generate_dataset import generate_dataset
 
     state = generate_dataset(config=cfg, return_state=True)
     return state, state.result(raise_on_failure=False)
 
 
 def open_root(cfg: RunConfig, **kw: Any) -> Storage:
-    from normguide.run import output_root
+    from normguide.pipeline import output_root
 
-    return Storage.open(output_root(cfg), storage=cfg.storage, **kw)
+    return Storage.open(output_root(cfg), storage_config=cfg.storage, **kw)
 
 
 def snapshot(cfg: RunConfig) -> dict[str, bytes]:

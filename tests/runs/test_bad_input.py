@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from normguide.data.schema import write_concept_table
-from normguide.run import output_root
+from normguide.pipeline import output_root
 
 from .conftest import free_endpoint, open_root, run_config, run_flow
 
@@ -67,10 +67,10 @@ def test_missing_reference_object_fails_its_concept_only(inputs, s3_server, s3_b
     s3_server.client().put_object(Bucket=s3_bucket, Key="t.parquet", Body=(tmp_path / "t.parquet").read_bytes())
     cfg = run_config(f"s3://{s3_bucket}/t.parquet", f"s3://{s3_bucket}/datasets", storage=s3_server.storage)
     state, summary = run_flow(cfg)
-    assert state.is_failed() and summary["failed"] == ["gamma"], summary
-    err = summary["concepts"]["gamma"]["error"]
+    assert state.is_failed() and summary.failed == ["gamma"], summary
+    err = summary.concepts["gamma"].error
     assert "'gamma'" in err and missing in err and "does not exist" in err, err
-    assert summary["concepts"]["alpha"]["status"] == "completed"
+    assert summary.concepts["alpha"].status == "completed"
     assert _seeds_written(cfg) == ["seeds/alpha.safetensors"]
     keys = open_root(cfg).list()
     assert "manifest/part-alpha.parquet" in keys and "_SUCCESS" not in keys

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from normguide.run import output_root
+from normguide.pipeline import output_root
 
 from .conftest import CONCEPTS, assert_same_dataset, check_consistent, run_config, run_flow, snapshot
 
@@ -20,7 +20,7 @@ IMAGES_PER_CONCEPT = 12
 CHILD = """
 import sys
 from normguide.config import RunConfig
-from flows.generate_dataset import generate_dataset
+from normguide.flows.generate_dataset import generate_dataset
 cfg = RunConfig.model_validate_json(open(sys.argv[1]).read())
 state = generate_dataset(config=cfg, return_state=True)
 sys.exit(0 if state.is_completed() else 1)
@@ -71,8 +71,8 @@ def test_sigkill_mid_generation_then_rerun_equals_clean_run(inputs, prefect_api,
     # 3. Rerun the same run id: it finishes the job and generates only what was missing
     state, summary = run_flow(cfg)
     assert state.is_completed(), summary
-    assert not summary["already_complete"]
-    generated = sum(c["generated"] for c in summary["concepts"].values())
+    assert not summary.already_complete
+    generated = sum(c.generated for c in summary.concepts.values())
     assert generated == total - len(images), summary
     resumed = snapshot(cfg)
     for k in images:  # nothing complete was rewritten
@@ -93,4 +93,4 @@ def test_sigkill_mid_generation_then_rerun_equals_clean_run(inputs, prefect_api,
 
     # 5. And a third run is a no-op that says so
     state, summary = run_flow(cfg)
-    assert state.is_completed() and summary["already_complete"]
+    assert state.is_completed() and summary.already_complete

@@ -12,7 +12,7 @@ import time
 
 import boto3
 
-from normguide.run import output_root
+from normguide.pipeline import output_root
 
 from .conftest import CONCEPTS, assert_same_dataset, check_consistent, run_config, run_flow, snapshot
 
@@ -113,9 +113,9 @@ def test_endpoint_stays_down_fails_clearly_then_rerun_completes(inputs, s3_serve
 
         # the run failed, and every concept's error names the endpoint and the key
         assert state.is_failed(), summary
-        assert sorted(summary["failed"]) == sorted(CONCEPTS)
+        assert sorted(summary.failed) == sorted(CONCEPTS)
         for cid in CONCEPTS:
-            err = summary["concepts"][cid]["error"]
+            err = summary.concepts[cid].error
             assert "StorageError" in err and s3_server.endpoint_url in err, err
             assert f"{root}/" in err and "gave up after retrying for 2 s" in err, err
             assert s3_server.secret not in err and s3_server.key not in err

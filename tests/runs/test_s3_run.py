@@ -11,7 +11,7 @@ import pandas as pd
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-from normguide.run import output_root
+from normguide.pipeline import output_root
 
 from .conftest import assert_same_dataset, check_consistent, run_config, run_flow, snapshot
 
@@ -30,8 +30,8 @@ def test_s3_in_s3_out(inputs, s3_server, s3_bucket, tmp_path, caplog, capfd):
     state, summary = run_flow(cfg)
     assert state.is_completed(), summary
     root = output_root(cfg)
-    assert root.startswith(f"s3://{s3_bucket}/datasets/run-") and summary["output_root"] == root
-    assert summary["manifest_uri"] == f"{root}/manifest.parquet"
+    assert root.startswith(f"s3://{s3_bucket}/datasets/run-") and summary.output_root == root
+    assert summary.manifest_uri == f"{root}/manifest.parquet"
 
     # layout, read back with an independent client (boto3 on the same endpoint)
     client = s3_server.client()
@@ -78,7 +78,7 @@ def test_s3_in_s3_out(inputs, s3_server, s3_bucket, tmp_path, caplog, capfd):
 
     # a rerun of the complete S3 run is a no-op that says so and writes nothing
     state, summary = run_flow(cfg)
-    assert state.is_completed() and summary["already_complete"]
+    assert state.is_completed() and summary.already_complete
     after = client.list_objects_v2(Bucket=s3_bucket, Prefix=prefix)["Contents"]
     assert {o["Key"]: (o["ETag"], o["LastModified"]) for o in after} == {
         o["Key"]: (o["ETag"], o["LastModified"]) for o in listing}

@@ -1,0 +1,100 @@
+"""A concept's seeds file, ``seeds/<concept_id>.safetensors``: the one type that reads and writes it.
+
+Tensors (float32, seed shape ``(C, h, w)``):
+
+    inverted            (K, C, h, w)  DDIM inversions of the K reference images, in reference order
+    planned             (N, C, h, w)  the planned seeds, row-aligned with ``meta["plan"]``
+    centroid.<method>   (C, h, w)     each geometric method's centroid
+
+Metadata (one canonical-JSON value under the safetensors header key ``normguide``): concept_id,
+num_seeds, reference_uris, prompt, reconstruction_error (per seed or null), model,
+model_revision, inversion_steps, inversion_guidance, seed_shape, and after planning ``plan`` (the
+rows of :class:`normguide.data.plan.PlannedSeed` as dicts).
+
+The file is written after inversion (the expensive step's checkpoint) and once more with the
+plan; identical content gives identical bytes (safetensors keeps header metadata in a hash map
+whose order varies, so everything goes into one JSON key with sorted keys).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from normguide.data.plan import PlannedSeed, SeedPlan
+
+META_KEY = "normguide"
+
+
+def seeds_key(concept_id: str) -> str:
+    """Storage key of a concept's seeds file under the run root."""
+    return f"seeds/{concept_id}.safetensors"
+
+
+@dataclass(frozen=True)
+class SeedsFile:
+    """The content of one concept's seeds file (see module docstring)."""
+
+    inverted: torch.Tensor
+    meta: dict[str, Any]
+    planned: torch.Tensor | None = None
+    centroids: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def concept_id(self) -> str:
+        return self.meta["concept_id"]
+
+    @property
+    def num_seeds(self) -> int:
+        return int(self.inverted.shape[0])
+
+    @property
+    def has_plan(self) -> bool:
+        return self.planned is not None and "plan" in self.meta
+
+    @property
+    def plan_rows(self) -> list[PlannedSeed]:
+        if not self.has_plan:
+            raise ValueError(f"concept {self.concept_id!r}: seeds file has no plan yet")
+        return [PlannedSeed.from_dict(r) for r in self.meta["plan"]]
+
+    @property
+    def reconstruction_errors(self) -> list[float] | None:
+        return self.meta.get("reconstruction_error")
+
+    def with_plan(self, plan: SeedPlan) -> SeedsFile:
+        """A copy holding ``plan`` (planned seeds, centroids and plan rows)."""
+        return replace(
+            self,
+            planned=plan.seeds.contiguous(),
+            centroids={m: c.contiguous() for m, c in plan.centroids.items()},
+            meta=dict(self.meta, plan=[r.to_dict() for r in plan.rows]),
+        )
+
+    # -- bytes --------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        tensors = {"inverted": self.inverted.contiguous()}
+        if self.planned is not None:
+            tensors["planned"] = self.planned.contiguous()
+        tensors.update({f"centroid.{m}": c.contiguous() for m, c in self.centroids.items()})
+        return st_save(tensors, metadata={META_KEY: json.dumps(self.meta, sort_keys=True)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, where: str = "seeds file") -> SeedsFile:
+        """Parse a seeds file; ``ValueError`` naming ``where`` if it is not one."""
+        try:
+            tensors = st_load(data)
+            # safetensors layout: 8-byte little-endian header length, then the JSON header
+            n = int.from_bytes(data[:8], "little")
+            header = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+            meta = json.loads(header[META_KEY])
+            inverted = tensors["inverted"]
+        except Exception as exc:  # noqa: BLE001 - any parse failure means a damaged file
+            raise ValueError(f"{where} is not a readable normguide seeds file ({type(exc).__name__}: {exc})") from None
+        centroids = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("centroid.")}
+        return cls(inverted=inverted, meta=meta, planned=tensors.get("planned"), centroids=centroids)

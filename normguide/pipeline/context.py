@@ -1,0 +1,83 @@
+"""The run context: everything a step needs, built once per run (or once per Prefect task).
+
+A step never looks anything up by itself: the output store, the model and the input reader come
+from the :class:`RunContext` it is handed. The defaults suit a normal run (the output root of the
+config, the process-wide model cache); a test or a library user injects their own store or an
+already loaded model instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from normguide.config import RunConfig
+from normguide.data.storage import Storage, read_bytes
+
+if TYPE_CHECKING:
+    from normguide.diffusion import LoadedModel
+
+ModelProvider = Callable[[], "LoadedModel"]
+
+
+def output_root(config: RunConfig) -> str:
+    """``<output>/<run_id>``: where the run's files go (a local path or an s3:// URI)."""
+    return f"{config.output.rstrip('/')}/{config.resolved_run_id()}"
+
+
+def cached_model_provider(config: RunConfig) -> ModelProvider:
+    """Loads the config's model on first use, shared per process (``get_pipeline``'s cache), so
+    a worker that runs many tasks loads it once."""
+
+    def provide() -> LoadedModel:
+        from normguide.diffusion import get_pipeline
+
+        return get_pipeline(config.model, device=config.device, dtype=config.dtype)
+
+    return provide
+
+
+@dataclass
+class RunContext:
+    """One run's configuration and resources.
+
+    Attributes:
+        config: the run configuration.
+        storage: the run's output store (``<output>/<run_id>``).
+        model_provider: returns the run's model; called at most once per context, and only by
+            steps that need the model (a complete concept or run never loads it).
+    """
+
+    config: RunConfig
+    storage: Storage
+    model_provider: ModelProvider
+    _model: LoadedModel | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def create(cls, config: RunConfig, *, storage: Storage | None = None,
+               model: LoadedModel | ModelProvider | None = None) -> RunContext:
+        """A context for ``config``; ``storage`` and ``model`` replace the defaults when given."""
+        if storage is None:
+            storage = Storage.open(output_root(config), storage_config=config.storage,
+                                   retry_seconds=config.storage.retry_seconds)
+        if model is None:
+            provider = cached_model_provider(config)
+        elif callable(model):
+            provider = model
+        else:
+            provider = lambda: model  # noqa: E731 - an already loaded model
+        return cls(config=config, storage=storage, model_provider=provider)
+
+    @property
+    def run_id(self) -> str:
+        return self.config.resolved_run_id()
+
+    def model(self) -> LoadedModel:
+        if self._model is None:
+            self._model = self.model_provider()
+        return self._model
+
+    def read_input(self, uri: str) -> bytes:
+        """Bytes of an input (concept table, reference image): a local path or s3:// URI."""
+        return read_bytes(uri, storage_config=self.config.storage)

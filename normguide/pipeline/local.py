@@ -1,0 +1,101 @@
+"""The local driver: one run, sequentially, in this process, without Prefect.
+
+    from normguide.config import RunConfig
+    from normguide.pipeline import run_dataset
+    summary = run_dataset(RunConfig(concepts="concepts.parquet", output="./outputs"))
+
+It calls the same steps as the Prefect driver (``flows/``) in the same order, so both write the
+same bytes. One concept's failure does not stop the others; the run is finalized only when
+every concept is done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from normguide.config import RunConfig
+from normguide.data.schema import Concept
+from normguide.data.storage import Storage
+from normguide.pipeline import steps
+from normguide.pipeline.context import ModelProvider, RunContext
+from normguide.pipeline.results import ConceptOutcome, RunSummary
+
+log = logging.getLogger("normguide")
+
+#: Called after each concept: (index from 1, number of concepts, its outcome).
+Progress = Callable[[int, int, ConceptOutcome], None]
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_concept(ctx: RunContext, concept: Concept) -> ConceptOutcome:
+    """Invert, plan and generate one concept (nothing of a complete concept is read again)."""
+    done = steps.completed_concept(ctx, concept.concept_id)
+    if done is None:
+        seeds = steps.invert(ctx, concept)
+        seeds = steps.plan(ctx, concept, seeds)
+        done = steps.generate(ctx, concept, seeds)
+    return ConceptOutcome.from_generated(done)
+
+
+def run_dataset(
+    config: RunConfig,
+    *,
+    concept_ids: list[str] | None = None,
+    finalize: bool = True,
+    storage: Storage | None = None,
+    model=None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Run a whole dataset in this process.
+
+    Args:
+        config: The run configuration.
+        concept_ids: Restrict the run to these concepts (a shard); default the whole table.
+        finalize: Consolidate the manifest and write ``_SUCCESS`` at the end.
+        storage: An output store to use instead of ``<config.output>/<run_id>``.
+        model: A loaded model (or a callable returning one) instead of ``config.model``.
+        progress: Called after each concept.
+
+    Returns:
+        The run summary; ``summary.failed`` lists the concepts that failed, with their errors in
+        ``summary.concepts``. Configuration errors (bad table, unwritable output, unknown model)
+        raise before any concept runs.
+    """
+    ctx = RunContext.create(config, storage=storage, model=model)
+
+    # 1. Check storage and model, start run.json; a complete run is a no-op
+    prepared = steps.prepare(ctx)
+    head = dict(run_id=prepared.run_id, output_root=prepared.output_root, model=prepared.model,
+                is_demo=prepared.is_demo, model_note=prepared.model_note)
+    if prepared.complete:
+        log.info("run %s is already complete at %s: nothing to do", prepared.run_id, prepared.output_root)
+        return RunSummary(**head, finalized=True, already_complete=True)
+
+    # 2. The concept table
+    concepts = steps.load_concepts(ctx, concept_ids)
+
+    # 3. Per concept: invert -> plan -> generate; a failure is recorded, the others go on
+    outcomes: dict[str, ConceptOutcome] = {}
+    for n, concept in enumerate(concepts, 1):
+        try:
+            outcome = run_concept(ctx, concept)
+        except Exception as exc:  # noqa: BLE001 - isolated per concept, reported in the summary
+            log.error("concept %s failed: %s", concept.concept_id, error_text(exc))
+            outcome = ConceptOutcome.failed(concept.concept_id, error_text(exc))
+        outcomes[concept.concept_id] = outcome
+        if progress is not None:
+            progress(n, len(concepts), outcome)
+
+    # 4. Consolidate the manifest and write _SUCCESS, only when every concept is done
+    summary = RunSummary(**head, concepts=outcomes)
+    if finalize and not summary.failed:
+        manifest_uri = steps.finalize(ctx, [c.concept_id for c in concepts])
+        summary = summary.model_copy(update={"finalized": True, "manifest_uri": manifest_uri})
+    return summary
+
+
+__all__ = ["ModelProvider", "Progress", "run_concept", "run_dataset"]

@@ -1,0 +1,121 @@
+"""The pipeline's steps called directly: an injected store and model, no Prefect, no server."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from normguide.config import RunConfig
+from normguide.data.schema import write_concept_table
+from normguide.data.seeds import SeedsFile, seeds_key
+from normguide.data.storage import Storage
+from normguide.diffusion import load_pipeline
+from normguide.pipeline import RunContext, run_dataset, steps
+from tests.helpers import make_reference
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_pipeline("demo:sd1")
+
+
+@pytest.fixture
+def table(tmp_path):
+    rows = []
+    for cid, n in (("alpha", 2), ("beta", 3)):
+        refs = [str(make_reference(tmp_path / "in" / cid / f"{i}.png", seed=7 * i + len(cid))) for i in range(n)]
+        rows.append({"concept_id": cid, "name": cid, "reference_uris": refs})
+    write_concept_table(rows, tmp_path / "in" / "concepts.parquet")
+    return tmp_path / "in" / "concepts.parquet"
+
+
+def _config(table, output, **overrides) -> RunConfig:
+    return RunConfig.model_validate({
+        "concepts": str(table), "output": str(output), "model": "demo:sd1",
+        "inversion": {"num_inference_steps": 2, "reconstruction": True},
+        "generation": {"num_inference_steps": 2, "guidance_scale": 2.0, "batch_size": 2},
+        "plan": {"methods": ["nao", "slerp"], "num_images": 3},
+    }).with_overrides(**overrides)
+
+
+def _never_load():
+    raise AssertionError("the model must not be loaded")
+
+
+def test_each_step_on_an_injected_store(tmp_path, table, model):
+    store = Storage.open(str(tmp_path / "elsewhere"))
+    ctx = RunContext.create(_config(table, tmp_path / "unused"), storage=store, model=model)
+    prepared = steps.prepare(ctx)
+    assert not prepared.complete and prepared.output_root == store.root and store.exists("run.json")
+    (alpha, beta) = steps.load_concepts(ctx)
+
+    seeds = steps.invert(ctx, alpha)
+    assert seeds.inverted.shape == (2, *model.seed_shape) and not seeds.has_plan
+    on_disk = store.read_bytes(seeds_key("alpha"))
+    assert SeedsFile.from_bytes(on_disk).to_bytes() == on_disk  # one type reads and writes it, losslessly
+
+    planned = steps.plan(ctx, alpha, seeds)
+    assert [r.method for r in planned.plan_rows] == ["nao"] * 3 + ["slerp"] * 3
+    assert steps.plan(ctx, alpha, planned) is planned  # a planned file is reused as it is
+
+    gen = steps.generate(ctx, alpha, planned)
+    assert (gen.images, gen.generated, gen.skipped) == (6, 6, False)
+    part = pd.read_parquet(io.BytesIO(store.read_bytes("manifest/part-alpha.parquet")))
+    assert list(part.image_id) == [r.image_id for r in planned.plan_rows]
+    assert all(store.exists(f"images/alpha/{i}.png") for i in part.image_id)
+    assert steps.completed_concept(ctx, "alpha") == gen.model_copy(update={"generated": 0, "skipped": True})
+    assert steps.missing_parts(ctx, ["alpha", "beta"]) == ["beta"]
+    with pytest.raises(RuntimeError, match=r"manifest parts missing for concepts \['beta'\]"):
+        steps.finalize(ctx, ["alpha", "beta"])
+    assert not store.exists("manifest.parquet") and not (tmp_path / "unused").exists()
+
+
+def test_generate_reuses_written_images_and_finalize_needs_no_model(tmp_path, table, model):
+    ctx = RunContext.create(_config(table, tmp_path / "out"), model=model)
+    steps.prepare(ctx)
+    (alpha, _) = steps.load_concepts(ctx)
+    seeds = steps.plan(ctx, alpha, steps.invert(ctx, alpha))
+    first = steps.generate(ctx, alpha, seeds)
+    images = {k: ctx.storage.read_bytes(k) for k in ctx.storage.list("images")}
+    (tmp_path / "out" / ctx.run_id / "manifest" / "part-alpha.parquet").unlink()
+    (tmp_path / "out" / ctx.run_id / "images" / "alpha" / "nao-interpolant-00000.png").unlink()
+    again = steps.generate(ctx, alpha, seeds)
+    assert (again.images, again.generated) == (first.images, 1)
+    assert {k: ctx.storage.read_bytes(k) for k in ctx.storage.list("images")} == images
+    late = RunContext.create(ctx.config, model=_never_load)
+    assert steps.finalize(late, ["alpha"]).endswith("manifest.parquet") and steps.is_complete(late)
+
+
+def test_damaged_seeds_file_is_named(tmp_path, table, model):
+    ctx = RunContext.create(_config(table, tmp_path / "out"), model=model)
+    ctx.storage.write_bytes(seeds_key("alpha"), b"not safetensors")
+    with pytest.raises(ValueError, match=r"seeds/alpha\.safetensors is not a readable normguide seeds file"):
+        steps.read_seeds(ctx, "alpha")
+
+
+def test_local_driver_isolates_failures_and_reruns_without_the_model(tmp_path, table, model):
+    cfg = _config(table, tmp_path / "out")
+    (tmp_path / "in" / "beta" / "1.png").write_bytes(b"broken")
+    seen = []
+    summary = run_dataset(cfg, model=model, progress=lambda n, total, o: seen.append((n, total, o.status)))
+    assert seen == [(1, 2, "completed"), (2, 2, "failed")]
+    assert summary.failed == ["beta"] and "beta/1.png" in summary.concepts["beta"].error
+    assert not summary.finalized and summary.manifest_uri is None
+    make_reference(tmp_path / "in" / "beta" / "1.png", seed=99)
+    fixed = run_dataset(cfg, model=model)
+    assert fixed.concepts["alpha"].status == "skipped" and fixed.concepts["beta"].status == "completed"
+    assert fixed.finalized and fixed.status == "complete"
+    # a complete run is a no-op that never loads the model
+    done = run_dataset(cfg, model=_never_load)
+    assert done.already_complete and done.is_demo and done.model.startswith("demo:sd1")
+
+
+def test_seed_methods_registry_drives_config_and_plan():
+    from normguide.data.plan import METHODS, SEED_METHODS
+
+    assert set(METHODS) >= {"nao", "nao-fitted", "paper", "slerp", "lerp", "cog", "random"}
+    assert all(m.name == name for name, m in SEED_METHODS.items())
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['bogus'\]"):
+        RunConfig().with_overrides(**{"plan.methods": ("nao", "bogus")})

@@ -1,0 +1,31 @@
+"""The two drivers of one pipeline: the local driver and the Prefect flow write the same dataset,
+locally and on S3."""
+
+from __future__ import annotations
+
+from normguide.pipeline import run_dataset
+
+from .conftest import assert_same_dataset, check_consistent, run_config, run_flow, snapshot
+
+
+def test_local_and_prefect_drivers_write_the_same_bytes(inputs, tmp_path):
+    methods = {"plan.methods": ("nao", "slerp", "random")}
+    local = run_config(inputs.local_table, str(tmp_path / "local"), **methods)
+    flow = run_config(inputs.local_table, str(tmp_path / "flow"), **methods)
+    summary = run_dataset(local)
+    state, flow_summary = run_flow(flow)
+    assert summary.finalized and state.is_completed() and flow_summary.finalized
+    assert summary.concepts == flow_summary.concepts
+    a, b = snapshot(local), snapshot(flow)
+    check_consistent(a)
+    assert_same_dataset(a, b)
+
+
+def test_local_driver_on_s3_equals_the_flow_on_s3(inputs, s3_server, s3_bucket):
+    local = run_config(inputs.s3_table, f"s3://{s3_bucket}/local", storage=s3_server.storage)
+    flow = run_config(inputs.s3_table, f"s3://{s3_bucket}/flow", storage=s3_server.storage)
+    summary = run_dataset(local)
+    assert summary.finalized and summary.output_root.startswith(f"s3://{s3_bucket}/local/run-")
+    state, _ = run_flow(flow)
+    assert state.is_completed()
+    assert_same_dataset(snapshot(local), snapshot(flow))
