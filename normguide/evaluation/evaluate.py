@@ -1,0 +1,237 @@
+"""``evaluate``: every metric, per (concept, method) and per method over all concepts, as one frame."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+from normguide.evaluation import metrics as M
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from normguide.evaluation.judges import Judge
+
+ALL = "(all)"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    column: str
+    block: str
+    meaning: str
+    higher_is_better: bool | None  # None: descriptive, no "best"
+
+
+#: The metric columns of :func:`evaluate`'s frame, in order, with what each means (the report uses
+#: these lines).
+METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo("recognisability", "Recognisability", "fraction of images the judge classifies as their concept (with its confidence threshold, if any)", True),
+    MetricInfo("ref_similarity", "Recognisability", "mean cosine similarity of image features to the concept's reference features", True),
+    MetricInfo("precision", "Fidelity and diversity", "fraction of images inside the real images' k-NN balls (fidelity)", True),
+    MetricInfo("recall", "Fidelity and diversity", "fraction of real images inside the generated images' k-NN balls (diversity)", True),
+    MetricInfo("density", "Fidelity and diversity", "real k-NN balls holding each image, in units of k (≈1 when like real; can exceed 1)", True),
+    MetricInfo("coverage", "Fidelity and diversity", "fraction of real images whose k-NN ball holds a generated image", True),
+    MetricInfo("vendi", "Fidelity and diversity", "Vendi score: effective number of distinct images (cosine kernel; grows with n)", True),
+    MetricInfo("pairwise_distance", "Fidelity and diversity", "mean cosine distance between two images of the concept", True),
+    MetricInfo("tstr_accuracy", "Downstream value", "accuracy on real test images of a classifier trained only on this method's synthetic images", True),
+    MetricInfo("seed_zscore_mean", "Seed statistics", "mean z-score of the seed norm under the chi prior", None),
+    MetricInfo("seed_zscore_std", "Seed statistics", "spread (std) of the seed norm z-scores", None),
+    MetricInfo("seed_norm_mean", "Seed statistics", "mean seed norm", None),
+    MetricInfo("seed_norm_std", "Seed statistics", "spread (std) of seed norms", None),
+    MetricInfo("reconstruction_error_mean", "Seed statistics", "mean DDIM inversion reconstruction error of the source references", None),
+    MetricInfo("reconstruction_error_std", "Seed statistics", "spread (std) of the reconstruction errors", None),
+)
+METRIC_COLUMNS: tuple[str, ...] = tuple(m.column for m in METRICS)
+#: Every column of the frame, in order.
+COLUMNS: tuple[str, ...] = ("concept_id", "name", "method", "n_images", *METRIC_COLUMNS, "n_real", "prdc_real")
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object if c in ("concept_id", "name", "method", "prdc_real") else float) for c in COLUMNS})
+
+
+def _embed_groups(judge: Judge, groups: Mapping[str, Sequence[Image.Image]], keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Embed several groups of images in one judge call; split back per key."""
+    flat = [im for key in keys for im in groups[key]]
+    feats = np.asarray(judge.embed(flat), dtype=np.float64) if flat else None
+    out, start = {}, 0
+    for key in keys:
+        n = len(groups[key])
+        out[key] = feats[start : start + n] if feats is not None else np.zeros((0, 0))
+        start += n
+    return out
+
+
+def evaluate(
+    manifest: pd.DataFrame,
+    images: Sequence[Image.Image],
+    references: Mapping[str, Sequence[Image.Image]],
+    judge: Judge,
+    real_test: Mapping[str, Sequence[Image.Image]] | None = None,
+    names: Mapping[str, str] | None = None,
+    *,
+    k: int = 5,
+    tstr_features: Literal["pixels", "judge"] = "pixels",
+) -> pd.DataFrame:
+    """Score a run's images, per (concept, method) and per method over all concepts.
+
+    - ``manifest``: one row per image with at least ``concept_id`` and ``method``; ``name``,
+      ``seed_zscore``, ``seed_norm`` and ``reconstruction_error`` are used when present.
+    - ``images``: the images, row-aligned with ``manifest``.
+    - ``references``: concept_id -> that concept's reference images (every concept needs >= 1).
+    - ``judge``: the feature model (:class:`~normguide.evaluation.judges.Judge`).
+    - ``real_test``: concept_id -> held-out real images of that concept, or None.
+    - ``names``: concept_id -> concept name; default: the manifest's ``name`` column, else the id.
+    - ``k``: neighbours for precision/recall/density/coverage (clamped to the sample sizes).
+    - ``tstr_features``: what the train-on-synthetic classifier sees: ``"pixels"`` (default, 16 x 16
+      grey pixels: the judge was trained on real data of the same classes, so its features would
+      hand the classifier real-data knowledge) or ``"judge"`` (judge embeddings; for photo runs,
+      where raw pixels are too weak a representation).
+
+    Returns one row per (concept_id, method) present in the manifest (manifest order), then one row
+    per method with ``concept_id == "(all)"``. Columns: :data:`COLUMNS`.
+
+    - recognisability over ``judge.label_names(run's names)`` (digits judge: all 10 digits; CLIP:
+      the run's concept names plus any distractors), with the judge's ``min_confidence`` (digits
+      judge 0.5, CLIP 0); NaN with fewer than 2 labels.
+    - ref_similarity against the references.
+    - precision/recall/density/coverage against the concept's real test images when given (the
+      larger set, so steadier k-NN radii, and never seen by the generator), else against its
+      references; ``prdc_real`` says which ("real_test" / "references"), ``n_real`` how many.
+    - vendi and pairwise_distance: within the method's images of the concept.
+    - tstr_accuracy: per method, one classifier trained on the method's images of all the run's
+      concepts (labels = concept ids), tested on all real test images of those concepts: per
+      concept its accuracy on that concept's test images, on "(all)" rows the mean over concepts
+      (balanced accuracy). NaN without real test images or with fewer than 2 concepts.
+    - seed statistics from the manifest columns.
+
+    "(all)" rows: ``n_images`` and ``n_real`` are sums, the seed statistics are over all the
+    method's images, every other metric is the unweighted mean over the method's concepts (so each
+    concept counts once; the per-concept rows give the spread).
+    """
+    if not isinstance(manifest, pd.DataFrame):
+        raise TypeError(f"manifest must be a pandas DataFrame, got {type(manifest).__name__}")
+    missing = [c for c in ("concept_id", "method") if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"manifest lacks column(s) {missing}")
+    if len(images) != len(manifest):
+        raise ValueError(f"got {len(images)} images for {len(manifest)} manifest rows; they must be row-aligned")
+    if tstr_features not in ("pixels", "judge"):
+        raise ValueError(f"tstr_features must be 'pixels' or 'judge', got {tstr_features!r}")
+    if len(manifest) == 0:
+        return _empty()
+
+    manifest = manifest.reset_index(drop=True)
+    cids = manifest["concept_id"].astype(str)
+    methods_col = manifest["method"].astype(str)
+    concepts = list(dict.fromkeys(cids))
+    methods = list(dict.fromkeys(methods_col))
+
+    lacking = [c for c in concepts if len(references.get(c, ())) == 0]
+    if lacking:
+        raise ValueError(f"no reference images for concept(s) {lacking}: every evaluated concept needs at least one")
+    real_test = {c: list(real_test.get(c, ())) for c in concepts} if real_test is not None else {c: [] for c in concepts}
+
+    concept_name = {}
+    for c in concepts:
+        if names is not None and c in names:
+            concept_name[c] = str(names[c])
+        elif "name" in manifest.columns and manifest.loc[cids == c, "name"].notna().any():
+            concept_name[c] = str(manifest.loc[cids == c, "name"].dropna().iloc[0])
+        else:
+            concept_name[c] = c
+
+    # ---- features and class probabilities: one judge call per image set
+    images = list(images)
+    fake = np.asarray(judge.embed(images), dtype=np.float64)
+    if fake.shape[0] != len(images):
+        raise ValueError(f"judge.embed returned {fake.shape[0]} rows for {len(images)} images")
+    ref_feats = _embed_groups(judge, references, concepts)
+    test_feats = _embed_groups(judge, real_test, concepts)
+
+    run_names = [concept_name[c] for c in concepts]
+    labels = list(judge.label_names(run_names)) if hasattr(judge, "label_names") else list(dict.fromkeys(run_names))
+    lost = [n for n in run_names if n not in labels]
+    if lost:
+        raise ValueError(f"judge.label_names dropped the concept name(s) {lost}")
+    min_conf = float(getattr(judge, "min_confidence", 0.0))
+    probs = np.asarray(judge.class_probs(images, labels), dtype=np.float64)
+    if probs.shape != (len(images), len(labels)):
+        raise ValueError(f"judge.class_probs returned shape {probs.shape}, expected {(len(images), len(labels))}")
+
+    # ---- train on synthetic, test on real (per method)
+    test_labels = [c for c in concepts for _ in real_test[c]]
+    if tstr_features == "pixels":
+        train_x = M.pixel_features(images)
+        test_x = M.pixel_features([im for c in concepts for im in real_test[c]])
+    else:
+        train_x = fake
+        test_x = np.concatenate([test_feats[c] for c in concepts if len(real_test[c])]) if test_labels else np.zeros((0, fake.shape[1]))
+    tstr: dict[str, tuple[float, dict]] = {}
+    for m in methods:
+        rows = (methods_col == m).to_numpy()
+        if test_labels:
+            tstr[m] = M.tstr_accuracy(train_x[rows], cids[rows].tolist(), test_x, test_labels)
+        else:
+            tstr[m] = (M.NAN, {})
+
+    seeds_cm = M.seed_statistics(manifest.assign(concept_id=cids, method=methods_col), by=("concept_id", "method"))
+    seeds_m = M.seed_statistics(manifest.assign(method=methods_col), by=("method",))
+
+    # ---- per (concept, method)
+    records = []
+    groups = manifest.groupby([cids, methods_col], sort=False).indices
+    pairs = list(dict.fromkeys(zip(cids, methods_col)))  # manifest order
+    for c, m in pairs:
+        idx = groups[(c, m)]
+        x = fake[idx]
+        real_set = "real_test" if len(real_test[c]) else "references"
+        real_x = test_feats[c] if real_set == "real_test" else ref_feats[c]
+        pr = M.prdc(real_x, x, k=k)
+        rec = {
+            "concept_id": c,
+            "name": concept_name[c],
+            "method": m,
+            "n_images": len(idx),
+            "recognisability": M.recognisability(probs[idx], labels.index(concept_name[c]), min_conf),
+            "ref_similarity": M.reference_similarity(x, ref_feats[c]),
+            "precision": pr["precision"],
+            "recall": pr["recall"],
+            "density": pr["density"],
+            "coverage": pr["coverage"],
+            "vendi": M.vendi_score(x),
+            "pairwise_distance": M.mean_pairwise_distance(x),
+            "tstr_accuracy": tstr[m][1].get(c, M.NAN),
+            **seeds_cm.loc[(c, m)].to_dict(),
+            "n_real": len(real_x),
+            "prdc_real": real_set,
+        }
+        records.append(rec)
+    per = pd.DataFrame.from_records(records)
+
+    # ---- per method over all concepts
+    mean_cols = [mi.column for mi in METRICS if not mi.block == "Seed statistics"]
+    for m in methods:
+        sub = per[per["method"] == m]
+        rec = {"concept_id": ALL, "name": ALL, "method": m, "n_images": int(sub["n_images"].sum())}
+        for col in mean_cols:
+            vals = sub[col].dropna()
+            rec[col] = float(vals.mean()) if len(vals) else M.NAN
+        rec["tstr_accuracy"] = tstr[m][0]
+        rec.update(seeds_m.loc[m].to_dict())
+        rec["n_real"] = int(sub["n_real"].sum())
+        kinds = sorted(set(sub["prdc_real"]))
+        rec["prdc_real"] = kinds[0] if len(kinds) == 1 else "mixed"
+        records.append(rec)
+
+    out = pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    out["n_images"] = out["n_images"].astype(int)
+    out["n_real"] = out["n_real"].astype(int)
+    for col in METRIC_COLUMNS:
+        out[col] = out[col].astype(float)
+    return out
