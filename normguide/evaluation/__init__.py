@@ -5,7 +5,8 @@ frames, markdown strings and PNG bytes. The pipeline step reads a run's manifest
 :func:`evaluate`, and writes ``eval/metrics.parquet``, ``eval/report.md`` and the plot.
 
 - judges (feature models): :class:`Judge` (protocol), :class:`DigitsJudge` (the demo's digit
-  classifier), :class:`ClipJudge` (a local CLIP directory, zero-shot)
+  classifier), :class:`ClipJudge` (a local CLIP directory, zero-shot); :func:`digits_real_test`
+  (the demo's held-out real test digits per concept)
 - metrics (pure functions): :func:`recognisability`, :func:`reference_similarity`, :func:`prdc`,
   :func:`vendi_score`, :func:`mean_pairwise_distance`, :func:`pixel_features`,
   :func:`tstr_accuracy`, :func:`seed_statistics`
@@ -16,7 +17,7 @@ Importing this package imports neither torch, transformers nor matplotlib.
 """
 
 from normguide.evaluation.evaluate import ALL, COLUMNS, METRIC_COLUMNS, METRICS, MetricInfo, evaluate
-from normguide.evaluation.judges import DIGIT_NAMES, ClipJudge, DigitsJudge, Judge, digit_index
+from normguide.evaluation.judges import DIGIT_NAMES, ClipJudge, DigitsJudge, Judge, digit_index, digits_real_test
 from normguide.evaluation.metrics import (
     mean_pairwise_distance,
     pixel_features,
@@ -41,6 +42,7 @@ __all__ = [
     "Judge",
     "MetricInfo",
     "digit_index",
+    "digits_real_test",
     "evaluate",
     "leaders",
     "mean_pairwise_distance",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -140,6 +140,17 @@ class DigitsJudge:
         if probs.ndim != 2 or probs.shape != (len(images), 10):
             raise ValueError(f"digit classifier returned probabilities of shape {probs.shape}, expected ({len(images)}, 10)")
         return probs[:, idx]
+
+
+def digits_real_test(names: Mapping[str, str]) -> dict[str, list[Image.Image]]:
+    """The demo's held-out real test digits for each concept: concept_id -> the ``"test"`` split
+    images (``normguide.demo.digits``; never trained on, disjoint from the reference images) of the
+    digit its name denotes (:func:`digit_index`). The ``real_test`` argument of ``evaluate`` for a
+    run of the demo model."""
+    from normguide.demo import digits
+
+    test = digits.load_split("test")
+    return {cid: test.of_class(digit_index(name)).images() for cid, name in names.items()}
 
 
 # --------------------------------------------------------------------------------------------------

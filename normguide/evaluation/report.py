@@ -150,7 +150,7 @@ def report_markdown(metrics: pd.DataFrame, run_id: str | None = None, judge_name
     return "\n".join(lines)
 
 
-def plot_metrics(metrics: pd.DataFrame) -> bytes:
+def plot_metrics(metrics: pd.DataFrame, title: str | None = None) -> bytes:
     """PNG bytes: one panel per main metric (:data:`PLOT_METRICS`), one bar per method (its "(all)"
     value, the mean over concepts), error bars = std across concepts. Matplotlib's Agg canvas is
     used directly (no global backend switch, nothing shown); the PNG carries no timestamp."""
@@ -182,6 +182,8 @@ def plot_metrics(metrics: pd.DataFrame) -> bytes:
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(cols) :]:
         ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
     if not methods:
         axes[0].set_visible(True)
         axes[0].text(0.5, 0.5, "no images evaluated", ha="center", va="center")

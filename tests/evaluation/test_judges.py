@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normguide.evaluation import ALL, ClipJudge, DigitsJudge, Judge, digit_index, evaluate
+from normguide.evaluation import ALL, ClipJudge, DigitsJudge, Judge, digit_index, digits_real_test, evaluate
 
 from .conftest import solid
 
@@ -100,6 +100,17 @@ def test_digits_judge_loads_the_demo_classifier_lazily():
 def test_digits_judge_threshold_matches_the_demo_classifier():
     classifier = pytest.importorskip("normguide.demo.classifier")
     assert DigitsJudge().min_confidence == classifier.MIN_CONFIDENCE
+
+
+def test_digits_real_test_images():
+    digits = pytest.importorskip("normguide.demo.digits")
+    out = digits_real_test({"rare-2": "digit two", "c7": "seven"})
+    assert list(out) == ["rare-2", "c7"]
+    test = digits.load_split("test")
+    assert len(out["rare-2"]) == int((test.labels == 2).sum()) > 20
+    assert np.array_equal(np.asarray(out["c7"][0]), np.asarray(test.of_class(7).images()[0]))
+    with pytest.raises(ValueError, match="'cat'"):
+        digits_real_test({"x": "cat"})
 
 
 # ---- CLIP

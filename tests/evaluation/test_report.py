@@ -75,6 +75,7 @@ def test_plot_metrics_png_deterministic():
     frame.loc[frame.method == "random", "tstr_accuracy"] = math.nan
     assert plot_metrics(frame)[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_metrics(frame.iloc[0:0])[:4] == b"\x89PNG"
+    assert plot_metrics(frame, title="run r1") != plot_metrics(frame)
 
 
 def test_importing_evaluation_is_light():
