@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -80,26 +81,70 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in codes), strict=True))
 
 
-def demo_tokenizer_files() -> tuple[dict[str, int], list[str]]:
+def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's BPE on one lower-case ASCII word: start from its characters (the last with ``</w>``)
+    and keep merging the adjacent pair of lowest rank, every occurrence left to right."""
+    symbols = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(symbols) > 1:
+        pairs = [(ranks.get(pair, len(ranks)), pair) for pair in zip(symbols, symbols[1:])]
+        rank, best = min(pairs)
+        if rank == len(ranks):
+            break
+        merged, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                merged.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return symbols
+
+
+def demo_tokenizer_files(words: Sequence[str] = ()) -> tuple[dict[str, int], list[str]]:
     """The demo tokenizer's vocabulary (token -> id) and BPE merges ("a b" lines), built locally.
 
     Layout follows CLIP: the 256 byte symbols, the same 256 as word ends, the merged tokens in merge
     order, then ``<|startoftext|>`` and ``<|endoftext|>`` last.
+
+    ``words`` (lower-case ASCII letters): extra merges, appended after the base ones, that make each
+    of these words ONE token (the trained digits demo passes its prompt words). For each word in
+    turn, BPE with the merges so far splits it into pieces p0..pk; the merges (p0, p1),
+    (p0p1, p2), ... are appended. The default (no words) is the random demos' tokenizer, unchanged.
     """
     alphabet = list(_bytes_to_unicode().values())
-    tokens = alphabet + [s + "</w>" for s in alphabet] + ["".join(pair) for pair in _MERGES]
+    merges = list(_MERGES)
+    for word in words:
+        if not word.isascii() or not word.isalpha() or not word.islower():
+            raise ValueError(f"tokenizer words must be lower-case ASCII letters, got {word!r}")
+        ranks = {pair: i for i, pair in enumerate(merges)}
+        pieces = _bpe(word, ranks)
+        head = pieces[0]
+        for piece in pieces[1:]:
+            merges.append((head, piece))
+            head += piece
+        if _bpe(word, {pair: i for i, pair in enumerate(merges)}) != [word + "</w>"]:
+            raise AssertionError(f"demo tokenizer: could not make {word!r} a single token")
+    tokens = alphabet + [s + "</w>" for s in alphabet]
+    seen = set(tokens)
+    for a, b in merges:
+        if words and a + b in seen:  # a word's chain may re-create a token an earlier word made
+            continue
+        tokens.append(a + b)
+        seen.add(a + b)
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     if len(set(tokens)) != len(tokens):  # a merge that re-creates an existing symbol
         raise AssertionError("demo tokenizer vocabulary has duplicates")
     vocab = {tok: i for i, tok in enumerate(tokens)}
-    merges = [f"{a} {b}" for a, b in _MERGES]
-    return vocab, merges
+    return vocab, [f"{a} {b}" for a, b in merges]
 
 
-def _build_tokenizer():
+def build_demo_tokenizer(words: Sequence[str] = ()):
+    """A ``CLIPTokenizer`` from ``demo_tokenizer_files(words)``, 77 tokens long, built offline."""
     from transformers import CLIPTokenizer
 
-    vocab, merges = demo_tokenizer_files()
+    vocab, merges = demo_tokenizer_files(words)
     # Written to a temporary directory and loaded with from_pretrained: the one way to build it from
     # vocab.json/merges.txt that transformers 4.x and 5.x share.
     with tempfile.TemporaryDirectory(prefix="normguide-demo-tokenizer-") as tmp:
@@ -230,7 +275,7 @@ def build_demo_pipeline(family: str = DEFAULT_DEMO_FAMILY):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    tokenizer = _build_tokenizer()
+    tokenizer = build_demo_tokenizer()
     vocab_size = len(tokenizer)
     hidden_act = "quick_gelu" if family == "sd1" else "gelu"  # OpenAI CLIP vs OpenCLIP
 
