@@ -98,12 +98,14 @@ def test_digits_judge_loads_the_demo_classifier_lazily():
 
 
 def test_digits_judge_threshold_matches_the_demo_classifier():
-    classifier = pytest.importorskip("normguide.demo.classifier")
+    from normguide.demo import classifier
+
     assert DigitsJudge().min_confidence == classifier.MIN_CONFIDENCE
 
 
 def test_digits_real_test_images():
-    digits = pytest.importorskip("normguide.demo.digits")
+    from normguide.demo import digits
+
     out = digits_real_test({"rare-2": "digit two", "c7": "seven"})
     assert list(out) == ["rare-2", "c7"]
     test = digits.load_split("test")
