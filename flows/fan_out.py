@@ -15,14 +15,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from normguide.tasks.fan_out import launch_shard, wait_for_flow_runs
+from normguide.tasks.run_setup import (
+    finalize_run,
+    find_missing_parts,
+    is_run_complete,
+    load_concepts,
+)
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from normguide.config import RunConfig
 from normguide.pipeline import output_root
 from normguide.sharding import pending_shards, split_into_shards
-from normguide.tasks.fan_out import launch_shard, wait_for_flow_runs
-from normguide.tasks.run_setup import finalize_run, find_missing_parts, is_run_complete, load_concepts
 
 
 @flow(name="generate-dataset-fan-out", log_prints=True, validate_parameters=True)

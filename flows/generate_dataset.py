@@ -10,15 +10,22 @@ with normguide installed) or ``normguide.flows.generate_dataset:generate_dataset
 
 from __future__ import annotations
 
+from normguide.tasks.concepts import generate_images, invert_references, plan_seeds
+from normguide.tasks.reporting import publish_summary
+from normguide.tasks.run_setup import (
+    evaluate_run,
+    finalize_run,
+    find_complete_concepts,
+    load_concepts,
+    prepare_run,
+    wants_evaluation,
+)
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from normguide.config import RunConfig
 from normguide.pipeline import ConceptOutcome, RunSummary
 from normguide.pipeline.local import error_text
-from normguide.tasks.concepts import generate_images, invert_references, plan_seeds
-from normguide.tasks.reporting import publish_summary
-from normguide.tasks.run_setup import finalize_run, find_complete_concepts, load_concepts, prepare_run
 
 
 @flow(name="generate-dataset", log_prints=True, validate_parameters=True)
@@ -78,8 +85,22 @@ def generate_dataset(
         summary = summary.model_copy(update={"finalized": True,
                                              "manifest_uri": finalize_run(config, [c.concept_id for c in concepts])})
 
-    # 5. Report
+    # 5. Evaluate the images (a failure here leaves the finished dataset as it is)
+    if summary.finalized and wants_evaluation(config):
+        state = evaluate_run(config, return_state=True)
+        if state.is_completed():
+            summary = summary.model_copy(update={"evaluation": state.result()})
+        else:
+            try:
+                state.result()
+            except Exception as exc:  # noqa: BLE001 - the task's error, reported in the summary
+                summary = summary.model_copy(update={"evaluation_error": error_text(exc)})
+            logger.error("evaluation failed: %s", summary.evaluation_error)
+
+    # 6. Report
     publish_summary(summary)
+    if summary.evaluation_error:
+        return Failed(message=f"evaluation failed: {summary.evaluation_error}", data=summary)
     if summary.failed:
         # a Failed final state that still carries the summary (the CLI prints it)
         return Failed(message=f"{len(summary.failed)} concept(s) failed: {summary.failed}", data=summary)

@@ -98,7 +98,7 @@ def run(
             console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None
     _print_summary(console, summary)
-    raise typer.Exit(1 if summary.failed else 0)
+    raise typer.Exit(0 if summary.ok else 1)
 
 
 def _print_summary(console, summary) -> None:
@@ -124,9 +124,65 @@ def _print_summary(console, summary) -> None:
     if summary.manifest_uri:
         console.print(f"manifest: {summary.manifest_uri}", soft_wrap=True)
     if summary.evaluation is not None:
-        console.print(f"evaluation: {summary.evaluation.report_uri}", soft_wrap=True)
+        _print_evaluation(console, summary.evaluation)
+    if summary.evaluation_error:
+        console.print(f"[red]evaluation failed:[/red] {escape(summary.evaluation_error)}", soft_wrap=True, highlight=False)
     if summary.is_demo and summary.model_note:
         console.print(f"[yellow]note: model {summary.model}[/yellow]", soft_wrap=True)
+
+
+def _print_evaluation(console, record) -> None:
+    from rich.table import Table
+
+    cols = sorted({c for v in record.per_method.values() for c in v})
+    table = Table(title=f"evaluation ({record.judge}), mean over concepts")
+    for col in ["method", *cols]:
+        table.add_column(col, no_wrap=True)
+    for method, values in record.per_method.items():
+        table.add_row(method, *("" if values.get(c) is None else f"{values[c]:.3f}" for c in cols))
+    console.print(table)
+    console.print(f"evaluation: {record.report_uri}", soft_wrap=True)
+
+
+@app.command()
+def evaluate(
+    run_uri: str = typer.Argument(..., help="A run's root: <output>/<run_id> (local dir or s3:// URI)."),
+    clip_model: Optional[str] = typer.Option(None, help="Local CLIP directory to judge with (default: the run's model's own judge, the demo's digit classifier)."),
+    real_test: Optional[str] = typer.Option(None, help="Concept table of held-out real images per concept (train on synthetic, test on real)."),
+    endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL for s3:// runs."),
+) -> None:
+    """Evaluate an existing run: write eval/metrics.parquet, eval/report.md and eval/metrics.png."""
+    from rich.console import Console
+
+    from normguide.pipeline import RunContext, steps
+
+    console = Console()
+    try:
+        cfg, store = _existing_run(run_uri, endpoint_url)
+        cfg = cfg.with_overrides(**{"evaluation.clip_model": clip_model, "evaluation.real_test": real_test,
+                                    "evaluation.judge": "clip" if clip_model else None})
+        record = steps.evaluate(RunContext.create(cfg, storage=store))
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    _print_evaluation(console, record)
+
+
+def _existing_run(run_uri: str, endpoint_url: Optional[str]):
+    """The RunConfig recorded in a run's run.json (credentials from the environment, never
+    from the record, which masks them) and the run's store."""
+    from normguide.data.storage import Storage
+
+    storage_config = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    store = Storage.open(run_uri.rstrip("/"), storage_config=RunConfig(storage=storage_config).storage)
+    if not store.exists("run.json"):
+        raise ValueError(f"{run_uri} is not a normguide run: it has no run.json")
+    doc = json.loads(store.read_bytes("run.json"))
+    try:
+        cfg = RunConfig.model_validate({**doc["config"], "storage": storage_config})
+    except Exception as exc:  # noqa: BLE001 - a record we cannot read is named
+        raise ValueError(f"{store.uri('run.json')} is not a readable normguide run record: {exc}") from None
+    return cfg, store
 
 
 @app.command()

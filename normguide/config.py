@@ -16,9 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-#: Where the shipped example lives (a checkout; also found next to an installed package).
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-DEFAULT_CONCEPTS = str(EXAMPLES_DIR / "concepts.parquet")
+#: The shipped example (inside the package, so an installed normguide finds it from any directory):
+#: the demo model's rare digits with held-out real references (examples/make_examples.py).
+EXAMPLE_DIR = Path(__file__).resolve().parent / "demo" / "example"
+DEFAULT_CONCEPTS = str(EXAMPLE_DIR / "concepts.parquet")
 
 
 class _Section(BaseModel):

@@ -5,12 +5,12 @@ These are IO steps: they retry (storage hiccups), except on configuration errors
 
 from __future__ import annotations
 
+from normguide.tasks.context import retry_can_help, run_context
 from prefect import task
 
 from normguide.config import RunConfig
 from normguide.data.schema import Concept
-from normguide.pipeline import GeneratedConcept, PreparedRun, steps
-from normguide.tasks.context import retry_can_help, run_context
+from normguide.pipeline import EvaluationRecord, GeneratedConcept, PreparedRun, steps
 
 _IO = dict(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_can_help)
 
@@ -50,3 +50,22 @@ def find_missing_parts(config: RunConfig, concept_ids: list[str]) -> list[str]:
 def finalize_run(config: RunConfig, concept_ids: list[str]) -> str:
     """Consolidate the manifest, finish run.json, write _SUCCESS last."""
     return steps.finalize(run_context(config), concept_ids)
+
+
+@task(name="wants-evaluation", **_IO)
+def wants_evaluation(config: RunConfig) -> bool:
+    """Whether the run is evaluated (``evaluation.enabled``, or a judge is available)."""
+    return steps.wants_evaluation(run_context(config))
+
+
+@task(name="evaluate-run")
+def evaluate_run(config: RunConfig) -> EvaluationRecord:
+    """Score the images per concept and method; write eval/ and publish the report as an artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    ctx = run_context(config)
+    record = steps.evaluate(ctx)
+    report = ctx.storage.read_bytes(steps.EVAL_REPORT).decode()
+    create_markdown_artifact(markdown=report, key="normguide-evaluation",
+                             description=f"normguide evaluation of run {ctx.run_id} ({record.judge})")
+    return record

@@ -95,6 +95,14 @@ def run_dataset(
     if finalize and not summary.failed:
         manifest_uri = steps.finalize(ctx, [c.concept_id for c in concepts])
         summary = summary.model_copy(update={"finalized": True, "manifest_uri": manifest_uri})
+
+    # 5. Evaluate the images (a failure here leaves the finished dataset as it is)
+    if summary.finalized and steps.wants_evaluation(ctx):
+        try:
+            summary = summary.model_copy(update={"evaluation": steps.evaluate(ctx)})
+        except Exception as exc:  # noqa: BLE001 - reported in the summary; the dataset is complete
+            log.error("evaluation failed: %s", error_text(exc))
+            summary = summary.model_copy(update={"evaluation_error": error_text(exc)})
     return summary
 
 

@@ -90,10 +90,16 @@ class RunSummary(_Record):
     already_complete: bool = False
     manifest_uri: str | None = None
     evaluation: EvaluationRecord | None = None
+    evaluation_error: str | None = None
 
     @property
     def failed(self) -> list[str]:
         return [cid for cid, c in self.concepts.items() if c.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """Every concept done and, when asked for, the evaluation written."""
+        return not self.failed and self.evaluation_error is None
 
     @property
     def status(self) -> str:

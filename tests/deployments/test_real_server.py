@@ -19,13 +19,15 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
-from PIL import Image
-
 from normguide.deployments.register import NIGHTLY_CONFIG, POOLS, deployment_specs
 from normguide.deployments.steps import run_config_parameters
+from PIL import Image
+
 from normguide.data.schema import write_concept_table
 
 from .conftest import REPO, PrefectStack
+
+pytestmark = pytest.mark.slow  # the slow tier (pyproject.toml)
 
 GPU_SLOTS = 1  # one "device" in this test: GPU tasks of both shards must take turns
 IMAGES = 2

@@ -1,18 +1,20 @@
 """The ``normguide`` command as a user runs it."""
 
-from pathlib import Path
-
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from prefect.settings import PREFECT_API_URL
 from typer.testing import CliRunner
 
 from normguide.cli import app
 from normguide.data.schema import write_concept_table
+
+pytestmark = pytest.mark.slow  # the slow tier (pyproject.toml)
 
 runner = CliRunner()
 

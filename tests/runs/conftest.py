@@ -26,8 +26,8 @@ import pytest
 
 from normguide.config import RunConfig
 from normguide.data.schema import write_concept_table
-from tests.helpers import make_reference
 from normguide.data.storage import Storage
+from tests.helpers import make_reference
 
 CONCEPTS = {"alpha": 2, "beta": 2}
 #: Manifest columns that legitimately differ between two runs of the same configuration.

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from normguide.pipeline import run_dataset
 
-from .conftest import assert_same_dataset, check_consistent, run_config, run_flow, snapshot
+from .conftest import (
+    assert_same_dataset,
+    check_consistent,
+    run_config,
+    run_flow,
+    snapshot,
+)
 
 
 def test_local_and_prefect_drivers_write_the_same_bytes(inputs, tmp_path):

@@ -9,9 +9,20 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from normguide.pipeline import output_root
 
-from .conftest import CONCEPTS, assert_same_dataset, check_consistent, run_config, run_flow, snapshot
+from .conftest import (
+    CONCEPTS,
+    assert_same_dataset,
+    check_consistent,
+    run_config,
+    run_flow,
+    snapshot,
+)
+
+pytestmark = pytest.mark.slow  # the slow tier (pyproject.toml)
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES_PER_CONCEPT = 12
@@ -21,6 +32,7 @@ CHILD = """
 import sys
 from normguide.config import RunConfig
 from normguide.flows.generate_dataset import generate_dataset
+
 cfg = RunConfig.model_validate_json(open(sys.argv[1]).read())
 state = generate_dataset(config=cfg, return_state=True)
 sys.exit(0 if state.is_completed() else 1)

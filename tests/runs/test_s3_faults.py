@@ -11,10 +11,20 @@ import threading
 import time
 
 import boto3
+import pytest
 
 from normguide.pipeline import output_root
 
-from .conftest import CONCEPTS, assert_same_dataset, check_consistent, run_config, run_flow, snapshot
+from .conftest import (
+    CONCEPTS,
+    assert_same_dataset,
+    check_consistent,
+    run_config,
+    run_flow,
+    snapshot,
+)
+
+pytestmark = pytest.mark.slow  # the slow tier (pyproject.toml)
 
 NUM_IMAGES = 8
 

@@ -13,7 +13,13 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from normguide.pipeline import output_root
 
-from .conftest import assert_same_dataset, check_consistent, run_config, run_flow, snapshot
+from .conftest import (
+    assert_same_dataset,
+    check_consistent,
+    run_config,
+    run_flow,
+    snapshot,
+)
 
 
 def _prefect_record(flow_run_id) -> str:

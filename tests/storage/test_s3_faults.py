@@ -8,6 +8,8 @@ import pytest
 
 from normguide.data.storage import Storage, StorageError
 
+pytestmark = pytest.mark.slow  # the slow tier (pyproject.toml)
+
 
 def _images(n, on_item=None):
     for i in range(n):
