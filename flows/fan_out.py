@@ -15,6 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import flow, get_run_logger
+from prefect.states import Failed
+
+from normguide.config import RunConfig
+from normguide.pipeline import output_root
+from normguide.sharding import pending_shards, split_into_shards
 from normguide.tasks.fan_out import launch_shard, wait_for_flow_runs
 from normguide.tasks.run_setup import (
     finalize_run,
@@ -22,12 +28,6 @@ from normguide.tasks.run_setup import (
     is_run_complete,
     load_concepts,
 )
-from prefect import flow, get_run_logger
-from prefect.states import Failed
-
-from normguide.config import RunConfig
-from normguide.pipeline import output_root
-from normguide.sharding import pending_shards, split_into_shards
 
 
 @flow(name="generate-dataset-fan-out", log_prints=True, validate_parameters=True)

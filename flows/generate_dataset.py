@@ -10,6 +10,12 @@ with normguide installed) or ``normguide.flows.generate_dataset:generate_dataset
 
 from __future__ import annotations
 
+from prefect import flow, get_run_logger
+from prefect.states import Failed
+
+from normguide.config import RunConfig
+from normguide.pipeline import ConceptOutcome, RunSummary
+from normguide.pipeline.local import error_text
 from normguide.tasks.concepts import generate_images, invert_references, plan_seeds
 from normguide.tasks.reporting import publish_summary
 from normguide.tasks.run_setup import (
@@ -20,12 +26,6 @@ from normguide.tasks.run_setup import (
     prepare_run,
     wants_evaluation,
 )
-from prefect import flow, get_run_logger
-from prefect.states import Failed
-
-from normguide.config import RunConfig
-from normguide.pipeline import ConceptOutcome, RunSummary
-from normguide.pipeline.local import error_text
 
 
 @flow(name="generate-dataset", log_prints=True, validate_parameters=True)

@@ -5,12 +5,12 @@ These are IO steps: they retry (storage hiccups), except on configuration errors
 
 from __future__ import annotations
 
-from normguide.tasks.context import retry_can_help, run_context
 from prefect import task
 
 from normguide.config import RunConfig
 from normguide.data.schema import Concept
 from normguide.pipeline import EvaluationRecord, GeneratedConcept, PreparedRun, steps
+from normguide.tasks.context import retry_can_help, run_context
 
 _IO = dict(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_can_help)
 

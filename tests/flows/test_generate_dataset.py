@@ -10,11 +10,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from normguide.flows.generate_dataset import generate_dataset
 from normguide.data.schema import write_concept_table
+from normguide.flows.generate_dataset import generate_dataset
 from normguide.geometry import ChiPrior
 from normguide.pipeline import output_root
-
 from tests.helpers import make_reference
 
 from .conftest import tiny_config
