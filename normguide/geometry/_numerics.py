@@ -7,17 +7,19 @@ All solvers compute in float64 (the chi log-density near its mode is a differenc
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # Tolerances, keyed by the *input* dtype (the solvers themselves always run in float64).
 #   antipodal: |b_perp| / |b| below which the plane of (a, b) is numerically undefined and a
-#              deterministic fallback plane is used (see ``nao.geodesic_plane``).
-#   parallel:  angle (rad) below which a pair is treated as lying on one ray (radial path).
+#              deterministic fallback plane is used (see ``nao.geodesic_plane``): seeds meant
+#              to be antipodal are so only to the input's precision.
 EPS = {
-    torch.float16: {"antipodal": 1e-3, "parallel": 1e-3},
-    torch.bfloat16: {"antipodal": 1e-2, "parallel": 1e-2},
-    torch.float32: {"antipodal": 1e-6, "parallel": 1e-7},
-    torch.float64: {"antipodal": 1e-12, "parallel": 1e-13},
+    torch.float16: {"antipodal": 1e-3},
+    torch.bfloat16: {"antipodal": 1e-2},
+    torch.float32: {"antipodal": 1e-6},
+    torch.float64: {"antipodal": 1e-12},
 }
 
 COMPUTE_DTYPE = torch.float64
@@ -25,6 +27,13 @@ COMPUTE_DTYPE = torch.float64
 
 def eps(dtype: torch.dtype, name: str) -> float:
     return EPS.get(dtype, EPS[torch.float32])[name]
+
+
+def lift_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the final d-dimensional products (coefficients @ basis): float64 for float64
+    outputs, float32 otherwise. Half-precision outputs are cast once, after the product;
+    rounding the basis and coefficients to bfloat16 first moved interior norms by up to 0.9 std."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def out_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -80,16 +89,22 @@ def check_t(t) -> torch.Tensor:
 
 
 def check_prior(prior, d: int):
-    """``prior=None`` means ``ChiPrior(d)``; otherwise anything with ``log_prob`` and ``mode``."""
+    """``prior=None`` means ``ChiPrior(d)``; otherwise it must implement ``NormPrior`` (prior.py)
+    with a positive metric factor at its mode, w(mode) = −log p(mode) > 0."""
+    from .prior import ChiPrior, NormPrior
+
     if prior is None:
-        from .prior import ChiPrior
-
         return ChiPrior(d)
-    if not (hasattr(prior, "log_prob") and hasattr(prior, "mode")):
-        raise ValueError(f"prior must have log_prob(r) and mode, got {type(prior).__name__}")
+    if not isinstance(prior, NormPrior):
+        missing = [m for m in ("mode", "mean", "std", "log_prob", "neg_log_prob64", "neg_log_prob_derivatives",
+                               "zscore") if not hasattr(prior, m)]
+        raise ValueError(f"prior must implement the NormPrior protocol (normguide.geometry.NormPrior); "
+                         f"{type(prior).__name__} lacks {', '.join(missing)}")
+    mode = float(prior.mode)
+    if not (math.isfinite(mode) and mode > 0):
+        raise ValueError(f"prior.mode must be a finite norm > 0, got {prior.mode!r}")
+    w_mode = float(prior.neg_log_prob64(torch.tensor([mode], dtype=torch.float64))[0])
+    if not w_mode > 0:
+        raise ValueError(f"the NAO metric needs w = −log p(r) > 0 everywhere, but this prior has "
+                         f"w(mode) = {w_mode:.4g} (its density exceeds 1 at the mode; widen it)")
     return prior
-
-
-def neg_log_prob(prior, r: torch.Tensor) -> torch.Tensor:
-    """w(r) = −log p(r), the conformal factor of the NAO metric, in r's dtype."""
-    return -prior.log_prob(r)

@@ -49,7 +49,7 @@ def path_energy(points: torch.Tensor, *, prior=None, quad_nodes: int = 16) -> to
         E = Σᵢ |xᵢ₊₁ − xᵢ| · ∫₀¹ w(|(1−s)·xᵢ + s·xᵢ₊₁|) ds,   w(r) = −log p(r),
 
     the integral by Gauss–Legendre quadrature with ``quad_nodes`` (≥ 16) nodes per segment, so
-    a segment cannot "tunnel" through a low-likelihood zone unpaid (NAO.md). Only Gram
+    a segment cannot "tunnel" through a low-likelihood zone unpaid (README.md, "Energy"). Only Gram
     quantities (|xᵢ|², xᵢ·xᵢ₊₁) are formed, so memory is O(n·d). Computed in float64,
     returned in the points' floating dtype.
     """

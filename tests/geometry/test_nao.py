@@ -5,7 +5,7 @@ from normguide.geometry import (ChiPrior, centroid_energy, cog_centroid, geodesi
                                 mean_centroid, nao_centroid, nao_centroid_paths, nao_interpolate,
                                 normalized_centroid, paper_centroid, paper_interpolate, path_energy, slerp)
 
-from normguide.geometry import nao
+from normguide.geometry import planar
 
 from .conftest import REGIMES, TOL, make_pair
 
@@ -139,28 +139,11 @@ def test_solver_boundary_derivatives_match_finite_differences():
     ra = torch.tensor([0.9, 1.05], dtype=torch.float64) * p.mode
     rb = torch.tensor([1.02, 0.97], dtype=torch.float64) * p.mode
     th = torch.tensor([1.1, 0.4], dtype=torch.float64)
-    _, _, _, d_rb, d_th = nao._solve_planar(ra, rb, th, p)
+    _, _, _, d_rb, d_th = planar.solve_planar(ra, rb, th, p)
     h = 1e-5
-    e = lambda ra_, rb_, th_: nao._solve_planar(ra_, rb_, th_, p)[2]  # noqa: E731
+    e = lambda ra_, rb_, th_: planar.solve_planar(ra_, rb_, th_, p)[2]  # noqa: E731
     torch.testing.assert_close(d_rb, (e(ra, rb + h, th) - e(ra, rb - h, th)) / (2 * h), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(d_th, (e(ra, rb, th + h) - e(ra, rb, th - h)) / (2 * h), rtol=1e-5, atol=1e-6)
-
-
-def test_centroid_gradient_matches_finite_differences():
-    g = torch.Generator().manual_seed(3)
-    p = ChiPrior(256)
-    s = torch.randn(1, 4, 256, generator=g, dtype=torch.float64)
-    s = s / s.norm(dim=-1, keepdim=True) * p.mode * torch.tensor([0.9, 0.95, 1.05, 1.1], dtype=torch.float64)[:, None]
-    _, R = torch.linalg.qr(s.transpose(1, 2))
-    S = R.transpose(1, 2)
-    rs = S.norm(dim=-1)
-    y = p.mode * S.mean(1) / S.mean(1).norm() + torch.tensor([[0.3, -0.2, 0.1, 0.4]], dtype=torch.float64)
-    F, grad, _ = nao._centroid_objective(y, S / rs[..., None], rs, p, 64, None)
-    h = 1e-4
-    fd = torch.stack([(nao._centroid_objective(y + h * e, S / rs[..., None], rs, p, 64, None)[0]
-                       - nao._centroid_objective(y - h * e, S / rs[..., None], rs, p, 64, None)[0]) / (2 * h)
-                      for e in torch.eye(4, dtype=torch.float64)], -1)
-    torch.testing.assert_close(grad, fd, rtol=1e-4, atol=1e-5)
 
 
 def test_centroid_paths_consistent_with_interpolation():
