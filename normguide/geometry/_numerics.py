@@ -11,22 +11,13 @@ import math
 
 import torch
 
-# Tolerances, keyed by the *input* dtype (the solvers themselves always run in float64).
+# Tolerances of the geometry layer. Every solver works in float64 on the inputs' exact values
+# (a bfloat16 or float16 seed is an exact float64 number), so none depends on the input dtype.
 #   antipodal: |b_perp| / |b| below which the plane of (a, b) is numerically undefined and a
-#              deterministic fallback plane is used (see ``nao.geodesic_plane``): seeds meant
-#              to be antipodal are so only to the input's precision.
-EPS = {
-    torch.float16: {"antipodal": 1e-3},
-    torch.bfloat16: {"antipodal": 1e-2},
-    torch.float32: {"antipodal": 1e-6},
-    torch.float64: {"antipodal": 1e-12},
-}
+#              deterministic fallback plane is used (see ``nao.geodesic_plane``).
+EPS = {"antipodal": 1e-12}
 
 COMPUTE_DTYPE = torch.float64
-
-
-def eps(dtype: torch.dtype, name: str) -> float:
-    return EPS.get(dtype, EPS[torch.float32])[name]
 
 
 def lift_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -18,10 +18,12 @@ batched matmul, in float32 (float64 for float64 outputs) and cast once to the ou
 planes are built in float64 in chunks of pairs, so memory is the inputs, the output and one
 (B, 2, d) basis, whatever B.
 
-Degenerate inputs: a, b on one ray give the radial segment. Nearly antipodal seeds
-(|b − (b·e1)e1| < EPS[dtype]["antipodal"]·|b|) have no numerically defined plane; the plane is
-then span(a, e_j) with j the first index of the smallest |a_j| (the standard axis most
-orthogonal to a), and θ = π.
+Degenerate inputs: a, b on one ray give the radial segment. Antipodal seeds
+(|b − (b·e1)e1| < EPS["antipodal"]·|b|) have no numerically defined plane; the plane is then
+spanned by a and a fixed ±1 sign pattern made orthogonal to a (``_spread_orthogonal``), and
+θ = π. The pattern is spread over all d
+coordinates on purpose: a standard axis as e2 would put a whole norm of ~√d into one
+coordinate of the interior points, far from a Gaussian seed and ruinous to round to bfloat16.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import math
 
 import torch
 
-from ._numerics import check_prior, check_same_dim, check_seeds, check_t, eps, lift_dtype, out_dtype
+from ._numerics import EPS, check_prior, check_same_dim, check_seeds, check_t, lift_dtype, out_dtype
 from .planar import DEFAULT_NODES, resample, solve_planar
 
 _LIFT_CHUNK = 1 << 20    # elements per temporary when building planes or lifting many pairs
@@ -47,16 +49,33 @@ def geodesic_plane(a: torch.Tensor, b: torch.Tensor, antipodal_tol: float):
     by = torch.linalg.vector_norm(bperp, dim=-1)
     degenerate = by < antipodal_tol * rb
     if bool(degenerate.any()):
-        j = e1.abs().argmin(-1)
-        u = -e1 * e1.gather(-1, j[:, None])
-        u.scatter_add_(-1, j[:, None], torch.ones_like(j[:, None], dtype=u.dtype))
-        u = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+        u = _spread_orthogonal(e1)
         e2 = torch.where(degenerate[:, None], u, bperp / torch.where(degenerate, 1.0, by)[:, None])
         theta = torch.where(degenerate, torch.where(bx > 0, 0.0, math.pi), torch.atan2(by, bx))
     else:
         e2 = bperp.div_(by[:, None])
         theta = torch.atan2(by, bx)
     return ra, rb, theta, e1, e2
+
+
+def _spread_orthogonal(e1: torch.Tensor) -> torch.Tensor:
+    """A unit vector ⟂ e1 (B, d) spread over all coordinates: the first of the Thue–Morse sign
+    pattern (−1)^popcount(i), the alternating pattern (−1)^i and, last resort, the standard axis
+    most orthogonal to e1, whose part ⟂ e1 has norm ≥ 1/2, made orthogonal to e1. (The axis is
+    needed only where the two patterns coincide, as for d = 2.)"""
+    B, d = e1.shape
+    i = torch.arange(d, device=e1.device)
+    bits = torch.zeros_like(i)
+    for k in range(max(1, d.bit_length())):
+        bits += (i >> k) & 1
+    patterns = torch.stack([1 - 2 * (bits % 2), 1 - 2 * (i % 2)]).to(e1.dtype) / math.sqrt(d)  # (2, d)
+    axis = torch.zeros(B, 1, d, dtype=e1.dtype, device=e1.device)
+    axis[torch.arange(B, device=e1.device), 0, e1.abs().argmin(-1)] = 1.0
+    cands = torch.cat([patterns[None].expand(B, -1, -1), axis], 1)  # (B, 3, d)
+    u = cands - (cands * e1[:, None]).sum(-1, keepdim=True) * e1[:, None]
+    n = torch.linalg.vector_norm(u, dim=-1)
+    pick = (n >= 0.5).to(torch.int64).argmax(1)  # the axis always qualifies: n² ≥ 1 − 1/d
+    return u[torch.arange(B, device=e1.device), pick] / n.gather(1, pick[:, None])
 
 
 def _planes(a2, b2, tol, basis_dtype):
@@ -101,7 +120,7 @@ def nao_interpolate(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, *, prior=
     # 2. Reduce each pair to its plane (float64 scalars, basis in the lift dtype) and solve
     #    r(φ) there.
     ldt = lift_dtype(dtype)
-    ra, rb, theta, basis = _planes(a2, b2, eps(dtype, "antipodal"), ldt)
+    ra, rb, theta, basis = _planes(a2, b2, EPS["antipodal"], ldt)
     r, phi, *_ = solve_planar(ra, rb, theta, prior, n_nodes)
     # 3. Resample at fractions of arc length; lift only the T requested points, (T, 2) @ (2, d)
     #    in the lift dtype, cast once.
@@ -129,7 +148,7 @@ def geodesic_energy(a: torch.Tensor, b: torch.Tensor, *, prior=None, n_nodes: in
     """D(a, b): energy of the NAO geodesic (planar polyline, ``n_nodes`` chords) → (...), float64."""
     batch, d, a2, b2 = _prepare_pair(a, b)
     prior = check_prior(prior, d)
-    ra, rb, theta, _ = _planes(a2, b2, eps(out_dtype(a, b), "antipodal"), None)
+    ra, rb, theta, _ = _planes(a2, b2, EPS["antipodal"], None)
     _, _, e, _, _ = solve_planar(ra, rb, theta, prior, n_nodes)
     return e.reshape(batch)
 
