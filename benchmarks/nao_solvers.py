@@ -30,9 +30,21 @@ import time
 
 import torch
 
-from normguide.geometry import (ChiPrior, centroid_energy, cog, cog_centroid, lerp, mean_centroid,
-                                nao_centroid, nao_interpolate, normalized_centroid, paper_centroid,
-                                paper_interpolate, path_energy, slerp)
+from normguide.geometry import (
+    ChiPrior,
+    centroid_energy,
+    cog,
+    cog_centroid,
+    lerp,
+    mean_centroid,
+    nao_centroid,
+    nao_interpolate,
+    normalized_centroid,
+    paper_centroid,
+    paper_interpolate,
+    path_energy,
+    slerp,
+)
 
 D, N = 4 * 64 * 64, 50
 BATCH_PAIRS, BATCH_POINTS = 1000, 8
@@ -70,7 +82,7 @@ def main(paper_steps: int, runs: int, threads: int):
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     p = ChiPrior(D)
-    unit = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731
+    unit = lambda x: x / x.norm(dim=-1, keepdim=True)
     a, b = torch.randn(2, D, generator=g)
     pairs = {"typical": (a, b), "atypical": (0.8 * p.mode * unit(a), 1.15 * p.mode * unit(b)),
              "near-identical": (a, a + 1e-3 * b), "near-antipodal": (a, -a + 1e-3 * b)}
@@ -85,10 +97,10 @@ def main(paper_steps: int, runs: int, threads: int):
     print(f"d = {D}, n = {N}, float32 seeds, {threads} torch thread(s), median of {runs} runs; {paper}")
     print(f"{'case':<16}{'method':<12}{'median ms':>12}{'x slerp':>10}{'energy':>16}{'max|z|':>10}")
     for name, (x, y) in pairs.items():
-        methods = {"lerp": lambda: lerp(x, y, t), "slerp": lambda: slerp(x, y, t), "cog": lambda: cog(x, y, t),
-                   "nao": lambda: nao_interpolate(x, y, t)}
+        methods = {"lerp": lambda x=x, y=y: lerp(x, y, t), "slerp": lambda x=x, y=y: slerp(x, y, t),
+                   "cog": lambda x=x, y=y: cog(x, y, t), "nao": lambda x=x, y=y: nao_interpolate(x, y, t)}
         if paper_steps and name == "typical":
-            methods["paper"] = lambda: paper_interpolate(x, y, N, max_steps=paper_steps)
+            methods["paper"] = lambda x=x, y=y: paper_interpolate(x, y, N, max_steps=paper_steps)
         ref = slerp_ms()
         for m, f in methods.items():
             dt, pts = timed(f, 1 if m == "paper" else runs)
@@ -98,10 +110,10 @@ def main(paper_steps: int, runs: int, threads: int):
     for K in (1, 2, 3, 5, 10, 50, 64):
         spread = torch.linspace(0.9, 1.1, K) if K > 1 else torch.tensor([0.9])
         s = unit(torch.randn(K, D, generator=g)) * p.mode * spread[:, None]
-        methods = {"mean": lambda: mean_centroid(s), "normalized": lambda: normalized_centroid(s),
-                   "cog": lambda: cog_centroid(s), "nao": lambda: nao_centroid(s)}
+        methods = {"mean": lambda s=s: mean_centroid(s), "normalized": lambda s=s: normalized_centroid(s),
+                   "cog": lambda s=s: cog_centroid(s), "nao": lambda s=s: nao_centroid(s)}
         if paper_steps and K == 5:
-            methods["paper"] = lambda: paper_centroid(s, N, max_steps=paper_steps)
+            methods["paper"] = lambda s=s: paper_centroid(s, N, max_steps=paper_steps)
         ref = slerp_ms()
         for m, f in methods.items():
             dt, c = timed(f, 1 if m == "paper" else runs)

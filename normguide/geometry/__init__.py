@@ -14,8 +14,23 @@ from .paper import paper_centroid, paper_interpolate, paper_reference_seeds
 from .prior import ChiPrior, FittedNormPrior, NormPrior
 
 __all__ = [
-    "EPS", "NormPrior", "ChiPrior", "FittedNormPrior", "lerp", "slerp", "cog", "mean_centroid",
-    "normalized_centroid", "cog_centroid", "nao_interpolate", "nao_centroid", "nao_centroid_paths",
-    "geodesic_energy", "path_energy", "centroid_energy", "paper_interpolate", "paper_centroid",
+    "EPS",
+    "ChiPrior",
+    "FittedNormPrior",
+    "NormPrior",
+    "centroid_energy",
+    "cog",
+    "cog_centroid",
+    "geodesic_energy",
+    "lerp",
+    "mean_centroid",
+    "nao_centroid",
+    "nao_centroid_paths",
+    "nao_interpolate",
+    "normalized_centroid",
+    "paper_centroid",
+    "paper_interpolate",
     "paper_reference_seeds",
+    "path_energy",
+    "slerp",
 ]

@@ -57,7 +57,7 @@ def cog(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """COG/LOL interpolation for zero-mean Gaussian seeds: ((1−t)·a + t·b) / √((1−t)² + t²).
 
     With weights w = (1−t, t), z = Σ wᵢ xᵢ / √(Σ wᵢ²) is again N(0, I) when a, b are
-    independent N(0, I) (README.md, "Baselines").
+    independent N(0, I) (README.md, §7 "Baselines").
     """
     a, b, t, _ = _pair(a, b, t)
     tt = t[:, None]

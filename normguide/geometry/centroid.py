@@ -1,4 +1,4 @@
-"""NAO centroids (README.md, "Centroids").
+"""NAO centroids (README.md, §5 "The solver", Centroids; §3 for why the span suffices).
 
 Notation:
     s_k, r_k = |s_k|, k = 1..K      seeds and their norms
@@ -20,15 +20,18 @@ Each concept takes one of three routes (all batched over concepts):
      the geodesic at the mode's norm. The geodesic is solved once; where it reaches the shell
      (w within τ of w(mode)), c is its point nearest the arc-length midpoint among the points
      where w is within τ of its minimum on the path, moved along its ray to the exact 1-D
-     optimum. F is flat along the shell section of the geodesic (the bound is attained along
-     it up to ~1e-6), so BFGS on F wandered; the rule picks the central member, which keeps
+     optimum. F is flat along the shell section of the geodesic (in the continuum the bound is
+     attained along it up to ~1e-6 relative), so BFGS on F wandered; the rule picks the central member, which keeps
      the centroid symmetric in the two seeds. Elsewhere (close seeds far from the shell) the
      minimiser leaves the geodesic and the general route takes over from that point.
   3. General: one Newton iteration on (y, interior radii of all K paths) jointly. The Hessian
      is K tridiagonal blocks bordered by the K' coordinates; eliminating the blocks (Schur
      complement: 3 tridiagonal solves per path) leaves a K'×K' system. Quadratic convergence
-     from the best of the mean, normalized and COG centroids (ranked by an upper bound), first
-     at a coarse resolution, then at ``n_nodes``.
+     from the best of the mean, normalized and COG centroids (ranked by an upper bound), at
+     min(n_nodes, _COARSE_NODES) and then, for finer n_nodes, at n_nodes. Safeguards: an
+     iterate next to a seed tests the seed itself (F has a kink there), and where Newton's
+     steps keep being cut (a path nearly on its seed's ray) BFGS with envelope gradients
+     finishes.
 """
 
 from __future__ import annotations
@@ -40,12 +43,24 @@ import torch
 
 from ._numerics import check_prior, check_seeds, check_t, out_dtype
 from .nao import geodesic_plane, nao_interpolate
-from .planar import (DEFAULT_NODES, chord_constants, chord_derivatives, chord_energy, chord_points,
-                     damped_newton_step, grid, interior_terms, solve_planar, start_curves, w_of)
+from .planar import (
+    DEFAULT_NODES,
+    chord_constants,
+    chord_derivatives,
+    chord_energy,
+    chord_points,
+    damped_newton_step,
+    grid,
+    interior_terms,
+    solve_planar,
+    start_curves,
+    w_of,
+)
 
 _RANK_RTOL = 1e-12       # Gram eigenvalues below this·K·λ_max count as zero (span rank)
 _FLAT_STD = 0.05         # K = 2: τ = ½·w''(mode)·(this·std)², the norm resolution of "on the shell"
-_COARSE_NODES = 64       # general route: resolution of the first Newton phase
+_COARSE_NODES = 64       # general route: resolution of the first Newton phase (a second runs at
+                         # n_nodes when that is finer)
 _JOINT_STOP = 1e-11      # joint Newton stops after a step whose decrement is < this·|F|
 _RAY_GRID = 257          # 1-D route: grid points between the seeds' norms and the mode
 _RAY_QUAD = 64           # Gauss–Legendre nodes for ∫ w along a ray
@@ -69,7 +84,7 @@ def span_coordinates(S: torch.Tensor):
     and coefficients are set to 0. Returns Y, the lift matrix A = V Λ^−½ (B, K, K') and the
     mask of non-null coordinates (B, K').
     """
-    B, K, d = S.shape
+    _, K, d = S.shape
     kp = min(K, d)
     lam, V = torch.linalg.eigh(S @ S.transpose(1, 2))
     lam, V = lam[:, K - kp:], V[:, :, K - kp:]
@@ -109,7 +124,7 @@ def ray_centroid(radii: torch.Tensor, prior) -> tuple[torch.Tensor, torch.Tensor
     polishes an interior minimum, and a seed's norm is kept exactly where it wins.
     Returns ρ (B,) and the index of the seed whose norm ρ equals (B,), −1 where none.
     """
-    B, K = radii.shape
+    K = radii.shape[1]
     mode = torch.full_like(radii[:, 0], float(prior.mode))
     lo = torch.minimum(radii.amin(1), mode)
     hi = torch.maximum(radii.amax(1), mode)
@@ -209,7 +224,7 @@ def _joint_step(y, R, U, null, prior, n_nodes):
     Dt_tt = H_tt - (H_It * Xt).sum(1)
     gt_r = g_r + H_rI * dI0[:, -1]
     gt_t = g_t + (H_It * dI0).sum(1)
-    resh = lambda x: x.reshape(B, K)  # noqa: E731
+    resh = lambda x: x.reshape(B, K)
     g_r, g_t, Dt_rr, Dt_rt, Dt_tt, gt_r, gt_t = map(resh, (g_r, g_t, Dt_rr, Dt_rt, Dt_tt, gt_r, gt_t))
     w, w1, w2 = prior.neg_log_prob_derivatives(rho)
     F = d["E"].sum(1).reshape(B, K).sum(1) + w
@@ -251,7 +266,7 @@ def _joint_newton(y, R, Y, prior, n_nodes, max_iter, stop_near_seed=True):
     (D(s_k, c) ≈ w(r_k)·|c − s_k| near s_k), where Newton only creeps, and the caller tests
     the seed itself. Returns y, R, the index of the seed each concept stopped at (−1: none) and
     whether it converged."""
-    B, K, _ = Y.shape
+    B = Y.shape[0]
     rs = torch.linalg.vector_norm(Y, dim=-1)
     U = Y / rs[..., None]
     active = torch.ones(B, dtype=torch.bool, device=y.device)
@@ -665,7 +680,7 @@ def nao_centroid(seeds: torch.Tensor, *, prior=None, n_nodes: int = DEFAULT_NODE
     Leading dimensions are independent concepts solved in one batch, e.g. (B, K, d) for B
     concepts of K seeds each (cheaper than a loop: the solvers' per-call costs are shared).
     Any K ≥ 1 and d ≥ 2, K > d included. Computed in float64 and cast once to the seeds' dtype.
-    Routes (module doc, README.md "Centroids"): seeds on one ray → a 1-D problem (K = 1: the
+    Routes (module doc; README.md §5): seeds on one ray → a 1-D problem (K = 1: the
     seed itself where it minimises F, else the point of its ray that does); K = 2 → the point
     of their geodesic on the shell nearest its middle, exact to the lower bound
     D(s_1, s_2) + w(mode) where the geodesic reaches the shell; otherwise joint Newton in

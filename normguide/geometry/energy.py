@@ -49,7 +49,7 @@ def path_energy(points: torch.Tensor, *, prior=None, quad_nodes: int = 16) -> to
         E = Σᵢ |xᵢ₊₁ − xᵢ| · ∫₀¹ w(|(1−s)·xᵢ + s·xᵢ₊₁|) ds,   w(r) = −log p(r),
 
     the integral by Gauss–Legendre quadrature with ``quad_nodes`` (≥ 16) nodes per segment, so
-    a segment cannot "tunnel" through a low-likelihood zone unpaid (README.md, "Energy"). Only Gram
+    a segment cannot "tunnel" through a low-likelihood zone unpaid (README.md, §4). Only Gram
     quantities (|xᵢ|², xᵢ·xᵢ₊₁) are formed, so memory is O(n·d). Computed in float64,
     returned in the points' floating dtype.
     """
@@ -63,7 +63,7 @@ def path_energy(points: torch.Tensor, *, prior=None, quad_nodes: int = 16) -> to
     x = points.to(torch.float64)
     sq = (x * x).sum(-1)
     dot = (x[..., :-1, :] * x[..., 1:, :]).sum(-1)
-    w_fn = lambda r: -prior.log_prob(r).to(torch.float64)  # noqa: E731
+    w_fn = lambda r: -prior.log_prob(r).to(torch.float64)
     e = segment_energies_from_grams(sq[..., :-1], sq[..., 1:], dot, w_fn, quad_nodes)
     return e.sum(-1).to(dtype)
 

@@ -1,5 +1,5 @@
 """NAO geodesics: interpolation between seeds, solved in the plane of its endpoints
-(README.md, "The planar reduction"; the 1-D solver is in ``planar``).
+(README.md, §3 "The planar reduction" and §5 "The solver"; the 1-D solver is in ``planar``).
 
 Notation:
     w(r) = −log p(r)                 conformal factor of the metric, p the norm prior

@@ -1,7 +1,7 @@
 """The paper's reference solver and pipeline (Samuel et al., NeurIPS 2023; code
 dvirsamuel/SeedSelect, nao/norm_aware_optimization.py and its call site in main.py),
-vectorised over the batch. For reproduction and comparison only (README.md, "The paper's
-solver").
+vectorised over the batch. For reproduction and comparison only (README.md, §6 "The paper's
+solver, and how its reference code differs").
 
 Notation: x_0..x_{n−1} path points in ambient coordinates (x_0 = a, x_{n−1} = b fixed),
 objective  Σᵢ |xᵢ₊₁ − xᵢ|·w(|(xᵢ + xᵢ₊₁)/2|) + penalty·Σᵢ relu(|xᵢ₊₁ − xᵢ| − ε),

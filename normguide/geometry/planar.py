@@ -1,5 +1,5 @@
 """Geodesics in a plane through the origin: the 1-D problem every NAO solver reduces to
-(README.md, "The planar reduction" and "The solver").
+(README.md, §3 "The planar reduction" and §5 "The solver").
 
 Notation:
     w(r) = −log p(r)            conformal factor, from a ``NormPrior``

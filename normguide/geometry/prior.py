@@ -1,5 +1,5 @@
 """Norm priors: the ``NormPrior`` protocol the solvers use, the chi prior of Gaussian seeds, and a
-Gaussian prior fitted to observed seed norms (README.md, "The norm prior").
+Gaussian prior fitted to observed seed norms (README.md, §2 "The norm prior").
 
 All solvers only ever see a prior through ``NormPrior``: w(r) = −log p(r), its first two
 derivatives, the mode (the argmin of w) and, for reports, mean, std and z-scores.
@@ -156,7 +156,7 @@ class FittedNormPrior:
         self.std = self.scale * math.sqrt(max(1 - alpha * lam - lam * lam, 0.0))
 
     @classmethod
-    def fit(cls, norms, *, d: int, min_std: float | None = None) -> "FittedNormPrior":
+    def fit(cls, norms, *, d: int, min_std: float | None = None) -> FittedNormPrior:
         """Fit to K ≥ 1 observed seed norms: loc = their mean, scale = max(their sample std
         (ddof 1; 0 for K = 1), min_std).
 

@@ -34,7 +34,7 @@ def make_pair(regime: str, seed: int, dtype, d: int = D, batch=()):
     m = ChiPrior(d).mode
     a = torch.randn(*batch, d, generator=g, dtype=torch.float64)
     b = torch.randn(*batch, d, generator=g, dtype=torch.float64)
-    unit = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731
+    unit = lambda x: x / x.norm(dim=-1, keepdim=True)
     if regime == "typical":
         pass
     elif regime == "atypical":

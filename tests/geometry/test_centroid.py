@@ -8,10 +8,19 @@ import time
 import pytest
 import torch
 
-from normguide.geometry import (ChiPrior, centroid_energy, cog_centroid, geodesic_energy, mean_centroid,
-                                nao_centroid, nao_centroid_paths, normalized_centroid, slerp)
+from normguide.geometry import (
+    ChiPrior,
+    centroid_energy,
+    cog_centroid,
+    geodesic_energy,
+    mean_centroid,
+    nao_centroid,
+    nao_centroid_paths,
+    normalized_centroid,
+    slerp,
+)
 from normguide.geometry import centroid as C
-from normguide.geometry.planar import chord_energy, chord_constants, w_of
+from normguide.geometry.planar import chord_constants, chord_energy, w_of
 
 D = 256
 
@@ -165,7 +174,7 @@ def test_k_greater_than_d(d, K):
             e = torch.zeros(d, dtype=torch.float64)
             e[i] = h
             assert F <= centroid_energy(s, c + e) * (1 + 1e-6)
-    c32, paths = nao_centroid_paths(s.float(), torch.linspace(0, 1, 5))
+    _, paths = nao_centroid_paths(s.float(), torch.linspace(0, 1, 5))
     assert paths.shape == (K, 5, d) and torch.isfinite(paths).all()
 
 
@@ -297,6 +306,6 @@ def test_small_k_centroids_within_11x_slerp():
     slerp_ms = _median_ms(lambda: slerp(a, b, t), runs=5)
     for K in (1, 2, 3):
         s = unit(torch.randn(K, d, generator=g)) * p.mode * torch.linspace(0.9, 1.1, K)[:, None]
-        ms = _median_ms(lambda: nao_centroid(s))
+        ms = _median_ms(lambda s=s: nao_centroid(s))
         assert ms <= 11 * slerp_ms, (K, ms, slerp_ms)
     assert math.isfinite(slerp_ms)

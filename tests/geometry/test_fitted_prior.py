@@ -8,8 +8,16 @@ import pytest
 import torch
 from scipy import stats
 
-from normguide.geometry import (ChiPrior, FittedNormPrior, NormPrior, geodesic_energy, nao_centroid,
-                                nao_interpolate, path_energy, slerp)
+from normguide.geometry import (
+    ChiPrior,
+    FittedNormPrior,
+    NormPrior,
+    geodesic_energy,
+    nao_centroid,
+    nao_interpolate,
+    path_energy,
+    slerp,
+)
 
 D = 256
 

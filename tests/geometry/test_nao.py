@@ -1,11 +1,23 @@
 import pytest
 import torch
 
-from normguide.geometry import (ChiPrior, centroid_energy, cog_centroid, geodesic_energy, lerp,
-                                mean_centroid, nao_centroid, nao_centroid_paths, nao_interpolate,
-                                normalized_centroid, paper_centroid, paper_interpolate, path_energy, slerp)
-
-from normguide.geometry import planar
+from normguide.geometry import (
+    ChiPrior,
+    centroid_energy,
+    cog_centroid,
+    geodesic_energy,
+    lerp,
+    mean_centroid,
+    nao_centroid,
+    nao_centroid_paths,
+    nao_interpolate,
+    normalized_centroid,
+    paper_centroid,
+    paper_interpolate,
+    path_energy,
+    planar,
+    slerp,
+)
 
 from .conftest import REGIMES, TOL, make_pair
 
@@ -141,7 +153,7 @@ def test_solver_boundary_derivatives_match_finite_differences():
     th = torch.tensor([1.1, 0.4], dtype=torch.float64)
     _, _, _, d_rb, d_th = planar.solve_planar(ra, rb, th, p)
     h = 1e-5
-    e = lambda ra_, rb_, th_: planar.solve_planar(ra_, rb_, th_, p)[2]  # noqa: E731
+    e = lambda ra_, rb_, th_: planar.solve_planar(ra_, rb_, th_, p)[2]
     torch.testing.assert_close(d_rb, (e(ra, rb + h, th) - e(ra, rb - h, th)) / (2 * h), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(d_th, (e(ra, rb, th + h) - e(ra, rb, th - h)) / (2 * h), rtol=1e-5, atol=1e-6)
 

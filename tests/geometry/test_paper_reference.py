@@ -71,7 +71,7 @@ def test_seeds_never_include_the_centroid_and_batch():
     c, seeds = paper_reference_seeds(S, 20, max_steps=30)
     assert c.shape == (2, D) and seeds.shape == (2, 36, D)
     assert ((seeds - c[:, None]).norm(dim=-1) > 1e-3).all()
-    c0, seeds0 = paper_reference_seeds(S[0], 20, max_steps=30)
+    c0, _ = paper_reference_seeds(S[0], 20, max_steps=30)
     torch.testing.assert_close(c0, c[0])
 
 
