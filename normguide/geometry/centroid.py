@@ -42,7 +42,7 @@ import math
 import torch
 
 from ._numerics import check_prior, check_seeds, check_t, out_dtype
-from .nao import geodesic_plane, nao_interpolate
+from .nao import _spread_orthogonal, geodesic_plane, nao_interpolate
 from .planar import (
     DEFAULT_NODES,
     chord_constants,
@@ -637,7 +637,7 @@ def _centroid_impl(seeds, prior, n_nodes, max_iter):
     rank = keep.sum(1)
     lead = Y[:, :, -1]  # rank 1: every seed is ± the top eigenvector
     one_ray = (rank == 1) & ((lead > 0).all(1) | (lead < 0).all(1))
-    pair = ~one_ray & (K == 2)
+    line = (rank == 1) & ~one_ray
     y = torch.zeros(B, Y.shape[2], dtype=torch.float64, device=S.device)
     exact = torch.full((B,), -1, dtype=torch.int64, device=S.device)  # index of a returned seed
     # 3. Route 1: one ray.
@@ -645,33 +645,54 @@ def _centroid_impl(seeds, prior, n_nodes, max_iter):
         i = one_ray.nonzero().squeeze(1)
         rs = torch.linalg.vector_norm(Y[i], dim=-1)
         rho, seed = ray_centroid(rs, prior)
-        direction = Y[i, 0] / rs[:, :1]
-        y[i] = rho[:, None] * direction
+        y[i] = rho[:, None] * Y[i, 0] / rs[:, :1]
         exact[i] = seed
-    # 4. Route 2: two seeds, through their geodesic.
-    todo = ~one_ray
-    start = None
-    if bool(pair.any()):
-        i = pair.nonzero().squeeze(1)
-        yp, on_shell = pair_centroid(Y[i], prior, n_nodes)
-        y[i] = yp
-        todo[i[on_shell]] = False
-        start = torch.zeros_like(y)
-        start[i] = yp
-    # 5. Route 3: everything else, batched.
-    if bool(todo.any()):
-        i = todo.nonzero().squeeze(1)
-        y[i], exact[i] = general_centroid(Y[i], prior, n_nodes, max_iter,
-                                          y_start=None if start is None else start[i])
-    # 6. Lift: c = Sᵀ·α, α = A·y (float64), cast once; a seed that is the minimiser exactly.
+    # 4. Routes 2 (K = 2) and 3 (the rest), batched.
+    rest = ~one_ray & ~line
+    if bool(rest.any()):
+        i = rest.nonzero().squeeze(1)
+        y[i], exact[i] = _routes_2_3(Y[i], prior, n_nodes, max_iter)
+    # 5. Lift: c = Sᵀ·α, α = A·y (float64).
     alpha = (A @ y[..., None])[..., 0]
     c = (alpha[:, None, :] @ S)[:, 0]
+    # 6. Seeds on one line through the origin on both sides (s and −s): the span is that line
+    #    but the minimisers lie off it, on a circle around it. Solve in the plane of the line and
+    #    a fixed spread direction ⟂ it (as for antipodal geodesics), from a start on that circle.
+    if bool(line.any()):
+        i = line.nonzero().squeeze(1)
+        e1 = S[i, 0] / torch.linalg.vector_norm(S[i, 0], dim=-1, keepdim=True)
+        e2 = _spread_orthogonal(e1)
+        Y2 = torch.zeros(len(i), K, 2, dtype=torch.float64, device=S.device)
+        Y2[..., 0] = (S[i] * e1[:, None]).sum(-1)
+        y_start = torch.zeros(len(i), 2, dtype=torch.float64, device=S.device)
+        y_start[:, 1] = float(prior.mode)
+        y2, exact[i] = _routes_2_3(Y2, prior, n_nodes, max_iter, y_start=y_start)
+        c[i] = y2[:, :1] * e1 + y2[:, 1:] * e2
+    # 7. Cast once; a seed that is the minimiser is returned exactly.
     out = c.to(dtype)
     hit = exact >= 0
     if bool(hit.any()):
         i = hit.nonzero().squeeze(1)
         out[i] = seeds.reshape(-1, K, d)[i, exact[i]].to(dtype)
     return out.reshape(*batch, d), prior
+
+
+def _routes_2_3(Y, prior, n_nodes, max_iter, y_start=None):
+    """Routes 2 (K = 2) and 3 for seed coordinates Y (B, K, K'): y (B, K') and the index of a
+    seed that is the minimiser itself (B,) (−1: none)."""
+    B, K, _ = Y.shape
+    y = torch.zeros(B, Y.shape[2], dtype=torch.float64, device=Y.device)
+    exact = torch.full((B,), -1, dtype=torch.int64, device=Y.device)
+    todo = torch.ones(B, dtype=torch.bool, device=Y.device)
+    if K == 2:
+        y, on_shell = pair_centroid(Y, prior, n_nodes)
+        todo = ~on_shell
+        y_start = y.clone()
+    if bool(todo.any()):
+        i = todo.nonzero().squeeze(1)
+        y[i], exact[i] = general_centroid(Y[i], prior, n_nodes, max_iter,
+                                          y_start=None if y_start is None else y_start[i])
+    return y, exact
 
 
 def nao_centroid(seeds: torch.Tensor, *, prior=None, n_nodes: int = DEFAULT_NODES, max_iter: int = 50) -> torch.Tensor:

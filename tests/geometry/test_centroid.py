@@ -132,10 +132,23 @@ def test_k2_close_seeds_far_inside_leave_the_geodesic():
             assert F <= centroid_energy(s, c + h * e) * (1 + 1e-10)
 
 
-def test_k2_antipodal_pair_finite():
-    s = seeds_at([ChiPrior(D).mode])
-    c = nao_centroid(torch.cat([s, -s]))
-    assert torch.isfinite(c).all() and c.norm() > 0
+@pytest.mark.parametrize("norms", [(1.0, 1.0), (0.8, 1.1)])
+def test_seeds_on_a_line_through_the_origin(norms):
+    """s and −λs: their span is a line, but the minimisers lie off it, on the circle around it at
+    the mode (the lower bound D(s1, s2) + w(mode) is attained there)."""
+    p = ChiPrior(D)
+    s = seeds_at([p.mode])
+    S = torch.cat([norms[0] * s, -norms[1] * s])
+    c = nao_centroid(S)
+    assert abs(float(p.zscore(c))) < 0.1
+    assert abs(float(unit(c) @ unit(s[0]))) < 0.1
+    bound = geodesic_energy(S[0], S[1]) - p.log_prob(torch.tensor(p.mode, dtype=torch.float64))
+    assert centroid_energy(S, c) <= bound * (1 + 1e-4)
+    S3 = torch.cat([s, -s, -1.05 * s])
+    c3 = nao_centroid(S3)
+    assert torch.isfinite(c3).all()
+    for f in (normalized_centroid, cog_centroid):
+        assert centroid_energy(S3, c3) <= centroid_energy(S3, f(S3)) * (1 + 1e-9)
 
 
 # ------------------------------------------------------------------------------- general K
