@@ -10,8 +10,8 @@ the inputs, measured with getrusage in a fresh subprocess, since tracemalloc doe
 torch's allocations).
 
 Columns: median wall time over ``--runs`` runs (the paper solver: one run), that time as a
-multiple of a SLERP of the typical pair at 50 points re-measured just before each group of rows
-in this process (so machine load cancels; issue 10's goal: interpolations ≤ 2x, centroids
+multiple of a SLERP of the typical pair at 50 points re-measured (median of 11) just before each
+group of rows in this process (so machine load cancels; issue 10's goal: interpolations ≤ 2x, centroids
 ≤ 11x), honest energy (``path_energy`` of the 50 points; ``centroid_energy`` of the centroid) and
 the largest |z-score| of the seed norm over the interior points (centroids: of the centroid). The
 paper solver runs for the typical pair and the 5-seed centroid only, with ``--paper-steps`` Adam
@@ -89,8 +89,8 @@ def main(paper_steps: int, runs: int, threads: int):
     t = torch.linspace(0, 1, N)
     nao_centroid(torch.randn(3, D, generator=g))  # warm-up (lazy initialisation of linalg kernels)
 
-    def slerp_ms():
-        return timed(lambda: slerp(a, b, t), max(runs, 5))[0] * 1e3
+    def slerp_ms():  # SLERP's own time varies ~2-3x with cache and allocator state: 11 runs
+        return timed(lambda: slerp(a, b, t), max(runs, 11))[0] * 1e3
 
     paper = f"paper solver: {paper_steps} Adam steps, typical pair and K=5 only, 1 run" if paper_steps else \
         "paper solver: not run (--paper-steps 0)"

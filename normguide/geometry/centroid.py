@@ -367,7 +367,7 @@ def _initial_radii(y, U, rs, prior, n_nodes):
     s = grid(n_nodes, y.device)
     cands = start_curves(ra, rb, th, s, float(prior.mode))
     c, _, _ = chord_constants(th, n_nodes)
-    e = torch.nan_to_num(chord_energy(cands, c[:, None, :], w_of(prior)), nan=math.inf)
+    e = torch.nan_to_num(chord_energy(cands, c[:, None, :], w_of(prior), _JOINT_QUAD), nan=math.inf)
     k = e.argmin(1)
     R = cands[torch.arange(B * K, device=y.device), k].reshape(B, K, -1)
     return R, e.gather(1, k[:, None]).reshape(B, K).sum(1)
