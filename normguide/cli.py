@@ -78,6 +78,9 @@ def run(
         # The ephemeral API's telemetry heartbeat races the run for its SQLite file at start-up and
         # prints a 'database is locked' traceback; a user's explicit setting still wins.
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # Prefect waits 20 s for its ephemeral API by default; its first start also creates the
+        # database, which takes longer than that on a busy laptop or CI box.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
         from normguide.flows.generate_dataset import generate_dataset
 
         state = generate_dataset(config=cfg, return_state=True)

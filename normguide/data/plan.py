@@ -17,6 +17,10 @@ sampled at interior fractions t of each path. The method decides the geometry:
                                               concept's inverted seeds (FittedNormPrior)
     paper       paper_centroid                the paper's reference solver (paper_interpolate;
                                               a point at t is the path's nearest node)
+    paper-reference                           the paper's reference pipeline exactly
+                                              (paper_reference_seeds): K = 2 inversions only, no
+                                              centroid image, images from the 2 x 48 interior
+                                              points of the two centroid paths, evenly spread
     slerp       normalized_centroid           slerp
     lerp        mean_centroid                 lerp
     cog         cog_centroid                  cog
@@ -137,6 +141,9 @@ class SeedMethod:
             method computes both at once (NAO); else paths come from ``interpolate``.
         prior: ``inverted (K, d) -> prior`` for the method's norm prior; None: the chi prior
             of N(0, I_d) seeds (the geometry's default).
+        planner: ``(name, seeds (K, d), num_images) -> (rows, seeds (n, d), centroid (d,))`` for
+            a method that places its seeds its own way (paper-reference); the path settings
+            (include_centroid, pair_paths, centroid_paths, t_values) do not apply to it.
     """
 
     name: str
@@ -145,10 +152,11 @@ class SeedMethod:
     interpolate: Interpolate | None = None
     centroid_paths: Callable[[torch.Tensor, torch.Tensor, Prior], tuple[torch.Tensor, torch.Tensor]] | None = None
     prior: Callable[[torch.Tensor], Prior] | None = None
+    planner: Callable[[str, torch.Tensor, int], tuple[list, torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def is_random(self) -> bool:
-        return self.centroid is None
+        return self.centroid is None and self.planner is None
 
 
 def _fitted_prior(flat: torch.Tensor) -> Prior:
@@ -164,6 +172,23 @@ def _paper_interpolate(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, prior:
     path = geo.paper_interpolate(a, b, _PAPER_NODES, prior=prior)  # (P, n, d)
     idx = torch.round(t * (_PAPER_NODES - 1)).long().clamp(1, _PAPER_NODES - 2)
     return path[:, idx]
+
+
+def _paper_reference_planner(name: str, flat: torch.Tensor, num_images: int):
+    """The reference call site (SeedSelect): the centroid of two inversions and both centroid
+    paths' n − 2 interior points; ``num_images`` of those 2·(n − 2) points, evenly spread."""
+    if flat.shape[0] != 2:
+        raise ValueError(f"method {name!r} follows the paper's reference pipeline, which takes exactly 2 reference "
+                         f"images per concept; this concept has {flat.shape[0]} (use 'paper' for any number)")
+    centroid, points = geo.paper_reference_seeds(flat, _PAPER_NODES)  # (d,), (2 (n - 2), d)
+    inner = _PAPER_NODES - 2
+    picks = torch.linspace(0, points.shape[0] - 1, min(num_images, points.shape[0])).round().long().tolist()
+    rows = []
+    for idx, p in enumerate(picks):
+        path, node = divmod(p, inner)  # path 0: seed 0 -> centroid; path 1: seed 1 -> centroid
+        rows.append(PlannedSeed(image_id(name, "interpolant", idx), name, "interpolant", idx, pair=(-1, path),
+                                t=1 - (node + 1) / (_PAPER_NODES - 1), sources=(0, 1)))
+    return rows, points[picks].to(torch.float32), centroid
 
 
 SEED_METHODS: dict[str, SeedMethod] = {
@@ -186,6 +211,10 @@ SEED_METHODS: dict[str, SeedMethod] = {
             "paper", "the paper's reference solver (Adam on the midpoint objective)",
             centroid=lambda s, p: geo.paper_centroid(s, _PAPER_NODES, prior=p),
             interpolate=_paper_interpolate,
+        ),
+        SeedMethod(
+            "paper-reference", "the paper's reference pipeline exactly: 2 inversions, seeds from both centroid paths",
+            planner=_paper_reference_planner,
         ),
         SeedMethod("slerp", "spherical interpolation; centroid: mean direction at the prior's mode",
                    centroid=lambda s, p: geo.normalized_centroid(s), interpolate=lambda a, b, t, p: geo.slerp(a, b, t)),
@@ -242,6 +271,9 @@ def plan_seeds(
     for method in resolved:
         if method.is_random:
             r, s = _plan_random(method.name, concept_id, num_images, shape, base_seed)
+        elif method.planner is not None:
+            r, s, centroid = method.planner(method.name, flat, num_images)
+            centroids[method.name] = centroid.to(torch.float32).reshape(shape)
         else:
             r, s, centroid = _plan_geometric(
                 method, flat, num_images=num_images, include_centroid=include_centroid,

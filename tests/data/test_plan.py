@@ -83,3 +83,29 @@ def test_bad_input():
         _plan(torch.full((2, *SHAPE), float("nan")))
     with pytest.raises(ValueError, match="unknown method 'bogus'"):
         _plan(_seeds(2), methods=("bogus",))
+
+
+def test_fitted_prior_method_keeps_seeds_at_the_inversions_norm():
+    inv = _seeds(4, scale=0.75)  # norms ~12 of a chi mode ~16: inside the shell, as real inversions are
+    norms = inv.reshape(4, -1).norm(dim=-1)
+    plan = _plan(inv, methods=("nao", "nao-fitted"), num_images=7)
+    fitted = torch.stack([z for r, z in zip(plan.rows, plan.seeds) if r.method == "nao-fitted"]).reshape(7, -1)
+    chi = torch.stack([z for r, z in zip(plan.rows, plan.seeds) if r.method == "nao"]).reshape(7, -1)
+    assert (fitted.norm(dim=-1) - norms.mean()).abs().max() < 1.0
+    assert (chi.norm(dim=-1) - norms.mean()).abs().min() > 1.0  # the chi prior pulls them out to its shell
+
+
+def test_paper_reference_method_follows_the_reference_call_site():
+    plan = _plan(_seeds(2), methods=("paper-reference",), num_images=6)
+    assert [r.kind for r in plan.rows] == ["interpolant"] * 6 and "paper-reference" in plan.centroids
+    assert {r.pair for r in plan.rows} == {(-1, 0), (-1, 1)} and all(0 < r.t < 1 for r in plan.rows)
+    assert torch.isfinite(plan.seeds).all()
+    with pytest.raises(ValueError, match="paper-reference.*exactly 2 reference images.*has 3"):
+        _plan(_seeds(3), methods=("paper-reference",))
+
+
+def test_paper_method_plans_with_the_papers_solver():
+    inv = _seeds(3, scale=1.0)
+    plan = _plan(inv, methods=("paper",), num_images=4)
+    torch.testing.assert_close(plan.centroids["paper"].reshape(-1), geo.paper_centroid(inv.reshape(3, -1), 50))
+    assert torch.isfinite(plan.seeds).all() and len(plan.rows) == 4
