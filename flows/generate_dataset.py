@@ -86,7 +86,7 @@ def generate_dataset(
                                              "manifest_uri": finalize_run(config, [c.concept_id for c in concepts])})
 
     # 5. Evaluate the images (a failure here leaves the finished dataset as it is)
-    if summary.finalized and wants_evaluation(config):
+    if summary.finalized and wants_evaluation(config, [c.name for c in concepts]):
         state = evaluate_run(config, return_state=True)
         if state.is_completed():
             summary = summary.model_copy(update={"evaluation": state.result()})

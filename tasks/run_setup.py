@@ -53,9 +53,9 @@ def finalize_run(config: RunConfig, concept_ids: list[str]) -> str:
 
 
 @task(name="wants-evaluation", **_IO)
-def wants_evaluation(config: RunConfig) -> bool:
-    """Whether the run is evaluated (``evaluation.enabled``, or a judge is available)."""
-    return steps.wants_evaluation(run_context(config))
+def wants_evaluation(config: RunConfig, concept_names: list[str]) -> bool:
+    """Whether the run is evaluated (``evaluation.enabled``, or a judge for these concepts is available)."""
+    return steps.wants_evaluation(run_context(config), concept_names)
 
 
 @task(name="evaluate-run")

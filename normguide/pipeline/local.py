@@ -97,7 +97,7 @@ def run_dataset(
         summary = summary.model_copy(update={"finalized": True, "manifest_uri": manifest_uri})
 
     # 5. Evaluate the images (a failure here leaves the finished dataset as it is)
-    if summary.finalized and steps.wants_evaluation(ctx):
+    if summary.finalized and steps.wants_evaluation(ctx, [c.name for c in concepts]):
         try:
             summary = summary.model_copy(update={"evaluation": steps.evaluate(ctx)})
         except Exception as exc:  # noqa: BLE001 - reported in the summary; the dataset is complete

@@ -307,10 +307,22 @@ def evaluation_judge(ctx: RunContext):
     return None
 
 
-def wants_evaluation(ctx: RunContext) -> bool:
-    """``evaluation.enabled``, or by default: whether a judge is available."""
+def wants_evaluation(ctx: RunContext, concept_names: list[str]) -> bool:
+    """``evaluation.enabled``, or by default: whether a judge is available that knows these
+    concepts (the demo's digit judge only knows digits: a demo run of other concepts is not
+    evaluated unless asked, and then fails naming the concept)."""
     enabled = ctx.config.evaluation.enabled
-    return enabled if enabled is not None else evaluation_judge(ctx) is not None
+    if enabled is not None:
+        return enabled
+    from normguide.evaluation import DigitsJudge, digit_index
+
+    judge = evaluation_judge(ctx)
+    if isinstance(judge, DigitsJudge):
+        try:
+            [digit_index(n) for n in concept_names]
+        except ValueError:
+            return False
+    return judge is not None
 
 
 def _run_model_id(ctx: RunContext) -> str | None:

@@ -45,7 +45,7 @@ def test_run_prints_where_and_summary(concept_dir, tmp_path):
     cfg = _config_file(tmp_path, concept_dir)
     res = normguide("run", "--config", str(cfg), "--methods", "nao,random")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "images are noise" in res.stdout
+    assert "small digits model" in res.stdout
     assert "dataset: " in res.stdout and "manifest: " in res.stdout
     manifest = Path(res.stdout.split("manifest: ")[1].split()[0])
     df = pd.read_parquet(manifest)

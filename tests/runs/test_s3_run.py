@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import logging
+import time
 
 import pandas as pd
 from prefect.client.orchestration import get_client
@@ -23,10 +24,16 @@ from .conftest import (
 
 
 def _prefect_record(flow_run_id) -> str:
-    """What the Prefect API keeps of a flow run: its parameters and every log line."""
+    """What the Prefect API keeps of a flow run: its parameters and every log line (logs reach the
+    API in batches, so wait until the flow run's last one, "Finished in state", has arrived)."""
+    deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
         fr = client.read_flow_run(flow_run_id)
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
+            if any("Finished in state" in log.message for log in logs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     return json.dumps(fr.parameters, default=str) + "\n" + "\n".join(log.message for log in logs)
 
 
