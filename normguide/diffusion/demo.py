@@ -1,4 +1,8 @@
-"""The built-in demo model: a tiny Stable-Diffusion-architecture pipeline with fixed random weights.
+"""The random-weight demo builds ``demo:<family>``: tiny Stable-Diffusion-architecture pipelines.
+
+(Plain ``"demo"`` is NOT built here: it is the shipped TRAINED digits model, ``normguide.demo``,
+loaded from the package's weights by ``loading.load_pipeline``. Its tokenizer comes from
+``demo_tokenizer_files`` below, with its prompt words as single tokens.)
 
 Nothing is downloaded. Every component is built from a config after ``torch.manual_seed`` (inside a
 forked RNG, so the caller's random state is untouched), and the CLIP tokenizer's ``vocab.json`` /
@@ -6,9 +10,9 @@ forked RNG, so the caller's random state is untouched), and the CLIP tokenizer's
 as a word end ``</w>``, a handful of English merges, and CLIP's two special tokens). The same call
 therefore gives bit-identical weights in every process on CPU.
 
-The images are noise: the weights are random. The demo exists so that a whole run (inversion, NAO
-seed planning, generation, manifests) works anywhere in seconds, with the same tensor shapes and
-code paths as a real checkpoint.
+The images are noise: the weights are random. These builds exist so that each family's code paths
+(inversion, NAO seed planning, generation, manifests; SDXL's second text encoder, v-prediction) are
+tested anywhere in seconds, with the same tensor shapes as a real checkpoint of that family.
 
 Shapes: images 64 x 64 px, VAE scale factor 8 (as in real SD), latents/seeds (4, 8, 8), d = 256.
 
@@ -19,7 +23,8 @@ norm ≈ 0.4–0.6 (about |z_0|), far inside it (measured, 50 steps). The sd2-v 
 near zero predicts ε̂ = σ_t·z_t, which is exactly the ideal denoiser for unit-variance Gaussian
 latents, and the DDIM step with it is a norm-preserving rotation. With its VAE scaling factor set so
 that latents have unit variance (as SD's own factor is chosen), sd2-v demo seeds come out with norm
-≈ 15–17, on the shell (measured, 50 steps). That is why plain ``demo`` is the sd2-v demo.
+≈ 15–17, on the shell (measured, 50 steps). (It used to be plain ``demo`` for that reason; the
+trained digits model replaced it there.)
 
 Smoothness: the UNet's output convolution is scaled by ``_UNET_OUT_SCALE`` after the seeded init.
 With the default init a random UNet's noise prediction ε_θ(z, t) is O(1) and varies quickly with z,
@@ -41,9 +46,6 @@ import torch
 DEMO_FAMILIES: tuple[str, ...] = ("sd1", "sd2", "sd2-v", "sdxl")
 DEMO_RESOLUTION = 64
 DEMO_REVISION_FORMAT = "demo-{family}-v1"
-#: What plain ``model="demo"`` builds: the v-prediction demo, whose DDIM inversions land on the chi
-#: shell like a trained model's (see "Seed norms" above), so a first run's NAO plan looks real.
-DEFAULT_DEMO_FAMILY = "sd2-v"
 
 # Fixed seeds, one per component, so that changing one component does not change the others.
 _SEEDS = {"unet": 0, "vae": 1, "text_encoder": 2, "text_encoder_2": 3}
@@ -260,7 +262,7 @@ def _scheduler(family: str):
     )
 
 
-def build_demo_pipeline(family: str = DEFAULT_DEMO_FAMILY):
+def build_demo_pipeline(family: str):
     """Build the tiny demo pipeline of one SD family, deterministically, on CPU in float32.
 
     Args:

@@ -1,7 +1,12 @@
 """The one place that turns a model spec into a ready pipeline: ``load_pipeline`` / ``get_pipeline``.
 
 A model spec is one of
-- ``"demo"`` or ``"demo:<family>"``: the built-in tiny pipeline (see ``demo.py``);
+- ``"demo"``: the shipped trained demo, a small Stable-Diffusion-architecture model trained on
+  scikit-learn's handwritten digits (32 x 32 px, prompts "a handwritten digit seven"; see
+  ``normguide.demo``). Its weights ship inside the package (``normguide/demo/weights/pipeline``) and
+  load through the same ``from_pretrained`` path as any local pipeline directory;
+- ``"demo:<family>"`` (``sd1``, ``sd2``, ``sd2-v``, ``sdxl``): a tiny pipeline of that family with
+  random weights, built in memory (see ``demo.py``): its images are noise; it serves structural tests;
 - an existing local directory written by ``save_pretrained`` (``model_index.json`` at its root);
 - a Hugging Face Hub id (``"org/name"``), loaded with ``from_pretrained`` where the network (or the
   local HF cache) allows.
@@ -13,6 +18,7 @@ is what DDIM inversion inverts, so generation from inverted seeds must use it to
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 import threading
@@ -22,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from normguide.diffusion.demo import DEFAULT_DEMO_FAMILY, DEMO_FAMILIES, DEMO_REVISION_FORMAT, build_demo_pipeline
+from normguide.diffusion.demo import DEMO_FAMILIES, DEMO_REVISION_FORMAT, build_demo_pipeline
 from normguide.diffusion.devices import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -36,6 +42,11 @@ SUPPORTED_PIPELINES: tuple[str, ...] = ("StableDiffusionPipeline", "StableDiffus
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".onnx", ".gguf")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+#: ``LoadedModel.note`` of the trained ``"demo"`` and of the random ``"demo:<family>"`` builds.
+TRAINED_DEMO_NOTE = "a small digits model trained on scikit-learn's handwritten digits (32×32 px), not a photo model"
+RANDOM_DEMO_NOTE = "random weights: its images are noise"
+TRAINED_DEMO_REVISION_PREFIX = "demo-digits-"
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -45,11 +56,18 @@ class LoadedModel:
         pipe: ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``; its scheduler is a
             ``DDIMScheduler``. Treat it as read-only: it is shared through ``get_pipeline``.
         model_id: ``"demo"`` / ``"demo:<family>"``, the absolute local path, or the hub id.
-        revision: demo: ``"demo-<family>-v1"``; local directory: 16 hex digits of a sha256 over its
-            configs and weight file names/sizes; hub: the snapshot's commit hash (``"unknown"`` if not
-            found in the cache).
-        family: ``"sd1"``, ``"sd2"``, ``"sd2-v"`` (v-prediction) or ``"sdxl"``.
-        is_demo: whether this is the built-in random-weight model (its images are noise).
+        revision: ``"demo"``: ``"demo-digits-"`` + 16 hex digits of a sha256 over every file of the
+            shipped pipeline, bytes included (changes whenever the weights do); ``"demo:<family>"``:
+            ``"demo-<family>-v1"``; local directory: 16 hex digits of a sha256 over its configs and
+            weight file names/sizes; hub: the snapshot's commit hash (``"unknown"`` if not found in the
+            cache).
+        family: ``"sd1"``, ``"sd2"``, ``"sd2-v"`` (v-prediction) or ``"sdxl"`` (the trained demo is
+            ``"sd1"``-shaped).
+        is_demo: whether this is a built-in model (``"demo"`` or ``"demo:<family>"``); ``note`` says
+            which kind.
+        note: what the model is, for people reading a CLI line, run.json or a manifest:
+            ``TRAINED_DEMO_NOTE`` for ``"demo"``, ``RANDOM_DEMO_NOTE`` for ``"demo:<family>"``, None
+            for any other checkpoint.
         resolution: side in pixels of the square images the model generates and inverts.
         seed_shape: latent shape ``(C, h, w)``; a seed is one such tensor, ``d = C*h*w``.
         device, dtype: where and in what precision the model runs (seeds are always float32).
@@ -66,6 +84,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     scheduler: str
+    note: str | None = None
 
     @property
     def d(self) -> int:
@@ -148,6 +167,25 @@ def local_revision(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def content_revision(path: Path) -> str:
+    """16 hex digits of sha256 over every (non-hidden) file under ``path``: relative name and bytes.
+    For small directories only (the shipped demo: ~7 MB, a few milliseconds)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        digest.update(rel.as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def trained_demo_dir() -> Path:
+    """Where the shipped trained demo pipeline lives (inside the installed package)."""
+    from normguide.demo import PIPELINE_DIR
+
+    return PIPELINE_DIR
+
+
 def _hub_revision(repo_id: str) -> str:
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -188,6 +226,8 @@ def _from_pretrained(class_name: str, source: str, torch_dtype: torch.dtype, *, 
 
     dtype_kwarg = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
     kwargs: dict = {dtype_kwarg: torch_dtype, "local_files_only": local}
+    if importlib.util.find_spec("accelerate") is None:
+        kwargs["low_cpu_mem_usage"] = False  # what diffusers falls back to anyway, minus its warning
     if class_name == "StableDiffusionXLPipeline":
         kwargs["add_watermarker"] = False
     else:
@@ -199,7 +239,8 @@ def load_pipeline(model: str = "demo", *, device: str = "cpu", dtype: str = "flo
     """Load (or build) the pipeline named by ``model``, on ``device`` in ``dtype``; uncached.
 
     Args:
-        model: ``"demo"``, ``"demo:<family>"``, a local pipeline directory, or a hub id.
+        model: ``"demo"`` (the shipped trained digits model), ``"demo:<family>"`` (random weights),
+            a local pipeline directory, or a hub id.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:<n>"`` or ``"auto"`` (cuda if available).
         dtype: ``"float32"``; ``"float16"`` / ``"bfloat16"`` on CUDA only.
 
@@ -215,12 +256,28 @@ def load_pipeline(model: str = "demo", *, device: str = "cpu", dtype: str = "flo
     torch_dtype = resolve_dtype(dtype, torch_device)
 
     # 2. Build or load
-    if model == "demo" or model.startswith("demo:"):
-        family = DEFAULT_DEMO_FAMILY if model == "demo" else model.partition(":")[2]
+    note = None
+    if model == "demo":
+        path = trained_demo_dir()
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"model 'demo': the shipped weights are missing from {str(path)!r} (a broken install?); "
+                "train them with 'python -m normguide.demo.train --out <dir>' and pass that directory, "
+                "or use a random-weight build such as 'demo:sd1'"
+            )
+        try:
+            pipe = _from_pretrained(_check_pipeline_dir(path), str(path), torch_dtype, local=True)
+        except Exception as err:  # noqa: BLE001 - a damaged install must say so, not crash deep inside
+            raise ModelLoadError(f"model 'demo': the shipped weights in {str(path)!r} could not be loaded: {err}") from err
+        model_id, revision, is_demo = model, TRAINED_DEMO_REVISION_PREFIX + content_revision(path), True
+        note = TRAINED_DEMO_NOTE
+    elif model.startswith("demo:"):
+        family = model.partition(":")[2]
         if family not in DEMO_FAMILIES:
             raise ModelLoadError(f"model {model!r}: demo family must be one of {DEMO_FAMILIES}")
         pipe = build_demo_pipeline(family)
         model_id, revision, is_demo = model, DEMO_REVISION_FORMAT.format(family=family), True
+        note = RANDOM_DEMO_NOTE
     else:
         path = Path(model).expanduser()
         if path.exists():
@@ -277,6 +334,7 @@ def load_pipeline(model: str = "demo", *, device: str = "cpu", dtype: str = "flo
         device=torch_device,
         dtype=torch_dtype,
         scheduler=type(pipe.scheduler).__name__,
+        note=note,
     )
 
 

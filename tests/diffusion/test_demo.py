@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from normguide.diffusion import DEMO_FAMILIES, build_demo_pipeline, load_pipeline
+from normguide.diffusion.loading import RANDOM_DEMO_NOTE, TRAINED_DEMO_NOTE
 
 _WEIGHT_HASH = """
 import hashlib, torch
@@ -71,8 +72,33 @@ def test_demo_loaded_model_describes_itself(demo):
     assert (m.model_id, m.revision, m.family, m.is_demo) == ("demo:sd1", "demo-sd1-v1", "sd1", True)
     assert (m.resolution, m.seed_shape, m.d) == (64, (4, 8, 8), 256)
     assert m.scheduler == "DDIMScheduler" and m.dtype == torch.float32 and m.device == torch.device("cpu")
+    assert m.note == RANDOM_DEMO_NOTE and "noise" in m.note
+    v = load_pipeline("demo:sd2-v")
+    assert (v.model_id, v.family, v.revision, v.note) == ("demo:sd2-v", "sd2-v", "demo-sd2-v-v1", RANDOM_DEMO_NOTE)
+    # Plain "demo" is no longer a random build: it is the shipped trained digits model (tests/demo).
     plain = load_pipeline("demo")
-    assert (plain.model_id, plain.family, plain.revision) == ("demo", "sd2-v", "demo-sd2-v-v1")
+    assert (plain.model_id, plain.is_demo, plain.note) == ("demo", True, TRAINED_DEMO_NOTE)
+    assert plain.revision.startswith("demo-digits-") and plain.family == "sd1" and plain.resolution == 32
+
+
+def test_demo_tokenizer_words_become_single_tokens():
+    from normguide.diffusion.demo import build_demo_tokenizer, demo_tokenizer_files
+
+    base_vocab, base_merges = demo_tokenizer_files()
+    assert len(base_vocab) == 531  # the random builds' tokenizer is unchanged by the option
+    words = ("a", "handwritten", "digit", "three", "thirteen", "photo")
+    vocab, merges = demo_tokenizer_files(words)
+    assert merges[: len(base_merges)] == base_merges  # extra merges only come after the base ones
+    assert list(vocab)[-2:] == ["<|startoftext|>", "<|endoftext|>"] and len(set(vocab.values())) == len(vocab)
+    tok = build_demo_tokenizer(words)
+    for word in words:
+        ids = tok(word).input_ids
+        assert tok.convert_ids_to_tokens(ids) == ["<|startoftext|>", word + "</w>", "<|endoftext|>"]
+    assert tok("A  Handwritten THREE").input_ids == tok("a handwritten three").input_ids
+    # Words outside the list still tokenize (byte-level), just not as one token.
+    assert len(tok("zebra").input_ids) > 3
+    with pytest.raises(ValueError, match="lower-case"):
+        demo_tokenizer_files(("Seven",))
 
 
 @pytest.mark.parametrize("family", ["sd3", "sd1 ", ""])

@@ -35,7 +35,7 @@ def saved(tmp_path_factory):
 def test_saved_pipeline_loads_and_matches_in_memory(saved, demo, family):
     path = saved(family)
     m = load_pipeline(str(path))
-    assert m.model_id == str(path.resolve()) and not m.is_demo
+    assert m.model_id == str(path.resolve()) and not m.is_demo and m.note is None
     assert m.family == family and m.resolution == 64 and m.seed_shape == (4, 8, 8)
     assert re.fullmatch(r"[0-9a-f]{16}", m.revision) and m.scheduler == "DDIMScheduler"
     seeds = torch.randn(2, *m.seed_shape, generator=torch.Generator().manual_seed(0))
