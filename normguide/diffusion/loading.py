@@ -17,6 +17,7 @@ is what DDIM inversion inverts, so generation from inverted seeds must use it to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -217,6 +218,37 @@ def _check_pipeline_dir(path: Path) -> str:
     return class_name
 
 
+_QUIET_GUARD = threading.Lock()
+_QUIET_STATE: dict = {"depth": 0, "saved": None}
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """diffusers' and transformers' loading progress bars off while inside (nested and threaded
+    uses counted; the caller's settings restored when the last one leaves): a CLI run should not
+    print "Loading pipeline components..." bars for a model that loads in a fraction of a second."""
+    from diffusers.utils import logging as d_logging
+    from transformers.utils import logging as t_logging
+
+    with _QUIET_GUARD:
+        if _QUIET_STATE["depth"] == 0:
+            _QUIET_STATE["saved"] = (d_logging.is_progress_bar_enabled(), t_logging.is_progress_bar_enabled())
+            d_logging.disable_progress_bar()
+            t_logging.disable_progress_bar()
+        _QUIET_STATE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _QUIET_GUARD:
+            _QUIET_STATE["depth"] -= 1
+            if _QUIET_STATE["depth"] == 0:
+                d_on, t_on = _QUIET_STATE["saved"]
+                if d_on:
+                    d_logging.enable_progress_bar()
+                if t_on:
+                    t_logging.enable_progress_bar()
+
+
 def _from_pretrained(class_name: str, source: str, torch_dtype: torch.dtype, *, local: bool):
     import diffusers
 
@@ -232,7 +264,8 @@ def _from_pretrained(class_name: str, source: str, torch_dtype: torch.dtype, *, 
         kwargs["add_watermarker"] = False
     else:
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    return cls.from_pretrained(source, **kwargs)
+    with _no_progress_bars():
+        return cls.from_pretrained(source, **kwargs)
 
 
 def load_pipeline(model: str = "demo", *, device: str = "cpu", dtype: str = "float32") -> LoadedModel:

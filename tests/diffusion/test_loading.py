@@ -154,3 +154,18 @@ def test_real_checkpoint_directory(images):
     assert res.seeds.shape == (1, *m.seed_shape) and torch.isfinite(res.seeds).all()
     out = next(generate_images(m, res.seeds, "a photo", num_inference_steps=2))
     assert out[0].size == (m.resolution, m.resolution)
+
+
+def test_loading_shows_no_progress_bars_and_keeps_the_callers_setting(saved, capsys):
+    from diffusers.utils import logging as d_logging
+
+    path = saved("sd1")
+    d_logging.disable_progress_bar()
+    try:
+        load_pipeline(str(path))
+        assert not d_logging.is_progress_bar_enabled()
+    finally:
+        d_logging.enable_progress_bar()
+    load_pipeline(str(path))
+    assert d_logging.is_progress_bar_enabled()
+    assert "Loading pipeline components" not in capsys.readouterr().err
