@@ -141,7 +141,7 @@ def _split_indices() -> dict[str, np.ndarray]:
     for c in range(10):
         rows = np.flatnonzero(labels == c)
         rows = rows[rng.permutation(rows.size)]
-        n_held = int(round(HELDOUT_FRACTION * rows.size))
+        n_held = round(HELDOUT_FRACTION * rows.size)
         held, train = rows[:n_held], rows[n_held:]
         parts["heldout"].append(held)
         parts["reference"].append(held[:REFERENCE_PER_CLASS])

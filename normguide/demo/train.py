@@ -313,9 +313,10 @@ def _markdown(record: dict) -> str:
         + f". Rare digits {record['split']['rare_classes']} keep {record['split']['rare_train_per_class']}"
         " training images each in the generative split.",
         "  Per class (0-9): " + "; ".join(f"{k} {v['per_class']}" for k, v in record["split"]["sizes"].items()) + ".",
-        f"- Parameters: VAE {record['parameters']['vae']:,}, UNet {record['parameters']['unet']:,}, text encoder "
-        f"{record['parameters']['text_encoder']:,}, classifier {record['parameters']['classifier']:,}. Pipeline files "
-        f"{record['sizes_bytes']['pipeline'] / 2**20:.2f} MiB, classifier {record['sizes_bytes']['classifier'] / 2**20:.2f} MiB.",
+        (f"- Parameters: VAE {record['parameters']['vae']:,}, UNet {record['parameters']['unet']:,}, text encoder "
+         f"{record['parameters']['text_encoder']:,}, classifier {record['parameters']['classifier']:,}. Pipeline files "
+         f"{record['sizes_bytes']['pipeline'] / 2**20:.2f} MiB, classifier "
+         f"{record['sizes_bytes']['classifier'] / 2**20:.2f} MiB."),
         f"- VAE scaling factor {record['vae_scaling_factor']:.4f} (1 / std of the training latents).",
         "",
         "## Times (seconds)",
@@ -329,14 +330,14 @@ def _markdown(record: dict) -> str:
         "",
         "## Results",
         "",
-        f"- Classifier, held-out test split ({r['classifier_test_n']} real digits): accuracy "
-        f"{r['classifier_test_accuracy']:.4f}; on 200 uniform-noise images: mean top probability "
-        f"{r['classifier_noise_mean_max_proba']:.3f}, counted as a digit {r['classifier_noise_recognised']:.3f}.",
-        f"- VAE reconstructions of the held-out test split: MSE {r['vae_test_mse']:.5f} (pixels in [-1, 1]); "
-        f"classifier accuracy on them {r['vae_test_reconstruction_accuracy']:.4f}.",
-        f"- Generation from random seeds ({hp['eval']['per_class']} per digit, same seeds for every digit, "
-        f"{hp['eval']['num_inference_steps']} DDIM steps), share classified as the prompted digit "
-        "(classifier `predict`, top probability >= 0.5):",
+        (f"- Classifier, held-out test split ({r['classifier_test_n']} real digits): accuracy "
+         f"{r['classifier_test_accuracy']:.4f}; on 200 uniform-noise images: mean top probability "
+         f"{r['classifier_noise_mean_max_proba']:.3f}, counted as a digit {r['classifier_noise_recognised']:.3f}."),
+        (f"- VAE reconstructions of the held-out test split: MSE {r['vae_test_mse']:.5f} (pixels in [-1, 1]); "
+         f"classifier accuracy on them {r['vae_test_reconstruction_accuracy']:.4f}."),
+        (f"- Generation from random seeds ({hp['eval']['per_class']} per digit, same seeds for every digit, "
+         f"{hp['eval']['num_inference_steps']} DDIM steps), share classified as the prompted digit "
+         "(classifier `predict`, top probability >= 0.5):"),
         "",
         "| guidance | " + " | ".join(str(c) + ("*" if c in D.RARE_CLASSES else "") for c in range(10)) + " | common | rare |",
         "| --- | " + " | ".join("---:" for _ in range(12)) + " |",

@@ -36,6 +36,7 @@ assumes (and the one trained models are in), so the round trip converges as step
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from collections.abc import Sequence
@@ -88,7 +89,7 @@ def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     and keep merging the adjacent pair of lowest rank, every occurrence left to right."""
     symbols = list(word[:-1]) + [word[-1] + "</w>"]
     while len(symbols) > 1:
-        pairs = [(ranks.get(pair, len(ranks)), pair) for pair in zip(symbols, symbols[1:])]
+        pairs = [(ranks.get(pair, len(ranks)), pair) for pair in itertools.pairwise(symbols)]
         rank, best = min(pairs)
         if rank == len(ranks):
             break

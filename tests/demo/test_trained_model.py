@@ -14,8 +14,7 @@ import torch
 
 from normguide.demo import PIPELINE_DIR, WEIGHTS_DIR
 from normguide.demo import digits as D
-from normguide.diffusion import ModelLoadError, generate_images, load_pipeline
-from normguide.diffusion import loading
+from normguide.diffusion import ModelLoadError, generate_images, load_pipeline, loading
 from normguide.diffusion.loading import RANDOM_DEMO_NOTE, TRAINED_DEMO_NOTE, content_revision
 
 _REPO = Path(__file__).resolve().parents[2]
