@@ -119,3 +119,20 @@ def test_seed_methods_registry_drives_config_and_plan():
     assert all(m.name == name for name, m in SEED_METHODS.items())
     with pytest.raises(ValueError, match=r"unknown method\(s\) \['bogus'\]"):
         RunConfig().with_overrides(**{"plan.methods": ("nao", "bogus")})
+
+
+def test_cli_runs_the_local_driver_without_prefect(tmp_path, table, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from normguide.cli import app
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens: Prefect must not be used
+    cfg = _config(table, tmp_path / "out")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    res = CliRunner().invoke(app, ["run", "--no-prefect", "--config", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "[2/2] beta: completed" in res.output and "manifest: " in res.output
+    root = tmp_path / "out" / cfg.resolved_run_id()
+    assert (root / "_SUCCESS").exists() and len(pd.read_parquet(root / "manifest.parquet")) == 12
