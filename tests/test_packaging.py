@@ -33,3 +33,7 @@ def test_wheel_installs_only_under_normguide(tmp_path):
     for module in ("normguide/flows/generate_dataset.py", "normguide/flows/fan_out.py", "normguide/tasks/concepts.py",
                    "normguide/deployments/register.py", "normguide/pipeline/steps.py"):
         assert module in names
+    # the demo's weights, its judge and the shipped example travel inside the package
+    for data in ("normguide/demo/weights/pipeline/model_index.json", "normguide/demo/weights/classifier/model.safetensors",
+                 "normguide/demo/example/concepts.parquet", "normguide/demo/example/references/two/00.png"):
+        assert data in names
