@@ -42,9 +42,9 @@ from normguide.pipeline.results import GeneratedConcept, PreparedRun, SeedsRecor
 
 
 # -- 1. prepare --------------------------------------------------------------------------------
-def model_label(model) -> str:
+def model_label(model_id: str, is_demo: bool, note: str | None) -> str:
     """The manifest's ``model`` value: the id, and for the built-in demos what they are."""
-    return f"{model.model_id} ({model.note})" if model.is_demo and model.note else model.model_id
+    return f"{model_id} ({note})" if is_demo and note else model_id
 
 
 def prepare(ctx: RunContext) -> PreparedRun:
@@ -58,16 +58,17 @@ def prepare(ctx: RunContext) -> PreparedRun:
         run_record.check_same_content(ctx.config, record, storage.uri(run_record.RUN_JSON))
     if record is not None and storage.exists(run_record.SUCCESS):
         m = json.loads(record).get("model") or {}
-        label = f"{m.get('id')} ({m['note']})" if m.get("is_demo") and m.get("note") else str(m.get("id"))
-        return PreparedRun(run_id=ctx.run_id, output_root=storage.root, complete=True, model=label,
-                           is_demo=bool(m.get("is_demo")), model_note=m.get("note"))
+        is_demo = bool(m.get("is_demo"))
+        return PreparedRun(run_id=ctx.run_id, output_root=storage.root, complete=True, is_demo=is_demo,
+                           model=model_label(str(m.get("id")), is_demo, m.get("note")), model_note=m.get("note"))
     model = ctx.model()
     if record is None:
         storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.config, output_root=storage.root, model={
             "id": model.model_id, "revision": model.revision, "family": model.family, "is_demo": model.is_demo,
             "note": model.note, "seed_shape": list(model.seed_shape), "scheduler": model.scheduler,
         }))
-    return PreparedRun(run_id=ctx.run_id, output_root=storage.root, complete=False, model=model_label(model),
+    return PreparedRun(run_id=ctx.run_id, output_root=storage.root, complete=False,
+                       model=model_label(model.model_id, model.is_demo, model.note),
                        is_demo=model.is_demo, model_note=model.note)
 
 
@@ -214,7 +215,8 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
 
     # 4. The manifest part, written only now that every image exists
     part = mf.concept_rows(
-        mf.RowContext(run_id=ctx.run_id, concept_id=cid, name=concept.name, prompt=prompt, model=model_label(model),
+        mf.RowContext(run_id=ctx.run_id, concept_id=cid, name=concept.name, prompt=prompt,
+                      model=model_label(model.model_id, model.is_demo, model.note),
                       model_revision=model.revision, scheduler=model.scheduler,
                       num_inference_steps=gen.num_inference_steps, guidance_scale=gen.guidance_scale,
                       normguide_version=__version__),
