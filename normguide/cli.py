@@ -193,8 +193,9 @@ def methods() -> None:
     """List the seed methods (for --methods and plan.methods)."""
     from normguide.data.plan import SEED_METHODS
 
+    width = max(len(name) for name in SEED_METHODS) + 2
     for m in SEED_METHODS.values():
-        typer.echo(f"{m.name:<12} {m.description}")
+        typer.echo(f"{m.name:<{width}}{m.description}")
 
 
 @app.command()
