@@ -179,6 +179,13 @@ class RunConfig(BaseModel):
             check_safe_id(v, field="run_id")
         return v
 
+    @field_validator("output")
+    @classmethod
+    def _safe_output(cls, v: str) -> str:
+        from normguide.data.storage.uris import check_output_root
+
+        return check_output_root(v, field="output")
+
     @field_validator("prompt_template")
     @classmethod
     def _template(cls, v: str) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from normguide.config import RunConfig
 from normguide.data.storage import Storage, read_bytes
+from normguide.data.storage.uris import is_s3, local_path
 
 if TYPE_CHECKING:
     from normguide.diffusion import LoadedModel
@@ -22,8 +23,10 @@ ModelProvider = Callable[[], "LoadedModel"]
 
 
 def output_root(config: RunConfig) -> str:
-    """``<output>/<run_id>``: where the run's files go (a local path or an s3:// URI)."""
-    return f"{config.output.rstrip('/')}/{config.resolved_run_id()}"
+    """``<output>/<run_id>``: where the run's files go (an s3:// URI, or an absolute local path:
+    a relative ``output`` or a ``file://`` URI is resolved against the current directory)."""
+    root = config.output if is_s3(config.output) else local_path(config.output)
+    return f"{root.rstrip('/')}/{config.resolved_run_id()}"
 
 
 def cached_model_provider(config: RunConfig) -> ModelProvider:

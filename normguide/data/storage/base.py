@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from normguide.data.storage.retry import RETRY_SECONDS
-from normguide.data.storage.uris import check_key, check_uri_scheme, is_s3
+from normguide.data.storage.uris import check_key, check_output_root, is_s3
 
 if TYPE_CHECKING:
     from normguide.config import StorageConfig
@@ -65,7 +65,7 @@ class Storage:
         from normguide.data.storage.local import LocalStorage
         from normguide.data.storage.s3 import S3Storage
 
-        check_uri_scheme(root, field="output root")
+        check_output_root(root, field="output root")
         budget = RETRY_SECONDS if retry_seconds is None else float(retry_seconds)
         if is_s3(root):
             return S3Storage(root, storage_config=storage_config, retry_seconds=budget)

@@ -11,7 +11,7 @@ import os
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["TMP_SUFFIX", "check_key", "check_uri_scheme", "is_s3", "local_path", "split_s3"]
+__all__ = ["TMP_SUFFIX", "check_key", "check_output_root", "check_uri_scheme", "is_s3", "local_path", "split_s3"]
 
 #: Ends the names of temporary files (local atomic writes, write probes); no key may end with it.
 TMP_SUFFIX = ".normguide-tmp"
@@ -39,6 +39,27 @@ def check_uri_scheme(uri: str, *, field: str) -> None:
         raise ValueError(f"{field}: {uri!r} names no bucket; expected s3://bucket/prefix")
     if scheme == "file" and parts.netloc not in ("", "localhost"):
         raise ValueError(f"{field}: {uri!r} names a remote host; file:// URIs must be file:///absolute/path")
+
+
+def check_output_root(uri: str, *, field: str = "output") -> str:
+    """Return ``uri`` if it may be an output root, else raise ``ValueError`` naming ``field``.
+
+    Beyond :func:`check_uri_scheme`: an empty or whitespace-only root, a bare scheme
+    (``s3://``, ``file://``, ``file:///``) and anything that resolves to the filesystem root
+    ``/`` are refused, so that no run ever writes ``/<run_id>`` by accident.
+    """
+    if not isinstance(uri, str) or not uri.strip():
+        raise ValueError(f"{field} must be a non-empty directory or s3://bucket/prefix, got {uri!r}")
+    if uri != uri.strip():
+        raise ValueError(f"{field} must not start or end with whitespace, got {uri!r}")
+    check_uri_scheme(uri, field=field)
+    if not is_s3(uri):
+        m = _SCHEME_RE.match(uri)
+        if m is not None and not urlsplit(uri).path.strip("/"):
+            raise ValueError(f"{field}: {uri!r} names no directory; expected file:///absolute/path")
+        if not os.path.realpath(local_path(uri)).strip("/"):
+            raise ValueError(f"{field}: {uri!r} is the filesystem root; choose a directory for the runs")
+    return uri
 
 
 def check_key(key: str, *, allow_empty: bool = False, allow_trailing_slash: bool = False) -> str:
