@@ -13,7 +13,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
-from normguide.config import RunConfig
+from normguide.config import RunConfig, secrets_refused
 from normguide.pipeline import ConceptOutcome, RunSummary
 from normguide.pipeline.local import error_text
 from normguide.tasks.concepts import generate_images, invert_references, plan_seeds
@@ -45,9 +45,11 @@ def generate_dataset(
     Returns:
         The run summary (per-concept outcome, failed concepts, manifest URI).
     """
+    # 1. No credential may be a parameter (the API stores them in clear); check storage and model,
+    #    start run.json; a complete run is a no-op
+    if secret_fields := config.parameter_secrets():
+        raise ValueError(secrets_refused(secret_fields, "flow-run parameters"))
     logger = get_run_logger()
-
-    # 1. Check storage and model, start run.json; a complete run is a no-op
     run = prepare_run(config)
     head = dict(run_id=run.run_id, output_root=run.output_root, model=run.model, is_demo=run.is_demo,
                 model_note=run.model_note)

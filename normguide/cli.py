@@ -72,6 +72,12 @@ def run(
 
     from normguide.pipeline import RunSummary, output_root
 
+    if prefect and (secret_fields := cfg.inline_secrets()):
+        from normguide.config import secrets_refused
+
+        console.print(f"[red]error:[/red] {secrets_refused(secret_fields, 'flow-run parameters')}",
+                      soft_wrap=True, highlight=False)
+        raise typer.Exit(2)
     console.print(f"run [bold]{cfg.resolved_run_id()}[/bold] -> {output_root(cfg)}", soft_wrap=True)
     if prefect:
         os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "normguide")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator, model_validator
 
 #: The shipped example (inside the package, so an installed normguide finds it from any directory):
 #: the demo model's rare digits with held-out real references (examples/make_examples.py).
@@ -132,6 +132,21 @@ class StorageConfig(_Section):
     )
     extra: dict[str, Any] = Field(default_factory=dict, repr=False, description="Other s3fs/fsspec options (hidden from repr; keys that look secret are masked in run.json).")
 
+    def __repr_args__(self):  # repr/str: no user:password@ of the endpoint either
+        from normguide.data.storage.options import strip_userinfo
+
+        for name, value in super().__repr_args__():
+            yield name, (strip_userinfo(value) if isinstance(value, str) else value)
+
+    @field_serializer("extra", "endpoint_url", when_used="json")
+    def _no_credentials_in_json(self, value: Any) -> Any:
+        """JSON (run.json, Prefect's stored flow-run parameters) never carries a credential:
+        like the SecretStr fields, credential-like ``extra`` keys (any depth) are masked and URL
+        userinfo is stripped; the Python objects keep them for the run itself."""
+        from normguide.data.storage.options import mask_credentials
+
+        return mask_credentials(value, keys=isinstance(value, dict))
+
 
 class RunConfig(BaseModel):
     """Everything one dataset-generation run needs.
@@ -211,19 +226,39 @@ class RunConfig(BaseModel):
         return "run-" + hashlib.sha256(blob).hexdigest()[:12]
 
     def inline_secrets(self) -> list[str]:
-        """The credential fields set in this config itself (``storage.key``, ...): they must not
-        travel as deployment or flow-run parameters, which the Prefect API stores in clear."""
-        return [f"storage.{k}" for k in ("key", "secret", "token") if getattr(self.storage, k) is not None]
+        """The credentials set in this config itself: ``storage.key``/``secret``/``token``, any
+        ``storage.extra`` key that names a credential (at any depth: ``extra.client_kwargs.
+        aws_secret_access_key``, ``password``, ...) and any URL carrying ``user:password@``
+        (``storage.endpoint_url``, URLs in ``extra``, the concept table, the output). They must
+        not travel as deployment or flow-run parameters, which the Prefect API stores in clear."""
+        from normguide.data.storage.options import credential_paths
+
+        found = [f"storage.{k}" for k in ("key", "secret", "token") if getattr(self.storage, k) is not None]
+        plain = self.model_dump(mode="python", exclude={"storage": {"key", "secret", "token", "extra"}})
+        found += credential_paths(self.storage.extra, "storage.extra")
+        found += credential_paths(plain, "", keys=False)  # URLs with user:password@ anywhere
+        return found
+
+    def parameter_secrets(self) -> list[str]:
+        """The credentials of :meth:`inline_secrets` that a flow-run parameter would store in
+        clear: all but ``storage.key``/``secret``/``token``, which are secret strings that Prefect
+        stores masked (and so could not be resolved from a stored parameter anyway)."""
+        return [p for p in self.inline_secrets() if p not in ("storage.key", "storage.secret", "storage.token")]
 
     def public_dict(self) -> dict[str, Any]:
-        """JSON-able dict with every secret masked; the only form written to run.json or logs."""
+        """JSON-able dict with every secret masked; the only form written to run.json or logs.
+
+        Masked: ``storage.key``/``secret``/``token``, the value of every ``storage.extra`` key
+        that names a credential at any depth, and the ``user:password@`` of every URL."""
+        from normguide.data.storage.options import MASK, mask_credentials
+
         d = self.model_dump(mode="json")
         st = d["storage"]
         for k in ("key", "secret", "token"):
             if st.get(k) is not None:
-                st[k] = "**********"
-        st["extra"] = {k: ("**********" if _looks_secret(k) else v) for k, v in st["extra"].items()}
-        return d
+                st[k] = MASK
+        st["extra"] = mask_credentials(st["extra"])
+        return mask_credentials(d, keys=False)  # URLs with user:password@ anywhere
 
     def with_overrides(self, **overrides: Any) -> "RunConfig":
         """A copy with dotted-path overrides applied (``{"generation.guidance_scale": 3.0}``), validated."""
@@ -240,9 +275,15 @@ class RunConfig(BaseModel):
         return RunConfig.model_validate(_unwrap_secrets(data))
 
 
-def _looks_secret(key: str) -> bool:
-    k = key.lower()
-    return any(s in k for s in ("secret", "token", "password", "key"))
+def secrets_refused(fields: list[str], where: str) -> str:
+    """The error for credentials found in a config that is about to travel as ``where``."""
+    return (
+        f"config holds credentials in {', '.join(fields)}: {where} are stored by the Prefect API in plain "
+        "text, so credentials must not be part of them; give them through the environment "
+        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), a profile (storage.profile / AWS_PROFILE) or a "
+        "prefect-aws block (storage.aws_credentials_block), and put no user:password@ in URLs; "
+        "`normguide run --no-prefect` accepts them, since it stores no parameters"
+    )
 
 
 def _unwrap_secrets(obj: Any) -> Any:
