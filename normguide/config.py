@@ -26,23 +26,45 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Classifier-free guidance scales accepted: 1 is no guidance; below 1 or above this is degenerate.
+MAX_GUIDANCE_SCALE = 100.0
+
+
+def _check_guidance(value: float, field: str) -> float:
+    import math
+
+    if not (math.isfinite(value) and 1.0 <= value <= MAX_GUIDANCE_SCALE):
+        raise ValueError(f"{field} must be between 1.0 (no guidance) and {MAX_GUIDANCE_SCALE:g}, got {value!r}")
+    return value
+
+
 class InversionConfig(_Section):
     """DDIM inversion of the reference images to seeds."""
 
     num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM inversion steps.")
-    guidance_scale: float = Field(1.0, ge=0.0, description="Classifier-free guidance during inversion.")
+    guidance_scale: float = Field(1.0, description="Classifier-free guidance during inversion: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images inverted per batch.")
     reconstruction: bool = Field(
         True, description="Denoise each seed again and record its reconstruction error (off for speed)."
     )
+
+    @field_validator("guidance_scale")
+    @classmethod
+    def _guidance(cls, v: float) -> float:
+        return _check_guidance(v, "inversion.guidance_scale")
 
 
 class GenerationConfig(_Section):
     """Image generation from the planned seeds."""
 
     num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM denoising steps.")
-    guidance_scale: float = Field(7.5, ge=0.0, description="Classifier-free guidance scale.")
+    guidance_scale: float = Field(7.5, description="Classifier-free guidance scale: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images generated per batch.")
+
+    @field_validator("guidance_scale")
+    @classmethod
+    def _guidance(cls, v: float) -> float:
+        return _check_guidance(v, "generation.guidance_scale")
 
 
 class PlanConfig(_Section):
