@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,10 @@ from normguide.data.storage.uris import check_uri_scheme, is_s3, local_path, spl
 if TYPE_CHECKING:
     from normguide.config import StorageConfig
 
-__all__ = ["exists_uri", "read_bytes"]
+__all__ = ["MAX_INPUT_BYTES", "exists_uri", "read_bytes"]
+
+#: Largest local input (concept table, reference image) read, checked before reading.
+MAX_INPUT_BYTES = 64 * 1024 * 1024
 
 
 def read_bytes(uri: str, *, storage_config: StorageConfig | None = None,
@@ -31,21 +35,14 @@ def read_bytes(uri: str, *, storage_config: StorageConfig | None = None,
 
     Raises:
         FileNotFoundError: the file, the S3 object or its bucket does not exist (which, named).
-        ValueError: unsupported scheme, a directory, rejected credentials, access denied, or
-            the endpoint unreachable for ``retry_seconds`` (default INPUT_RETRY_SECONDS).
+        ValueError: unsupported scheme, a directory, a local file that is not a regular file (a
+            FIFO, a device) or is larger than MAX_INPUT_BYTES (checked before reading), rejected
+            credentials, access denied, or the endpoint unreachable for ``retry_seconds``
+            (default INPUT_RETRY_SECONDS).
     """
     check_uri_scheme(uri, field="uri")
     if not is_s3(uri):
-        path = local_path(uri)
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise FileNotFoundError(errno.ENOENT, f"file not found: {uri!r}", path) from None
-        except IsADirectoryError:
-            raise ValueError(f"{uri!r} is a directory, expected a file") from None
-        except PermissionError:
-            raise ValueError(f"permission denied reading {uri!r}") from None
+        return _read_local(uri, local_path(uri))
     options = storage_options_for(uri, storage_config)
     bucket, key = split_s3(uri)
     if not key:
@@ -54,6 +51,43 @@ def read_bytes(uri: str, *, storage_config: StorageConfig | None = None,
     budget = INPUT_RETRY_SECONDS if retry_seconds is None else retry_seconds
     return with_retry(lambda: get_object(fs, bucket, key), budget=budget,
                       fail=_input_failure(uri, bucket, options, fs))
+
+
+def _describe_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_regular(uri: str, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{uri!r} is a directory, expected a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{uri!r} is {_describe_kind(st.st_mode)}, expected a regular file")
+    if st.st_size > MAX_INPUT_BYTES:
+        raise ValueError(f"{uri!r} is {st.st_size} bytes, over the input limit of {MAX_INPUT_BYTES} bytes")
+
+
+def _read_local(uri: str, path: str) -> bytes:
+    """A regular file's bytes; special files and files over MAX_INPUT_BYTES are refused before
+    any read (stat first; opened non-blocking and checked again, so a swapped-in FIFO cannot hang)."""
+    try:
+        _check_regular(uri, os.stat(path))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"file not found: {uri!r}", path) from None
+    except IsADirectoryError:
+        raise ValueError(f"{uri!r} is a directory, expected a file") from None
+    except PermissionError:
+        raise ValueError(f"permission denied reading {uri!r}") from None
+    with os.fdopen(fd, "rb") as f:
+        _check_regular(uri, os.fstat(f.fileno()))
+        data = f.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise ValueError(f"{uri!r} is over the input limit of {MAX_INPUT_BYTES} bytes")
+    return data
 
 
 def exists_uri(uri: str, *, storage_config: StorageConfig | None = None,
