@@ -291,40 +291,45 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
 EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = "eval/metrics.parquet", "eval/report.md", "eval/metrics.png"
 
 
+def _judge_kind(ctx: RunContext) -> str | None:
+    """'digits', 'clip' or None: which judge the evaluation settings ask for (nothing loaded)."""
+    cfg = ctx.config.evaluation
+    if cfg.judge != "auto":
+        return cfg.judge
+    return "clip" if cfg.clip_model else ("digits" if _run_model_id(ctx) == "demo" else None)
+
+
 def evaluation_judge(ctx: RunContext):
     """The judge (feature model) the run's evaluation settings ask for, or None when there is
     none to use (``auto`` on a model without a built-in judge and no ``clip_model``)."""
     from normguide import evaluation as ev
 
-    cfg = ctx.config.evaluation
-    judge = cfg.judge
-    if judge == "auto":
-        judge = "clip" if cfg.clip_model else ("digits" if _run_model_id(ctx) == "demo" else None)
-    if judge == "digits":
+    kind = _judge_kind(ctx)
+    if kind == "digits":
         return ev.DigitsJudge()
-    if judge == "clip":
-        if not cfg.clip_model:
+    if kind == "clip":
+        if not ctx.config.evaluation.clip_model:
             raise ValueError("evaluation.judge is 'clip' but evaluation.clip_model (a local CLIP directory) is not set")
-        return ev.ClipJudge(cfg.clip_model)
+        return ev.ClipJudge(ctx.config.evaluation.clip_model)
     return None
 
 
 def wants_evaluation(ctx: RunContext, concept_names: list[str]) -> bool:
     """``evaluation.enabled``, or by default: whether a judge is available that knows these
     concepts (the demo's digit judge only knows digits: a demo run of other concepts is not
-    evaluated unless asked, and then fails naming the concept)."""
+    evaluated unless asked, and then fails naming the concept). Loads no judge."""
     enabled = ctx.config.evaluation.enabled
     if enabled is not None:
         return enabled
-    from normguide.evaluation import DigitsJudge, digit_index
+    kind = _judge_kind(ctx)
+    if kind == "digits":
+        from normguide.evaluation import digit_index
 
-    judge = evaluation_judge(ctx)
-    if isinstance(judge, DigitsJudge):
         try:
             [digit_index(n) for n in concept_names]
         except ValueError:
             return False
-    return judge is not None
+    return kind is not None
 
 
 def _run_model_id(ctx: RunContext) -> str | None:
