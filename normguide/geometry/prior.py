@@ -39,6 +39,13 @@ class NormPrior(Protocol):
     def zscore(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
+def _norm_zscore(prior, x: torch.Tensor) -> torch.Tensor:
+    """(|x| − prior.mean) / prior.std for seeds ``x`` (..., d), computed in float64."""
+    _check_last_dim(x, prior.d)
+    r = torch.linalg.vector_norm(x.to(torch.float64), dim=-1)
+    return ((r - prior.mean) / prior.std).to(_float_dtype(x))
+
+
 def _float_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.dtype.is_floating_point else torch.get_default_dtype()
 
@@ -93,9 +100,7 @@ class ChiPrior:
 
     def zscore(self, x: torch.Tensor) -> torch.Tensor:
         """z-score of the norms of seeds ``x`` (..., d) → (...): (|x| − mean) / std."""
-        _check_last_dim(x, self.d)
-        r = torch.linalg.vector_norm(x.to(torch.float64), dim=-1)
-        return ((r - self.mean) / self.std).to(_float_dtype(x))
+        return _norm_zscore(self, x)
 
     def neg_log_prob64(self, r: torch.Tensor) -> torch.Tensor:
         """w = −log p(r) for float64 radii r > 0, without ``log_prob``'s conversions and masks
@@ -189,9 +194,7 @@ class FittedNormPrior:
 
     def zscore(self, x: torch.Tensor) -> torch.Tensor:
         """z-score of the norms of seeds ``x`` (..., d) → (...): (|x| − mean) / std."""
-        _check_last_dim(x, self.d)
-        r = torch.linalg.vector_norm(x.to(torch.float64), dim=-1)
-        return ((r - self.mean) / self.std).to(_float_dtype(x))
+        return _norm_zscore(self, x)
 
     def neg_log_prob64(self, r: torch.Tensor) -> torch.Tensor:
         z = (r - self.loc) / self.scale
