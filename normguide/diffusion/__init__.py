@@ -16,12 +16,16 @@ class _NoTorchvisionFallbackNotice(_logging.Filter):
 _logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionFallbackNotice())
 
 from normguide.diffusion.ddim import (
+    PRECISION_FALLBACKS,
+    GeneratedBatch,
     InversionResult,
+    PrecisionError,
     decode_latents,
     encode_images,
     generate_images,
     invert_images,
     prepare_image,
+    warm_up,
 )
 from normguide.diffusion.demo import DEMO_FAMILIES, DEMO_RESOLUTION, build_demo_pipeline
 from normguide.diffusion.devices import device_lock, exclusive_device, resolve_device, resolve_dtype
@@ -30,15 +34,20 @@ from normguide.diffusion.loading import (
     LoadedModel,
     ModelLoadError,
     clear_pipeline_cache,
+    float32_twin,
+    from_pipeline,
     get_pipeline,
     load_pipeline,
 )
 
 __all__ = [
+    "PRECISION_FALLBACKS",
     "DEMO_FAMILIES",
     "DEMO_RESOLUTION",
     "FAMILIES",
+    "GeneratedBatch",
     "InversionResult",
+    "PrecisionError",
     "LoadedModel",
     "ModelLoadError",
     "build_demo_pipeline",
@@ -47,6 +56,8 @@ __all__ = [
     "device_lock",
     "encode_images",
     "exclusive_device",
+    "float32_twin",
+    "from_pipeline",
     "generate_images",
     "get_pipeline",
     "invert_images",
@@ -54,4 +65,5 @@ __all__ = [
     "prepare_image",
     "resolve_device",
     "resolve_dtype",
+    "warm_up",
 ]

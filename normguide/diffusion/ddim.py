@@ -23,7 +23,27 @@ whole inversion error; it is O(Lipschitz(ε_θ)·|z_{t_k} − z_{t_{k+1}}|) per 
 generate(invert(x)) closes as S grows for a smooth model.
 
 All latents are kept in float32 between steps, whatever the model dtype; only the UNet and VAE run
-in model.dtype (the VAE in float32 where its config asks for fp16 upcasting).
+in their own dtype (see ``loading.py`` for which component runs in which precision).
+
+Precision that cannot silently fail. Every sample is checked where it leaves a model: z_0 after
+encoding, z_T (and the regenerated z_0) after inversion, z_0 after denoising, and the decoded image
+(non-finite, or constant: the fp16 "black image" of diffusers #1614). A sample that fails is retried
+once in float32 (``loading.float32_twin``), the cheaper way first: the VAE alone where the latents are
+fine ("vae"), else the whole step with every component in float32 ("full"); the result records, per
+sample, which fallback it needed (``precision_fallback``: None, "vae" or "full"). A sample that fails
+in float32 too raises ``PrecisionError``; no NaN seed or constant image is ever returned.
+
+Batch invariance (what a seed's image depends on). DDIM here is deterministic (η = 0: no noise after
+z_T), so an image depends only on its seed, the prompt, the steps and guidance, and on float rounding.
+- CPU, ``batch_invariant`` (the CPU default): bit-identical bytes whatever ``batch_size`` and batch
+  mates (each sample runs alone through the models; tested).
+- ``batch_invariant=False`` (the GPU default, and the fast CPU mode): batches run whole; kernels block
+  their work by batch size, so an image may differ from its single-seed run in the last bits
+  (float32 on CPU: max |Δ| ~1e-5 per UNet call, enough to flip some pixel values by one level after
+  many steps; fp16 on GPU more, diffusers #2659). With ``torch.compile`` the last batch is padded to
+  ``batch_size`` so that every batch runs the same compiled kernels: then an image depends on its
+  position in the batch only, never on how many seeds the call had. Same hardware, software, batch
+  size and seed order give the same bytes run to run (cuDNN autotuning off, as PyTorch defaults).
 """
 
 from __future__ import annotations
@@ -31,17 +51,24 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from normguide.diffusion.devices import exclusive_device
-from normguide.diffusion.loading import LoadedModel
+from normguide.diffusion.loading import LoadedModel, float32_twin
 
 if TYPE_CHECKING:
     from PIL import Image
+
+#: What a sample's ``precision_fallback`` may say besides None (no fallback needed).
+PRECISION_FALLBACKS: tuple[str, ...] = ("vae", "full")
+
+
+class PrecisionError(RuntimeError):
+    """A sample that is non-finite (or a constant image) in the model's precision and again in float32."""
 
 
 @dataclass
@@ -54,11 +81,51 @@ class InversionResult:
         reconstruction_error: per image, RMSE over the C·h·w entries between z_0 and the latent
             obtained by generating from z_T with the same steps, guidance and prompt; None if
             reconstruction was not requested.
+        precision_fallback: per image, None, or the float32 retry it needed: ``"vae"`` (the VAE
+            encoder) or ``"full"`` (the whole inversion); see the module docstring.
     """
 
     seeds: torch.Tensor
     latents: torch.Tensor
     reconstruction_error: list[float] | None
+    precision_fallback: list[str | None] = field(default_factory=list)
+
+
+class GeneratedBatch(list):
+    """One batch of generated images: a list of PIL images in seed order, plus per image the
+    precision fallback it needed (``precision_fallback[i]``: None, ``"vae"`` or ``"full"``)."""
+
+    def __init__(self, images, precision_fallback):
+        super().__init__(images)
+        self.precision_fallback: list[str | None] = list(precision_fallback)
+
+
+def _dtype_of(module: torch.nn.Module) -> torch.dtype:
+    """The dtype a module runs in: its first parameter's (``vae.dtype`` would say the encoder's,
+    which loading may keep in float32 while the decoder runs in half)."""
+    return next(iter(module.parameters())).dtype
+
+
+def _bad_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B,) bool on CPU: rows of x with a non-finite entry."""
+    return ~torch.isfinite(x).flatten(1).all(1).cpu()
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device; through pinned memory, asynchronously, on CUDA."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+def _to_host(x: torch.Tensor) -> torch.Tensor:
+    """Device -> host; into a pinned buffer on CUDA (then waits for the copy)."""
+    if x.device.type != "cuda":
+        return x
+    out = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+    out.copy_(x, non_blocking=True)
+    torch.cuda.current_stream(x.device).synchronize()
+    return out
 
 
 # 1. Images <-> latents -----------------------------------------------------------------------------
@@ -101,12 +168,10 @@ def _latent_norm(vae) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     return torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
 
 
-def encode_images(model: LoadedModel, images: Sequence[Image.Image], *, rowwise: bool = False) -> torch.Tensor:
-    """z_0 = scaling_factor · E[q(z | x)] for each image, (B, C, h, w) float32 on model.device.
-
-    ``rowwise``: encode one image at a time (see ``_rowwise``)."""
+def _encode(model: LoadedModel, x: torch.Tensor, rowwise: bool) -> torch.Tensor:
+    """z_0 of (B, 3, R, R) images in [-1, 1]: (B, C, h, w) float32 on model.device."""
     vae = model.pipe.vae
-    x = _images_to_tensor(images, model.resolution).to(model.device, vae.dtype)
+    x = _to_device(x, model.device).to(_dtype_of(vae.encoder))
     z = _rowwise(rowwise, lambda row: vae.encode(row).latent_dist.mean.float(), x)
     mean, std = _latent_norm(vae)
     if mean is not None:
@@ -114,17 +179,49 @@ def encode_images(model: LoadedModel, images: Sequence[Image.Image], *, rowwise:
     return z * vae.config.scaling_factor
 
 
-def decode_latents(model: LoadedModel, latents: torch.Tensor, *, rowwise: bool = False) -> list[Image.Image]:
-    """VAE-decode (B, C, h, w) latents to B RGB PIL images of model.resolution px.
+def encode_images(model: LoadedModel, images: Sequence[Image.Image], *, rowwise: bool = False) -> torch.Tensor:
+    """z_0 = scaling_factor · E[q(z | x)] for each image, (B, C, h, w) float32 on model.device.
 
-    ``rowwise``: decode one latent at a time (see ``_rowwise``)."""
+    ``rowwise``: encode one image at a time (see ``_rowwise``). Unchecked (see ``invert_images``)."""
+    return _encode(model, _images_to_tensor(images, model.resolution), rowwise)
+
+
+def _decode(model: LoadedModel, latents: torch.Tensor, rowwise: bool, vae_batch_size: int | None):
+    """VAE-decode (B, C, h, w) latents: (uint8 images (B, R, R, 3) on CPU, (B,) bool failed rows).
+
+    A row fails when its image is non-finite or constant (every pixel value the same: the black or
+    grey image of an overflowed half-precision VAE). Decodes ``vae_batch_size`` latents at a time
+    (VAE slicing: the decoder's activations at full resolution dominate memory, diffusers #1150);
+    one at a time with ``rowwise``. The uint8 conversion is ``image_processor.postprocess``'s, done on
+    the device so that a quarter of the bytes cross to the host.
+    """
     vae = model.pipe.vae
     z = latents.float() / vae.config.scaling_factor
     mean, std = _latent_norm(vae)
     if mean is not None:
         z = z * std.to(z.device) + mean.to(z.device)
-    x = _rowwise(rowwise, lambda row: vae.decode(row).sample.float(), z.to(vae.dtype))
-    return model.pipe.image_processor.postprocess(x.cpu(), output_type="pil")
+    z = z.to(_dtype_of(vae.decoder))
+    size = 1 if rowwise else (vae_batch_size or z.shape[0])
+    x = torch.cat([vae.decode(part).sample.float() for part in z.split(size)])
+    nonfinite = _bad_rows(x)
+    # postprocess: denormalize (x·0.5 + 0.5, clamped), then (·255).round() to uint8, as diffusers does
+    u8 = (x * 0.5 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    flat = u8.flatten(1)
+    constant = (flat.amax(1) == flat.amin(1)).cpu()
+    return _to_host(u8), nonfinite | constant
+
+
+def _to_pil(u8: torch.Tensor) -> list[Image.Image]:
+    from PIL import Image as PILImage
+
+    return [PILImage.fromarray(a, "RGB") for a in u8.numpy()]
+
+
+def decode_latents(model: LoadedModel, latents: torch.Tensor, *, rowwise: bool = False) -> list[Image.Image]:
+    """VAE-decode (B, C, h, w) latents to B RGB PIL images of model.resolution px (the bytes of
+    ``image_processor.postprocess``). ``rowwise``: one latent at a time. Unchecked (see
+    ``generate_images``)."""
+    return _to_pil(_decode(model, latents, rowwise, None)[0])
 
 
 # 2. Prompt conditioning ----------------------------------------------------------------------------
@@ -143,13 +240,14 @@ class _Conditioning:
     def guided(self) -> bool:
         return self.embeds.shape[0] == 2
 
-    def unet_kwargs(self, batch: int) -> dict:
-        """Repeat to a UNet batch of k·batch rows: all unconditional rows first, as in diffusers."""
-        kwargs: dict = {"encoder_hidden_states": self.embeds.repeat_interleave(batch, dim=0)}
+    def unet_kwargs(self, batch: int, dtype: torch.dtype) -> dict:
+        """Repeat to a UNet batch of k·batch rows: all unconditional rows first, as in diffusers
+        (classifier-free guidance in one UNet pass: cond and uncond concatenated)."""
+        kwargs: dict = {"encoder_hidden_states": self.embeds.repeat_interleave(batch, dim=0).to(dtype)}
         if self.text_embeds is not None:
             kwargs["added_cond_kwargs"] = {
-                "text_embeds": self.text_embeds.repeat_interleave(batch, dim=0),
-                "time_ids": self.time_ids.repeat_interleave(batch, dim=0),
+                "text_embeds": self.text_embeds.repeat_interleave(batch, dim=0).to(dtype),
+                "time_ids": self.time_ids.repeat_interleave(batch, dim=0).to(dtype),
             }
         return kwargs
 
@@ -176,8 +274,8 @@ def _rowwise(rowwise: bool, fn, x: torch.Tensor) -> torch.Tensor:
     """fn(x), or fn applied one row at a time and concatenated.
 
     Why: conv/matmul kernels block their work by batch size, so a sample's float32 rounding depends
-    on how many others share its batch (measured on CPU: max |Δ| ~1e-6 per UNet call, enough to flip
-    image bytes after 50 steps). One row at a time makes every image's bytes independent of
+    on how many others share its batch (measured on CPU: max |Δ| ~1e-5 per UNet call, enough to flip
+    image bytes after a few steps). One row at a time makes every image's bytes independent of
     batch_size and of its batch mates, at a cost: ~2.5x for the overhead-bound demo, little for real
     models on CPU (compute-bound), a lot on GPU (which is why it is only the CPU default).
     """
@@ -190,18 +288,30 @@ def _default_rowwise(model: LoadedModel, batch_invariant: bool | None) -> bool:
     return model.device.type == "cpu" if batch_invariant is None else bool(batch_invariant)
 
 
-def _noise_estimate(model: LoadedModel, z: torch.Tensor, t: int, cond: _Conditioning, rowwise: bool) -> torch.Tensor:
-    """ε̂ (or v̂) for float32 latents z at timestep t, with guidance; float32."""
-    return _rowwise(rowwise, lambda row: _guided_unet(model, row, t, cond), z)
+class _GuidedUNet:
+    """ε̂(z, t) with classifier-free guidance in one UNet pass; the repeated prompt embeddings are
+    built once per batch size, and t goes in as a 0-d device tensor (a Python int would be a
+    constant to torch.compile: one recompilation per timestep, diffusers #7357)."""
 
+    def __init__(self, model: LoadedModel, cond: _Conditioning, timesteps: torch.Tensor):
+        self.model, self.cond = model, cond
+        self.t_device = timesteps.to(model.device)
+        self._kwargs: dict[int, dict] = {}
+        self.memory_format = torch.channels_last if model.device.type == "cuda" else torch.contiguous_format
 
-def _guided_unet(model: LoadedModel, z: torch.Tensor, t: int, cond: _Conditioning) -> torch.Tensor:
-    unet_in = torch.cat([z, z]) if cond.guided else z
-    out = model.pipe.unet(unet_in.to(model.dtype), t, **cond.unet_kwargs(z.shape[0])).sample.float()
-    if cond.guided:
-        uncond, text = out.chunk(2)
-        out = uncond + cond.guidance_scale * (text - uncond)
-    return out
+    def __call__(self, z: torch.Tensor, step: int) -> torch.Tensor:
+        b = z.shape[0]
+        if b not in self._kwargs:
+            self._kwargs[b] = self.cond.unet_kwargs(b, self.model.dtype)
+        unet_in = torch.cat([z, z]) if self.cond.guided else z
+        # one memory format for every call (the scheduler's arithmetic may hand back channels_last
+        # strides; a compiled UNet would recompile for them): channels_last on CUDA, as the weights
+        unet_in = unet_in.to(self.model.dtype).contiguous(memory_format=self.memory_format)
+        out = self.model.pipe.unet(unet_in, self.t_device[step], **self._kwargs[b]).sample.float()
+        if self.cond.guided:
+            uncond, text = out.chunk(2)
+            out = uncond + self.cond.guidance_scale * (text - uncond)
+        return out
 
 
 # 3. The two DDIM loops -----------------------------------------------------------------------------
@@ -223,15 +333,17 @@ def _schedulers(model: LoadedModel, num_inference_steps: int):
 
 
 def _ddim_down(model, scheduler, z: torch.Tensor, cond: _Conditioning, rowwise: bool) -> torch.Tensor:
-    for t in scheduler.timesteps.tolist():
-        eps = _noise_estimate(model, z, t, cond, rowwise)
+    eps_fn = _GuidedUNet(model, cond, scheduler.timesteps)
+    for i, t in enumerate(scheduler.timesteps.tolist()):
+        eps = _rowwise(rowwise, lambda row, i=i: eps_fn(row, i), z)
         z = scheduler.step(eps, t, z, eta=0.0).prev_sample
     return z
 
 
 def _ddim_up(model, inverse_scheduler, z: torch.Tensor, cond: _Conditioning, rowwise: bool) -> torch.Tensor:
-    for t in inverse_scheduler.timesteps.tolist():
-        eps = _noise_estimate(model, z, t, cond, rowwise)
+    eps_fn = _GuidedUNet(model, cond, inverse_scheduler.timesteps)
+    for i, t in enumerate(inverse_scheduler.timesteps.tolist()):
+        eps = _rowwise(rowwise, lambda row, i=i: eps_fn(row, i), z)
         z = inverse_scheduler.step(eps, t, z).prev_sample
     return z
 
@@ -245,6 +357,21 @@ def _check_common(prompt: str, num_inference_steps: int, guidance_scale: float, 
         raise ValueError(f"guidance_scale must be >= 1 (1 = no classifier-free guidance), got {guidance_scale!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+
+
+def _pad_rows(x: torch.Tensor, size: int) -> torch.Tensor:
+    """x padded to ``size`` rows by repeating its last row (a compiled model keeps one shape)."""
+    if x.shape[0] >= size:
+        return x
+    return torch.cat([x, x[-1:].expand(size - x.shape[0], *x.shape[1:])])
+
+
+def _precision_error(what: str, prompt: str, rows: list[int], model: LoadedModel) -> PrecisionError:
+    tried = "in float32" if model.dtype == torch.float32 else f"in {str(model.dtype).removeprefix('torch.')} and again in float32"
+    return PrecisionError(
+        f"{what} for prompt {prompt!r}: sample(s) {rows} came out non-finite or as a constant image {tried}; "
+        "refusing to return them (check the checkpoint's weights, the seeds' scale and the guidance scale)"
+    )
 
 
 def invert_images(
@@ -267,36 +394,72 @@ def invert_images(
 
     ``batch_invariant`` (default: True on CPU, False on GPU): run the models one image at a time
     inside each batch so that results do not depend on ``batch_size`` (see ``_rowwise``).
+
+    Every z_0, z_T (and regenerated z_0) is checked per image and retried once in float32 where it
+    is not finite (module docstring); ``PrecisionError`` if float32 does not help either.
     """
     # 1. Check inputs
     if len(images) == 0:
         raise ValueError("images must hold at least one image, got an empty sequence")
     _check_common(prompt, num_inference_steps, guidance_scale, batch_size)
     rowwise = _default_rowwise(model, batch_invariant)
+    pad = model.compiled and not rowwise
 
-    seeds, latents, errors = [], [], []
+    seeds, latents, errors, fallback = [], [], [], []
     with torch.inference_mode():
         # 2. Encode the prompt once (it is the same for every image)
         with exclusive_device(model.device):
             cond = _encode_prompt(model, prompt, guidance_scale)
+        cond32 = None
         for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
+            x = _images_to_tensor(images[start : start + batch_size], model.resolution)
+            n = x.shape[0]
             with exclusive_device(model.device):
                 forward, inverse = _schedulers(model, num_inference_steps)
-                # 3. Encode the images: z_0
-                z0 = encode_images(model, chunk, rowwise=rowwise)
-                # 4. Invert: z_0 -> z_T
-                zt = _ddim_up(model, inverse, z0, cond, rowwise)
-                # 5. Optionally regenerate z_0 from z_T and measure the round trip
+                # 3. Encode the images: z_0 (checked; the VAE encoder in float32 where it failed)
+                z0 = _encode(model, _pad_rows(x, batch_size) if pad else x, rowwise)[:n]
+                fb: list[str | None] = [None] * n
+                bad = _bad_rows(z0)
+                if bad.any():
+                    m32 = float32_twin(model)
+                    rows = bad.nonzero().flatten()
+                    if _dtype_of(model.pipe.vae.encoder) != torch.float32:
+                        z0[rows.to(z0.device)] = _encode(m32, x[rows], rowwise)
+                        for r in rows.tolist():
+                            fb[r] = "vae"
+                    if (still := _bad_rows(z0)).any():
+                        raise _precision_error("inversion (VAE encoder)", prompt, (still.nonzero().flatten() + start).tolist(), model)
+                # 4. Invert: z_0 -> z_T; 5. optionally regenerate z_0 from z_T for the round trip
+                zt = _ddim_up(model, inverse, _pad_rows(z0, batch_size) if pad else z0, cond, rowwise)
+                z0_again = _ddim_down(model, forward, zt, cond, rowwise)[:n] if reconstruction else None
+                zt = zt[:n]
+                bad = _bad_rows(zt) | (_bad_rows(z0_again) if reconstruction else False)
+                if bad.any():
+                    # the whole inversion of those images again, every component in float32
+                    m32 = float32_twin(model)
+                    rows = bad.nonzero().flatten()
+                    if m32 is not model:
+                        cond32 = cond32 or _encode_prompt(m32, prompt, guidance_scale)
+                        f32, i32 = _schedulers(m32, num_inference_steps)
+                        rd = rows.to(z0.device)
+                        zt[rd] = _ddim_up(m32, i32, z0[rd], cond32, rowwise)
+                        if reconstruction:
+                            z0_again[rd] = _ddim_down(m32, f32, zt[rd], cond32, rowwise)
+                        for r in rows.tolist():
+                            fb[r] = "full"
+                    still = _bad_rows(zt) | (_bad_rows(z0_again) if reconstruction else False)
+                    if still.any():
+                        raise _precision_error("inversion", prompt, (still.nonzero().flatten() + start).tolist(), model)
                 if reconstruction:
-                    z0_again = _ddim_down(model, forward, zt, cond, rowwise)
                     errors += (z0_again - z0).pow(2).flatten(1).mean(1).sqrt().tolist()
             seeds.append(zt.cpu())
             latents.append(z0.cpu())
+            fallback += fb
     return InversionResult(
         seeds=torch.cat(seeds),
         latents=torch.cat(latents),
         reconstruction_error=errors if reconstruction else None,
+        precision_fallback=fallback,
     )
 
 
@@ -309,8 +472,10 @@ def generate_images(
     guidance_scale: float = 7.5,
     batch_size: int = 4,
     batch_invariant: bool | None = None,
-) -> Iterator[list[Image.Image]]:
-    """Generate one image per seed by DDIM (η = 0); yields a list of PIL images per batch, in order.
+    vae_batch_size: int | None = None,
+) -> Iterator[GeneratedBatch]:
+    """Generate one image per seed by DDIM (η = 0); yields a ``GeneratedBatch`` (a list of PIL
+    images, with ``precision_fallback`` per image) per batch, in order.
 
     Args:
         seeds: (N, C, h, w) with (C, h, w) = model.seed_shape, float32 on any device. Used as z_T
@@ -318,7 +483,14 @@ def generate_images(
         prompt: the text condition; the negative prompt is empty.
         batch_invariant: run the models one seed at a time inside each batch, so that an image's
             bytes do not depend on batch_size or on its batch mates (default: True on CPU, where it
-            is verified bit-exact; False on GPU, where batches stay whole for throughput).
+            is verified bit-exact; False on GPU, where batches stay whole for throughput). See the
+            module docstring for what holds without it.
+        vae_batch_size: latents decoded per VAE call (VAE slicing); default: the whole batch on
+            CPU, on CUDA as many as keep it to 8 images of 512 px (2 at 1024 px).
+
+    Every image is checked (non-finite latents, non-finite or constant image) and retried once in
+    float32 where it fails; ``PrecisionError`` when float32 fails too (module docstring). With a
+    compiled model the last batch is padded to ``batch_size`` (one shape, no recompilation).
 
     Inputs are checked when this is called (ValueError), not at the first ``next``. The device lock
     is held while a batch is computed and released before it is yielded.
@@ -329,23 +501,72 @@ def generate_images(
     if not torch.is_floating_point(seeds) or not torch.isfinite(seeds).all():
         raise ValueError("seeds must be finite floating-point values")
     _check_common(prompt, num_inference_steps, guidance_scale, batch_size)
+    if vae_batch_size is not None and (not isinstance(vae_batch_size, int) or vae_batch_size < 1):
+        raise ValueError(f"vae_batch_size must be an int >= 1 or None, got {vae_batch_size!r}")
     rowwise = _default_rowwise(model, batch_invariant)
-    return _generate_batches(model, seeds, prompt, num_inference_steps, guidance_scale, batch_size, rowwise)
+    if vae_batch_size is None and model.device.type == "cuda":
+        vae_batch_size = max(1, (8 * 512 * 512) // (model.resolution * model.resolution))
+    return _generate_batches(model, seeds, prompt, num_inference_steps, guidance_scale, batch_size, rowwise,
+                             vae_batch_size)
 
 
-def _generate_batches(model, seeds, prompt, num_inference_steps, guidance_scale, batch_size, rowwise):
+def _denoise_and_decode(model, z, cond, num_inference_steps, rowwise, vae_batch_size):
+    """z_T -> (z_0, uint8 images on CPU, failed rows): non-finite z_0 or a failed image."""
+    forward, _ = _schedulers(model, num_inference_steps)
+    z0 = _ddim_down(model, forward, z, cond, rowwise)
+    images, bad = _decode(model, z0, rowwise, vae_batch_size)
+    return z0, images, bad | _bad_rows(z0)
+
+
+def _generate_batches(model, seeds, prompt, num_inference_steps, guidance_scale, batch_size, rowwise, vae_batch_size):
     if seeds.shape[0] == 0:
         return
+    pad = model.compiled and not rowwise
     # Grad mode and the lock are entered per batch and left before each yield: a generator must not
     # leave thread-local state (inference mode) or a lock switched on in its consumer's code.
     # 2. Encode the prompt once
     with torch.inference_mode(), exclusive_device(model.device):
         cond = _encode_prompt(model, prompt, guidance_scale)
+    cond32 = None
     for start in range(0, seeds.shape[0], batch_size):
-        z = seeds[start : start + batch_size].detach().to(model.device, torch.float32)
+        z = seeds[start : start + batch_size].detach().float()
+        n = z.shape[0]
         with torch.inference_mode(), exclusive_device(model.device):
-            forward, _ = _schedulers(model, num_inference_steps)
-            # 3. Denoise z_T -> z_0 and decode
-            z0 = _ddim_down(model, forward, z, cond, rowwise)
-            batch_images = decode_latents(model, z0, rowwise=rowwise)
-        yield batch_images
+            # 3. Denoise z_T -> z_0 and decode, checking every sample
+            z_in = _to_device(_pad_rows(z, batch_size) if pad else z, model.device)
+            z0, images, bad = _denoise_and_decode(model, z_in, cond, num_inference_steps, rowwise, vae_batch_size)
+            z0, images, bad = z0[:n], images[:n], bad[:n]
+            fallback: list[str | None] = [None] * n
+            if bad.any():
+                # 4. Retry the failed samples in float32: the VAE alone where z_0 is finite, else all
+                m32 = float32_twin(model)
+                rows = bad.nonzero().flatten()
+                vae_only = rows[~_bad_rows(z0[rows.to(z0.device)])]
+                if len(vae_only) and _dtype_of(model.pipe.vae.decoder) != torch.float32:
+                    fixed_images, still = _decode(m32, z0[vae_only.to(z0.device)], rowwise, vae_batch_size)
+                    for r, im, s in zip(vae_only.tolist(), fixed_images, still.tolist()):
+                        if not s:
+                            images[r], bad[r], fallback[r] = im, False, "vae"
+                rows = bad.nonzero().flatten()
+                if len(rows) and m32 is not model:
+                    cond32 = cond32 or _encode_prompt(m32, prompt, guidance_scale)
+                    _, fixed_images, still = _denoise_and_decode(
+                        m32, _to_device(z[rows], model.device), cond32, num_inference_steps, rowwise, vae_batch_size
+                    )
+                    for r, im, s in zip(rows.tolist(), fixed_images, still.tolist()):
+                        if not s:
+                            images[r], bad[r], fallback[r] = im, False, "full"
+                if bad.any():
+                    raise _precision_error("generation", prompt, (bad.nonzero().flatten() + start).tolist(), model)
+        yield GeneratedBatch(_to_pil(images), fallback)
+
+
+def warm_up(model: LoadedModel, *, batch_size: int, guidance_scale: float = 7.5, prompt: str = "") -> None:
+    """Run one denoising step and one decode on a full batch, so that a compiled model compiles
+    now (once per worker process and batch shape) rather than inside the first timed batch.
+    Nothing is checked or returned. A no-op cost for an uncompiled model (one step)."""
+    _check_common(prompt, 1, guidance_scale, batch_size)
+    z = torch.randn(batch_size, *model.seed_shape, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode(), exclusive_device(model.device):
+        cond = _encode_prompt(model, prompt, guidance_scale)
+        _denoise_and_decode(model, _to_device(z, model.device), cond, 1, False, None)

@@ -18,12 +18,13 @@ is what DDIM inversion inverts, so generation from inverted seeds must use it to
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib.util
 import json
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,16 @@ class LoadedModel:
         seed_shape: latent shape ``(C, h, w)``; a seed is one such tensor, ``d = C*h*w``.
         device, dtype: where and in what precision the model runs (seeds are always float32).
         scheduler: class name of the sampling scheduler (``"DDIMScheduler"``).
+        compiled: whether the UNet is wrapped by ``torch.compile`` (fixed shapes: ``ddim`` pads the
+            last batch rather than recompiling).
+
+    Precision (``dtype`` is the UNet's): in float16 a VAE whose config sets ``force_upcast`` (SD's,
+    SDXL's) runs in float32, as the diffusers pipelines do; any other VAE keeps its decoder in
+    float16 but its encoder in float32 (the SDXL encoder overflows in fp16 even where the decoder is
+    fixed, diffusers #9844; it runs once per reference image, so the cost is small). bfloat16 has
+    float32's range: every component stays in bfloat16. Text encoders run in ``dtype`` (a prompt is
+    encoded once per call). Whatever still fails is caught per sample by ``ddim`` and retried on
+    ``float32_twin``.
     """
 
     pipe: DiffusionPipeline
@@ -86,6 +97,8 @@ class LoadedModel:
     dtype: torch.dtype
     scheduler: str
     note: str | None = None
+    compiled: bool = False
+    _twins: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def d(self) -> int:
@@ -268,14 +281,19 @@ def _from_pretrained(class_name: str, source: str, torch_dtype: torch.dtype, *, 
         return cls.from_pretrained(source, **kwargs)
 
 
-def load_pipeline(model: str = "demo", *, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+def load_pipeline(
+    model: str = "demo", *, device: str = "cpu", dtype: str = "float32", compile: bool | str = False
+) -> LoadedModel:
     """Load (or build) the pipeline named by ``model``, on ``device`` in ``dtype``; uncached.
 
     Args:
         model: ``"demo"`` (the shipped trained digits model), ``"demo:<family>"`` (random weights),
             a local pipeline directory, or a hub id.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:<n>"`` or ``"auto"`` (cuda if available).
-        dtype: ``"float32"``; ``"float16"`` / ``"bfloat16"`` on CUDA only.
+        dtype: ``"float32"``; ``"float16"`` / ``"bfloat16"`` on CUDA only (see ``LoadedModel``
+            for the components kept in float32).
+        compile: ``torch.compile`` the UNet (see ``from_pipeline``); pays a compilation on the first
+            batch of each shape (``ddim.warm_up``), worth it for long runs on GPU.
 
     Raises:
         ValueError (``ModelLoadError``): the path does not exist, is not an SD-family diffusers
@@ -346,15 +364,81 @@ def load_pipeline(model: str = "demo", *, device: str = "cpu", dtype: str = "flo
             raise ModelLoadError(f"model path {str(path)!r} does not exist (and is not a hub id 'org/name')")
         is_demo = False
 
-    # 3. Normalise: DDIM scheduler, no progress bars, eval mode, device and dtype
+    # 3. Normalise: DDIM scheduler, no progress bars, device, precision, memory format, compile
+    return from_pipeline(pipe, model_id=model_id, revision=revision, is_demo=is_demo, note=note,
+                         device=torch_device, dtype=torch_dtype, compile=compile)
+
+
+_TWIN_GUARD = threading.Lock()
+
+
+def float32_twin(model: LoadedModel) -> LoadedModel:
+    """The same pipeline with every component in float32 and uncompiled: the precision fallback.
+
+    ``model`` itself where it is already float32 throughout. Otherwise built on first use and kept
+    on ``model`` (float32 copies of the half-precision components only: e.g. +2x the UNet's memory
+    on GPU, paid only by a run where some sample needed it).
+    """
+    modules = {k: v for k, v in model.pipe.components.items() if isinstance(v, torch.nn.Module)}
+    if not model.compiled and all(p.dtype == torch.float32 for m in modules.values() for p in m.parameters()):
+        return model
+    with _TWIN_GUARD:
+        twin = model._twins.get("float32")
+        if twin is None:
+            pipe = copy.copy(model.pipe)  # shallow: shares tokenizers, scheduler and float32 modules
+            for name, module in modules.items():
+                base = getattr(module, "_orig_mod", module)  # torch.compile's wrapper
+                if any(p.dtype != torch.float32 for p in base.parameters()):
+                    base = torch.nn.Module.to(copy.deepcopy(base), torch.float32)  # no diffusers fp32 notice
+                setattr(pipe, name, base)
+            twin = model._twins["float32"] = LoadedModel(
+                pipe=pipe, model_id=model.model_id, revision=model.revision, family=model.family,
+                is_demo=model.is_demo, resolution=model.resolution, seed_shape=model.seed_shape,
+                device=model.device, dtype=torch.float32, scheduler=model.scheduler, note=model.note,
+            )
+        return twin
+
+
+def from_pipeline(
+    pipe,
+    *,
+    model_id: str,
+    revision: str,
+    is_demo: bool = False,
+    note: str | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    compile: bool | str = False,
+) -> LoadedModel:
+    """Make a ``LoadedModel`` of an SD-family pipeline object: DDIM scheduler, progress bars off,
+    moved to ``device``/``dtype`` with the precision rules of ``LoadedModel``; on CUDA the UNet and
+    VAE in channels_last (faster convolutions with cuDNN); attention is PyTorch's SDPA (diffusers'
+    default processor on torch 2). ``compile``: wrap the UNet in ``torch.compile`` (``True``:
+    inductor; a string names another backend) with ``dynamic=False``.
+
+    ``load_pipeline`` ends here; tests use it directly to run a real pipeline in half precision on
+    CPU (which ``load_pipeline`` refuses: slow, and only good for forcing precision failures).
+    """
+    torch_device = resolve_device(device)
     _use_ddim(pipe)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(torch_device)
-    if pipe.unet.dtype != torch_dtype:  # from_pretrained already loaded in torch_dtype; the demo is float32
-        pipe.to(dtype=torch_dtype)
-    if torch_dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
-        # The SD/SDXL VAEs overflow in fp16 (NaN images); the pipelines upcast them, so do we, once.
-        pipe.vae.to(torch.float32)
+    if pipe.unet.dtype != dtype:  # from_pretrained already loaded in dtype; the demo is float32
+        pipe.to(dtype=dtype)
+    if dtype == torch.float16:
+        if pipe.vae.config.get("force_upcast", False):
+            # The SD/SDXL VAEs overflow in fp16 (NaN images); the pipelines upcast them, so do we, once.
+            pipe.vae.to(torch.float32)
+        else:
+            pipe.vae.encoder.to(torch.float32)
+            if getattr(pipe.vae, "quant_conv", None) is not None:
+                pipe.vae.quant_conv.to(torch.float32)
+    if torch_device.type == "cuda":
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if compile:
+        backend = "inductor" if compile is True else str(compile)
+        pipe.unet = torch.compile(pipe.unet, backend=backend, dynamic=False)
     resolution, seed_shape = pipeline_geometry(pipe)
     return LoadedModel(
         pipe=pipe,
@@ -365,33 +449,37 @@ def load_pipeline(model: str = "demo", *, device: str = "cpu", dtype: str = "flo
         resolution=resolution,
         seed_shape=seed_shape,
         device=torch_device,
-        dtype=torch_dtype,
+        dtype=dtype,
         scheduler=type(pipe.scheduler).__name__,
         note=note,
+        compiled=bool(compile),
     )
 
 
 # 4. In-process cache ----------------------------------------------------------------------------
 
-_CACHE: dict[tuple[str, str, str], LoadedModel] = {}
+_CACHE: dict[tuple[str, str, str, str], LoadedModel] = {}
 _CACHE_GUARD = threading.Lock()
-_KEY_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
+_KEY_LOCKS: dict[tuple[str, str, str, str], threading.Lock] = {}
 
 
-def _cache_key(model: str, device: str, dtype: str) -> tuple[str, str, str]:
+def _cache_key(model: str, device: str, dtype: str, compile: bool | str) -> tuple[str, str, str, str]:
     path = Path(model).expanduser()
     spec = str(path.resolve()) if path.exists() else model
     torch_device = resolve_device(device)
-    return spec, str(torch_device), str(resolve_dtype(dtype, torch_device))
+    backend = "" if not compile else ("inductor" if compile is True else str(compile))
+    return spec, str(torch_device), str(resolve_dtype(dtype, torch_device)), backend
 
 
-def get_pipeline(model: str = "demo", *, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
-    """``load_pipeline`` memoised per (model, device, dtype) in this process; thread-safe.
+def get_pipeline(
+    model: str = "demo", *, device: str = "cpu", dtype: str = "float32", compile: bool | str = False
+) -> LoadedModel:
+    """``load_pipeline`` memoised per (model, device, dtype, compile) in this process; thread-safe.
 
     Two threads asking for the same key load it once (the second waits); different keys load in
     parallel. Failures are not cached.
     """
-    key = _cache_key(model, device, dtype)
+    key = _cache_key(model, device, dtype, compile)
     with _CACHE_GUARD:
         if key in _CACHE:
             return _CACHE[key]
@@ -400,7 +488,7 @@ def get_pipeline(model: str = "demo", *, device: str = "cpu", dtype: str = "floa
         with _CACHE_GUARD:
             if key in _CACHE:
                 return _CACHE[key]
-        loaded = load_pipeline(model, device=device, dtype=dtype)
+        loaded = load_pipeline(model, device=device, dtype=dtype, compile=compile)
         with _CACHE_GUARD:
             _CACHE[key] = loaded
         return loaded
