@@ -41,6 +41,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("inversion_steps", pa.int32()),
         ("inversion_guidance", pa.float64()),
         ("reconstruction_error", pa.float64()),
+        ("precision_fallback", pa.string()),  # None, or e.g. "inversion:full,generation:vae"
         ("seed", pa.int64()),
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("normguide_version", pa.string()),
@@ -61,6 +62,8 @@ class ImageRecord:
     width: int
     height: int
     created_at: datetime
+    #: the float32 retry generation needed for this image (None, "vae" or "full"; normguide.diffusion.ddim)
+    precision_fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,21 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, image_uris: list[str], image
             # a planned seed is as good as the worst inversion it derives from
             "reconstruction_error": max(rec_err[s] for s in r.sources) if rec_err and r.sources else None,
             "seed": r.seed, "synthetic": True,
+            "precision_fallback": _precision_fallback(seeds, r.sources, im.precision_fallback),
         })
     return rows
+
+
+def _precision_fallback(seeds: SeedsFile, sources, generation: str | None) -> str | None:
+    """The manifest's ``precision_fallback``: which float32 retries an image needed, in its source
+    seeds' inversion and in its own generation, e.g. ``"inversion:full,generation:vae"``; None when
+    everything ran in the model's precision (or was not recorded: seeds files and images written
+    before the column existed)."""
+    inverted = seeds.meta.get("precision_fallback") or []
+    parts = [f"inversion:{fb}" for fb in sorted({inverted[s] for s in sources if s < len(inverted)} - {None})]
+    if generation:
+        parts.append(f"generation:{generation}")
+    return ",".join(parts) or None
 
 
 def part_key(concept_id: str) -> str:
