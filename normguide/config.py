@@ -133,6 +133,13 @@ class EvaluationConfig(_Section):
     )
 
 
+#: Export formats written after a run is finalized (``export:`` in the config; normguide.export).
+EXPORT_FORMATS = ("hf", "webdataset")
+#: Samples per export shard (a WebDataset tar, an hf Parquet file): at 512x512 a PNG is ~0.3-0.5 MB,
+#: so 1000 makes shards of ~300-500 MB, the size streaming loaders are tuned for.
+DEFAULT_EXPORT_SHARD_SIZE = 1000
+
+
 class StorageConfig(_Section):
     """fsspec storage options for s3:// inputs and outputs (endpoint, credentials).
 
@@ -189,6 +196,9 @@ class RunConfig(BaseModel):
         plan: Seed plan settings (methods, counts, t values).
         storage: S3 endpoint and credentials.
         evaluation: Whether and how the images are evaluated (not part of the run id).
+        export: Formats to export the finished dataset to (``hf``, ``webdataset``; not part of
+            the run id: adding one to a complete run only writes the export).
+        export_shard_size: Samples per export shard (WebDataset tar, hf Parquet file).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -206,6 +216,8 @@ class RunConfig(BaseModel):
     plan: PlanConfig = Field(default_factory=PlanConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    export: tuple[str, ...] = Field((), description="Export formats written after the run: hf, webdataset.")
+    export_shard_size: int = Field(DEFAULT_EXPORT_SHARD_SIZE, ge=1, description="Samples per export shard.")
 
     @field_validator("run_id")
     @classmethod
@@ -214,6 +226,16 @@ class RunConfig(BaseModel):
 
         if v is not None:
             check_safe_id(v, field="run_id")
+        return v
+
+    @field_validator("export")
+    @classmethod
+    def _known_formats(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [f for f in v if f not in EXPORT_FORMATS]
+        if bad:
+            raise ValueError(f"export: unknown format(s) {bad}; choose from {list(EXPORT_FORMATS)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"export: formats must not repeat, got {list(v)}")
         return v
 
     @field_validator("output")
@@ -235,7 +257,8 @@ class RunConfig(BaseModel):
     # -- derived --------------------------------------------------------------------------
     def content_dict(self) -> dict[str, Any]:
         """The fields that decide the dataset's content (not where it goes or who reads it)."""
-        d = self.model_dump(mode="json", exclude={"output", "run_id", "storage", "device", "evaluation"})
+        d = self.model_dump(mode="json", exclude={"output", "run_id", "storage", "device", "evaluation", "export",
+                                                 "export_shard_size"})
         d["inversion"].pop("batch_size", None)
         d["generation"].pop("batch_size", None)
         return d

@@ -1,0 +1,140 @@
+"""What every export format reads: a finalized run (its manifest and images) and the rules for
+shards that survive a killed export.
+
+A shard is written as files under the format's folder, each written atomically by the Storage
+layer, and is complete once its last file exists (the formats write that file last). The
+folder's ``_SUCCESS`` (a small JSON record of the export's settings) is written after every
+shard, so a finished export is recognised by one existence check, and a request with other
+settings than the finished one is refused rather than mixed into it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from normguide.data import manifest as mf
+from normguide.data import run_record
+from normguide.data.images import sha256_hex
+from normguide.data.storage import Storage
+
+#: Concurrent image reads per shard (the reads are IO-bound; S3 latency dominates).
+READ_THREADS = 16
+EXPORT_SUCCESS = "_SUCCESS"
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A finalized run as export input.
+
+    Attributes:
+        storage: the run's root.
+        run_id: the run's id (from run.json).
+        manifest: ``manifest.parquet`` as read (the columns of ``normguide.data.manifest``).
+        concepts: the concept ids, sorted: the names of the ``label`` ClassLabel, in label order.
+    """
+
+    storage: Storage
+    run_id: str
+    manifest: pa.Table
+    concepts: tuple[str, ...]
+
+
+def open_finished_run(storage: Storage, run_id: str) -> FinishedRun:
+    """The run at ``storage`` if it is finalized (``_SUCCESS`` and ``manifest.parquet``), else a
+    ValueError naming the run and what is missing."""
+    missing = [k for k in (run_record.SUCCESS, "manifest.parquet") if not storage.exists(k)]
+    if missing:
+        raise ValueError(f"run {run_id!r} at {storage.root} is not finalized: it has no {' and no '.join(missing)} "
+                         "(finish it with `normguide run` before exporting)")
+    manifest = mf.parquet_to_table(storage.read_bytes("manifest.parquet"))
+    concepts = tuple(sorted(set(manifest.column("concept_id").to_pylist())))
+    return FinishedRun(storage=storage, run_id=run_id, manifest=manifest, concepts=concepts)
+
+
+def image_keys(rows: pa.Table) -> list[str]:
+    return [mf.image_key(c, i) for c, i in zip(rows.column("concept_id").to_pylist(), rows.column("image_id").to_pylist())]
+
+
+def read_images(storage: Storage, rows: pa.Table) -> list[bytes]:
+    """The PNG bytes of the manifest ``rows``, in row order, each checked against its sha256
+    (an export never ships an image the manifest does not describe)."""
+    keys = image_keys(rows)
+    with ThreadPoolExecutor(max_workers=min(READ_THREADS, max(1, len(keys))), thread_name_prefix="normguide-export") as pool:
+        blobs = list(pool.map(storage.read_bytes, keys))
+    for key, blob, want in zip(keys, blobs, rows.column("sha256").to_pylist()):
+        if sha256_hex(blob) != want:
+            raise ValueError(f"{storage.uri(key)} does not match its manifest row (sha256 {sha256_hex(blob)}, "
+                             f"manifest says {want}): the run was changed after it was finalized")
+    return blobs
+
+
+def json_rows(rows: pa.Table) -> list[dict[str, Any]]:
+    """Manifest rows as JSON-able dicts in column order: timestamps as ISO 8601 strings, NaN as null."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, datetime):
+            return v.isoformat()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return [{k: plain(v) for k, v in r.items()} for r in rows.to_pylist()]
+
+
+def shard_ranges(num_rows: int, shard_size: int) -> list[range]:
+    """Row ranges of ``shard_size`` rows (the last one shorter); one empty range for no rows."""
+    if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    return [range(i, min(i + shard_size, num_rows)) for i in range(0, num_rows, shard_size)] or [range(0)]
+
+
+def parquet_bytes(table: pa.Table, *, row_group_size: int | None = None) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=row_group_size)
+    return buf.getvalue()
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    """Deterministic JSON bytes (sorted keys): equal settings give equal marker bytes."""
+    return json.dumps(doc, indent=2, sort_keys=True).encode()
+
+
+def finished_export(storage: Storage, folder: str, record: dict[str, Any]) -> bool:
+    """Whether ``<folder>/_SUCCESS`` exists with these settings. ValueError naming the folder when
+    it exists with other settings (a re-export with another shard size must start from an
+    empty folder: the old shards would otherwise be mixed into the new ones)."""
+    key = f"{folder}/{EXPORT_SUCCESS}"
+    if not storage.exists(key):
+        return False
+    try:
+        before = json.loads(storage.read_bytes(key))
+    except ValueError:
+        before = {}
+    if before == record:
+        return True
+    changed = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
+    raise ValueError(f"{storage.uri(folder)} already holds a {record.get('format')} export with other settings "
+                     f"({', '.join(f'{k}: {before.get(k)!r} there, {record.get(k)!r} asked' for k in changed)}); "
+                     f"remove {storage.uri(folder)} to export again, or ask for the same settings")
+
+
+def refuse_strangers(storage: Storage, folder: str, planned: Sequence[str]) -> set[str]:
+    """The keys under ``folder`` (listed once); ValueError naming the files that the planned export
+    would not write (left by an export with another shard size: loaders would read both)."""
+    present = set(storage.list(folder))
+    strangers = sorted(present - set(planned) - {f"{folder}/{EXPORT_SUCCESS}"})
+    if strangers:
+        shown = ", ".join(storage.uri(k) for k in strangers[:3]) + (" ..." if len(strangers) > 3 else "")
+        raise ValueError(f"{storage.uri(folder)} holds {len(strangers)} file(s) this export would not write ({shown}), "
+                         f"from an export with other settings; remove {storage.uri(folder)} to export again")
+    return present
