@@ -1,0 +1,27 @@
+"""Reporting: what a person looks at after a run (DESIGN.md, data flow step 6).
+
+- :func:`write_report` (``write.py``): per concept a contact sheet (``sheets.py``: references,
+  then each method's images, labelled) and a seed-norm plot (``norms.py``: z-scores of the
+  inverted and planned seeds against the prior's typical band), ``report/index.md`` linking them,
+  and the dataset card ``README.md`` (``card.py``, Hugging Face dataset-card format) at the run
+  root. Returns a :class:`ReportRecord` (``records.py``).
+- :func:`run_status` / :func:`show_text` (``show.py``): the summary of an existing run, finished or
+  not; ``cli.py`` holds the ``normguide show`` command.
+
+Needs a finished run's files only: no model is loaded; storage is local or S3 through the run's
+:class:`~normguide.pipeline.RunContext`. The Prefect side (artifacts) is ``tasks/reporting.py``.
+"""
+
+from normguide.reporting.records import CARD_KEY, INDEX_KEY, ConceptReport, ReportRecord, norms_key, sheet_key
+from normguide.reporting.write import index_markdown, write_report
+
+__all__ = [
+    "CARD_KEY",
+    "INDEX_KEY",
+    "ConceptReport",
+    "ReportRecord",
+    "index_markdown",
+    "norms_key",
+    "sheet_key",
+    "write_report",
+]

@@ -1,0 +1,84 @@
+"""Where the report's files go under a run root, and the record :func:`write_report` returns.
+
+Layout added to the run (DESIGN.md, step 6)::
+
+    README.md                          the dataset card (Hugging Face dataset-card format)
+    report/index.md                    markdown summary linking everything below
+    report/<concept_id>/contact_sheet.png
+    report/<concept_id>/seed_norms.png
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+CARD_KEY = "README.md"
+REPORT_DIR = "report"
+INDEX_KEY = f"{REPORT_DIR}/index.md"
+EVAL_REPORT_KEY = "eval/report.md"
+EVAL_PLOT_KEY = "eval/metrics.png"
+EVAL_METRICS_KEY = "eval/metrics.parquet"
+#: The headline evaluation metrics of the summary tables (columns of eval/metrics.parquet).
+HEADLINE_METRICS = ("recognisability", "coverage", "tstr_accuracy", "vendi", "seed_zscore_mean")
+
+
+def sheet_key(concept_id: str) -> str:
+    return f"{REPORT_DIR}/{concept_id}/contact_sheet.png"
+
+
+def norms_key(concept_id: str) -> str:
+    return f"{REPORT_DIR}/{concept_id}/seed_norms.png"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ConceptReport(_Record):
+    """One concept's pictures and counts."""
+
+    concept_id: str
+    name: str
+    prompt: str
+    references: int
+    images: dict[str, int]  # method -> images in the manifest
+    contact_sheet_uri: str
+    seed_norms_uri: str
+
+    @property
+    def total(self) -> int:
+        return sum(self.images.values())
+
+
+class ReportRecord(_Record):
+    """What :func:`normguide.reporting.write_report` wrote (URIs) and the numbers it shows.
+
+    Attributes:
+        formats: the ways to load the run that exist: ``manifest`` always, ``hf`` and
+            ``webdataset`` when their export is under the run.
+        evaluation: headline metrics per method (the evaluation's "(all)" rows,
+            :data:`HEADLINE_METRICS`), empty when the run has no ``eval/metrics.parquet``.
+    """
+
+    run_id: str
+    output_root: str
+    card_uri: str
+    index_uri: str
+    concepts: list[ConceptReport]
+    formats: list[str] = ["manifest"]
+    evaluation: dict[str, dict[str, float | None]] = {}
+    evaluation_report_uri: str | None = None
+    evaluation_plot_uri: str | None = None
+    judge: str | None = None
+
+    @property
+    def images(self) -> int:
+        return sum(c.total for c in self.concepts)
+
+    @property
+    def uris(self) -> list[str]:
+        """Every file the report wrote."""
+        out = [self.card_uri, self.index_uri]
+        for c in self.concepts:
+            out += [c.contact_sheet_uri, c.seed_norms_uri]
+        return out

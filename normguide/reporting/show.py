@@ -1,0 +1,150 @@
+"""The summary of an existing run, finished or not, from its files alone (``normguide show``).
+
+Status, from ``run.json`` and ``_SUCCESS`` (and the run's lease, ``_LEASE``, when it has one):
+
+    complete     ``_SUCCESS`` exists
+    running      run.json says so and the run's lease is live (or there is no lease to ask)
+    interrupted  run.json says so, or it says running but its lease expired (the run died)
+    failed       run.json says so (some concepts failed; its ``error`` says which)
+
+Counts per concept and method come from ``manifest.parquet``, or, before it exists, from the
+concepts' manifest parts written so far. Reads only small files; no model, no images.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from normguide.data import manifest as mf
+from normguide.data import run_record
+from normguide.data.storage import Storage
+from normguide.reporting.records import CARD_KEY, EVAL_METRICS_KEY, EVAL_REPORT_KEY, INDEX_KEY, REPORT_DIR
+from normguide.reporting.tables import counts_by_concept, counts_markdown, evaluation_markdown, headline_evaluation
+
+
+class NotARunError(ValueError):
+    """The location holds no normguide run (no run.json, or one that is not a run record)."""
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What ``normguide show`` prints about a run."""
+
+    root: str
+    run_id: str
+    status: str  # complete | running | interrupted | failed
+    detail: str  # one line: why this status
+    model: str
+    counts: dict[str, tuple[str, dict[str, int]]]  # concept_id -> (name, {method: images})
+    counts_from: str  # "manifest.parquet" or "manifest parts (not finalized)"
+    expected_concepts: list[str] | None = None  # from run.json, once finalized
+    evaluation: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # what -> URI, of the report files present
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+
+def open_run(run_uri: str, *, endpoint_url: str | None = None) -> Storage:
+    """The store of the run at ``run_uri`` (local path or s3:// URI; S3 credentials from the
+    environment); :class:`NotARunError` when it has no run.json."""
+    from normguide.config import StorageConfig
+
+    store = Storage.open(run_uri.rstrip("/"), storage_config=StorageConfig(endpoint_url=endpoint_url))
+    if not store.exists(run_record.RUN_JSON):
+        raise NotARunError(f"{run_uri} is not a normguide run: it has no run.json")
+    return store
+
+
+def _lease_state(store: Storage) -> str | None:
+    """'live', 'expired', or None (no lease, or no lease support in this version)."""
+    try:
+        from normguide.data.storage.lease import LEASE_NAME, LeaseInfo
+    except ImportError:
+        return None
+    if not store.exists(LEASE_NAME):
+        return None
+    info = LeaseInfo.from_bytes(store.read_bytes(LEASE_NAME))
+    return "expired" if info is None or info.expired(time.time()) else "live"
+
+
+def _counts(store: Storage) -> tuple[dict[str, tuple[str, dict[str, int]]], str]:
+    if store.exists("manifest.parquet"):
+        return counts_by_concept(pd.read_parquet(io.BytesIO(store.read_bytes("manifest.parquet")))), "manifest.parquet"
+    parts = [k for k in store.list("manifest") if k.startswith("manifest/part-") and k.endswith(".parquet")]
+    frames = [mf.parquet_to_table(store.read_bytes(k)).select(["concept_id", "name", "method"]).to_pandas() for k in parts]
+    manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["concept_id", "name", "method"])
+    return counts_by_concept(manifest), f"{len(parts)} manifest part(s) (not finalized)"
+
+
+def run_status(store: Storage) -> RunStatus:
+    """The status, counts, evaluation and report files of the run in ``store``."""
+    # 1. The record and the status
+    try:
+        doc = json.loads(store.read_bytes(run_record.RUN_JSON))
+        recorded = str(doc.get("status") or "running")
+    except (ValueError, AttributeError):
+        raise NotARunError(f"{store.uri(run_record.RUN_JSON)} is not a normguide run record") from None
+    if store.exists(run_record.SUCCESS):
+        status, detail = "complete", f"_SUCCESS written; finished {doc.get('finished_at')}"
+    elif recorded in ("failed", "interrupted"):
+        status = recorded
+        detail = f"run.json says {recorded}" + (f": {doc['error']}" if doc.get("error") else "") + \
+            "; `normguide run` with the same settings resumes it"
+    else:
+        lease = _lease_state(store)
+        if lease == "expired":
+            status, detail = "interrupted", "run.json says running but its lease expired: the run stopped; rerun to resume"
+        else:
+            status = "running"
+            detail = (f"started {doc.get('started_at')}; " + ("its lease is live" if lease == "live" else
+                      "no _SUCCESS yet (a run that was killed looks the same: rerun to resume)"))
+    if recorded == "complete" and status != "complete":
+        detail = "run.json says complete but _SUCCESS is missing; " + detail
+    model = doc.get("model") or {}
+
+    # 2. Counts, evaluation, report files
+    counts, counts_from = _counts(store)
+    evaluation = headline_evaluation(store.read_bytes(EVAL_METRICS_KEY)) if store.exists(EVAL_METRICS_KEY) else {}
+    files = {}
+    for what, key in (("dataset card", CARD_KEY), ("report", INDEX_KEY), ("evaluation report", EVAL_REPORT_KEY)):
+        if store.exists(key):
+            files[what] = store.uri(key)
+    sheets = [k for k in store.list(REPORT_DIR) if k.endswith("/contact_sheet.png")]
+    if sheets:
+        files["contact sheets"] = store.uri(REPORT_DIR) + f"/<concept_id>/contact_sheet.png ({len(sheets)})"
+    return RunStatus(
+        root=store.root, run_id=str(doc.get("run_id")), status=status, detail=detail,
+        model=f"{model.get('id')} (revision {model.get('revision')})" if model else "?",
+        counts=counts, counts_from=counts_from, expected_concepts=doc.get("concepts"), evaluation=evaluation,
+        files=files,
+    )
+
+
+def show_text(s: RunStatus) -> str:
+    """The summary ``normguide show`` prints (markdown-ish plain text)."""
+    total = sum(sum(per.values()) for _, per in s.counts.values())
+    lines = [
+        f"run {s.run_id} at {s.root}",
+        f"status: {s.status.upper()} ({s.detail})",
+        f"model: {s.model}",
+        f"images: {total} in {len(s.counts)} concept(s), counted from {s.counts_from}",
+        "",
+    ]
+    if s.counts:
+        lines += counts_markdown(s.counts) + [""]
+    if s.evaluation:
+        lines += ["evaluation (means over concepts):", *evaluation_markdown(s.evaluation), ""]
+    elif s.complete:
+        lines += ["evaluation: none (`normguide evaluate <run>` scores it)", ""]
+    for what, uri in s.files.items():
+        lines.append(f"{what}: {uri}")
+    if s.complete and "dataset card" not in s.files:
+        lines.append("dataset card and contact sheets: not written for this run")
+    return "\n".join(lines).rstrip() + "\n"

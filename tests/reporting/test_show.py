@@ -1,0 +1,135 @@
+"""``normguide show`` (the command function in a small Typer app) and the report's Prefect artifact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from normguide.reporting import write_report
+from normguide.reporting.cli import show_command
+from tests.reporting.conftest import NUM_IMAGES
+
+app = typer.Typer()
+app.command("show")(show_command)
+
+
+@app.command("noop")  # a second command keeps "show" a subcommand, as in normguide's app
+def _noop() -> None:
+    pass
+
+
+def show(*args: str):
+    return CliRunner().invoke(app, ["show", *args])
+
+
+def test_show_a_complete_run_exits_0_with_counts_evaluation_and_report(finished_run, tmp_path):
+    root = finished_run.copy(tmp_path / "run")
+    write_report(finished_run.context(root))
+    res = show(str(root))
+    assert res.exit_code == 0, res.output
+    assert "status: COMPLETE" in res.output
+    assert f"| `digit-two` | two | {NUM_IMAGES} | {NUM_IMAGES} | {2 * NUM_IMAGES} |" in res.output
+    assert "| `nao` |" in res.output and "recognisability" in res.output
+    assert f"dataset card: {root}/README.md" in res.output and "contact_sheet.png (2)" in res.output
+
+
+def test_show_without_success_exits_1(finished_run, tmp_path):
+    root = finished_run.copy(tmp_path / "run")
+    (root / "_SUCCESS").unlink()
+    res = show(str(root))
+    assert res.exit_code == 1, res.output
+    assert "status: RUNNING" in res.output and "_SUCCESS is missing" in res.output
+
+
+def test_show_an_unfinalized_run_counts_its_manifest_parts(finished_run, tmp_path):
+    root = finished_run.copy(tmp_path / "run")
+    for name in ("_SUCCESS", "manifest.parquet"):
+        (root / name).unlink()
+    (root / "manifest" / "part-digit-five.parquet").unlink()
+    res = show(str(root))
+    assert res.exit_code == 1, res.output
+    assert "counted from 1 manifest part(s) (not finalized)" in res.output
+    assert "`digit-two`" in res.output and "`digit-five`" not in res.output
+
+
+@pytest.mark.parametrize("status", ["failed", "interrupted"])
+def test_show_a_failed_or_interrupted_run_exits_1_saying_so(finished_run, tmp_path, status):
+    root = finished_run.copy(tmp_path / "run")
+    (root / "_SUCCESS").unlink()
+    doc = json.loads((root / "run.json").read_text())
+    doc.update(status=status, error="concept 'digit-five': boom")
+    (root / "run.json").write_text(json.dumps(doc))
+    res = show(str(root))
+    assert res.exit_code == 1, res.output
+    assert f"status: {status.upper()}" in res.output and "boom" in res.output
+
+
+def test_show_a_folder_that_is_not_a_run_exits_2(tmp_path):
+    res = show(str(tmp_path))
+    assert res.exit_code == 2
+    assert "is not a normguide run" in res.output
+    (tmp_path / "run.json").write_text("not json")
+    assert show(str(tmp_path)).exit_code == 2
+
+
+def test_show_on_s3(finished_run, s3_server, s3_bucket, monkeypatch):
+    client = s3_server.client()
+    for path in finished_run.root.rglob("*"):
+        if path.is_file():
+            client.put_object(Bucket=s3_bucket, Key=f"r/{path.relative_to(finished_run.root)}", Body=path.read_bytes())
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.storage["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.storage["secret"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_server.storage["region_name"])
+    endpoint = ["--endpoint-url", s3_server.storage["endpoint_url"]]
+    res = show(f"s3://{s3_bucket}/r", *endpoint)
+    assert res.exit_code == 0, res.output
+    assert f"run {json.loads((finished_run.root / 'run.json').read_text())['run_id']}" in res.output
+    assert show(f"s3://{s3_bucket}/nothing-here", *endpoint).exit_code == 2
+
+
+def test_report_artifact_links_local_pictures_and_draws_http_ones(finished_run, tmp_path):
+    from normguide.tasks.reporting import report_artifact_markdown
+
+    record = write_report(finished_run.context(finished_run.copy(tmp_path / "run")))
+    md = report_artifact_markdown(record)
+    assert "![" not in md and f"[`{record.concepts[0].contact_sheet_uri}`]" in md
+    assert "not web addresses" in md
+    web = record.model_copy(update={
+        "output_root": "https://example.org/run",
+        "concepts": [c.model_copy(update={"contact_sheet_uri": f"https://example.org/run/{c.concept_id}.png",
+                                          "seed_norms_uri": f"https://example.org/run/{c.concept_id}-n.png"})
+                     for c in record.concepts]})
+    md = report_artifact_markdown(web)
+    assert "![contact sheet of digit-two](https://example.org/run/digit-two.png)" in md
+    assert "not web addresses" not in md
+
+
+@pytest.mark.slow
+def test_publish_report_creates_the_artifact(finished_run, tmp_path, prefect_api):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from normguide.tasks.reporting import publish_report
+
+    record = write_report(finished_run.context(finished_run.copy(tmp_path / "run")))
+
+    @flow
+    def publish():
+        return publish_report(record)
+
+    md = publish()
+    assert "digit-two" in md
+
+    async def latest():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["normguide-dataset-report"])))
+
+    import asyncio
+
+    found = asyncio.run(latest())
+    assert found and any("digit-two" in (a.data or "") for a in found)
