@@ -4,6 +4,7 @@ per-shard index and stats; byte-identical resumes after an interrupted export.""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import shlex
@@ -78,7 +79,7 @@ def test_shards_load_with_webdataset(run_copy):
         assert stats["samples"] == n and stats["tar_bytes"] == len(tar_bytes)
         assert stats["tar_sha256"] == hashlib.sha256(tar_bytes).hexdigest()
         assert (stats["first_key"], stats["last_key"]) == (index.key.iloc[0], index.key.iloc[-1])
-        with tarfile.open(fileobj=__import__("io").BytesIO(tar_bytes)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
             members = tar.getmembers()
         assert {(m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, "", "", 0o644)}
         start += n
