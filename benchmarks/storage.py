@@ -71,7 +71,7 @@ def _noise_pngs(n: int, seed: int = 0) -> list[bytes]:
 
 def _manifest(n: int) -> bytes:
     table = pa.table({"image_id": [f"{i:05d}" for i in range(n)], "concept_id": ["c1"] * n,
-                      "image_uri": [f"images/c1/{i:05d}.png" for i in range(n)]})
+                      "file_name": [f"images/c1/{i:05d}.png" for i in range(n)]})
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()

@@ -19,16 +19,32 @@ from normguide.pipeline.local import error_text
 from normguide.tasks.concepts import generate_images, invert_references, plan_seeds
 from normguide.tasks.reporting import publish_summary
 from normguide.tasks.run_setup import (
+    check_references,
     evaluate_run,
     finalize_run,
     find_complete_concepts,
     load_concepts,
     prepare_run,
+    record_run_status,
+    start_run,
     wants_evaluation,
 )
 
 
-@flow(name="generate-dataset", log_prints=True, validate_parameters=True)
+def _mark_interrupted(flow, flow_run, state) -> None:
+    """on_cancellation / on_crashed: run.json says ``interrupted`` (a rerun resumes)."""
+    from normguide.pipeline import RunContext, steps
+
+    try:
+        config = RunConfig.model_validate(flow_run.parameters.get("config") or {})
+    except Exception:  # noqa: BLE001 - nothing to mark without a readable config
+        return
+    steps.record_status(RunContext.create(config.pinned()), "interrupted",
+                        error=f"flow run {flow_run.name} {state.name.lower()}: {state.message or ''}".strip())
+
+
+@flow(name="generate-dataset", log_prints=True, validate_parameters=True,
+      on_cancellation=[_mark_interrupted], on_crashed=[_mark_interrupted])
 def generate_dataset(
     config: RunConfig = RunConfig(),
     concept_ids: list[str] | None = None,
@@ -45,10 +61,11 @@ def generate_dataset(
     Returns:
         The run summary (per-concept outcome, failed concepts, manifest URI).
     """
-    # 1. No credential may be a parameter (the API stores them in clear); check storage and model,
-    #    start run.json; a complete run is a no-op
+    # 1. No credential may be a parameter (the API stores them in clear); check the output and
+    #    settings (no model); a complete run is a no-op
     if secret_fields := config.parameter_secrets():
         raise ValueError(secrets_refused(secret_fields, "flow-run parameters"))
+    config = config.pinned()
     logger = get_run_logger()
     run = prepare_run(config)
     head = dict(run_id=run.run_id, output_root=run.output_root, model=run.model, is_demo=run.is_demo,
@@ -57,8 +74,11 @@ def generate_dataset(
         logger.info("run %s is already complete at %s: nothing to do", run.run_id, run.output_root)
         return RunSummary(**head, finalized=True, already_complete=True)
 
-    # 2. Load and validate the concept table; concepts complete from an earlier attempt are skipped
+    # 2. Load and validate the concept table and its references; then the model, and run.json
     concepts = load_concepts(config, concept_ids)
+    check_references(config, concepts)
+    run = start_run(config)
+    head.update(model=run.model, is_demo=run.is_demo, model_note=run.model_note)
     done = find_complete_concepts(config, [c.concept_id for c in concepts])
 
     # 3. Per concept: invert -> plan -> generate (+ manifest part); one concept's failure
@@ -83,7 +103,9 @@ def generate_dataset(
 
     # 4. Consolidate the manifest and write _SUCCESS, only when every concept is done
     summary = RunSummary(**head, concepts=outcomes)
-    if finalize and not summary.failed:
+    if summary.failed:
+        record_run_status(config, "failed", "; ".join(f"{cid}: {outcomes[cid].error}" for cid in summary.failed))
+    elif finalize:
         summary = summary.model_copy(update={"finalized": True,
                                              "manifest_uri": finalize_run(config, [c.concept_id for c in concepts])})
 

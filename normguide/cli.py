@@ -1,8 +1,13 @@
 """The ``normguide`` command.
 
-``normguide run`` with no arguments runs the shipped example (examples/) on the demo model into
-./outputs/. With no Prefect server configured, Prefect starts its ephemeral API; with
-``PREFECT_API_URL`` set, the run is tracked on that server.
+``normguide run`` with no arguments runs the shipped example (inside the package) on the demo
+model into ./outputs/. Without a Prefect server configured it runs in this process (the local
+driver); with ``PREFECT_API_URL`` set (environment or Prefect profile), or ``--prefect``, the run
+is a Prefect flow run tracked on that server (or on an ephemeral one Prefect starts).
+
+Exit codes: 0 done (or nothing to do), 1 some concepts (or the evaluation) failed, 2 bad input or
+configuration (nothing was generated), 130 interrupted (run.json says so; rerun to resume).
+Errors print one line; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -16,98 +21,279 @@ from typing import Optional
 import typer
 import yaml
 
+from normguide import __version__
 from normguide.config import RunConfig, load_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Synthetic image datasets from norm-guided diffusion seeds.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Synthetic image datasets from norm-guided diffusion seeds.")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+_DEBUG = {"on": False}
+_D = RunConfig.model_construct()  # the defaults, for --help (constructing reads no table)
 
 
-def _build_config(
-    config_file: Optional[Path], overrides: dict
-) -> RunConfig:
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"normguide {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (and Prefect's own logs) on errors."),
+) -> None:
+    _DEBUG["on"] = debug
+
+
+def _fail(console, message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print one ``error:`` line (the traceback too with --debug) and return the exit to raise."""
+    from rich.markup import escape
+
+    if _DEBUG["on"] and sys.exc_info()[0] is not None:
+        console.print_exception()
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    return typer.Exit(code)
+
+
+def _build_config(config_file: Optional[Path], overrides: dict) -> RunConfig:
     base = load_config(config_file) if config_file else RunConfig()
     return base.with_overrides(**overrides)
 
 
+def _split(value: Optional[str]) -> Optional[tuple[str, ...]]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+def prefect_server_configured() -> bool:
+    """Whether a Prefect API is configured (``PREFECT_API_URL`` in the environment or the active
+    Prefect profile): then ``normguide run`` tracks the run there by default."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
 @app.command()
 def run(
-    concepts: Optional[str] = typer.Option(None, help="Concept table (Parquet): a path or s3:// URI. Default: the shipped example."),
-    output: Optional[str] = typer.Option(None, help="Output root (local dir or s3://bucket/prefix). Default: ./outputs"),
-    model: Optional[str] = typer.Option(None, help="'demo', a local diffusers pipeline directory, or a hub id."),
+    concepts: Optional[str] = typer.Option(None, help="Concept table (Parquet): a path or s3:// URI.", show_default="the shipped example (3 rare digits)"),
+    output: Optional[str] = typer.Option(None, help="Output root (local dir or s3://bucket/prefix); the run writes under <output>/<run-id>/.", show_default=_D.output),
+    model: Optional[str] = typer.Option(None, help="'demo', a local diffusers pipeline directory, or a hub id.", show_default=_D.model),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML or JSON run configuration; options given here override it."),
-    run_id: Optional[str] = typer.Option(None, help="Run id (default: derived from the configuration, so reruns resume)."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto."),
-    dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (half precision on CUDA)."),
-    methods: Optional[str] = typer.Option(None, help="Comma-separated seed methods (`normguide methods` lists them)."),
-    num_images: Optional[int] = typer.Option(None, help="Images per concept and method."),
-    steps: Optional[int] = typer.Option(None, help="Generation (denoising) steps."),
-    guidance: Optional[float] = typer.Option(None, help="Generation guidance scale."),
-    inversion_steps: Optional[int] = typer.Option(None, help="DDIM inversion steps."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size for inversion and generation."),
-    reconstruction: Optional[bool] = typer.Option(None, "--reconstruction/--no-reconstruction", help="Record each seed's reconstruction error."),
-    endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL for s3:// inputs and outputs."),
-    prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="Run as a Prefect flow (tracking, UI, retries), or in this process with the local driver; both write the same bytes."),
+    run_id: Optional[str] = typer.Option(None, help="Run id.", show_default="derived from the settings and the table's content, so reruns resume"),
+    concept_ids: Optional[str] = typer.Option(None, "--concept-ids", help="Comma-separated concept ids: run only these (no finalize unless they are the whole table).", show_default="all"),
+    prompt_template: Optional[str] = typer.Option(None, help="Prompt for concepts without their own; {name} is the concept's name.", show_default=_D.prompt_template),
+    seed: Optional[int] = typer.Option(None, help="Base seed of the random method.", show_default=str(_D.seed)),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto.", show_default=_D.device),
+    dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (half precision on CUDA).", show_default=_D.dtype),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated seed methods (`normguide methods` lists them).", show_default=",".join(_D.plan.methods)),
+    num_images: Optional[int] = typer.Option(None, help="Images per concept and method.", show_default=str(_D.plan.num_images)),
+    steps: Optional[int] = typer.Option(None, help="Generation (denoising) steps.", show_default=str(_D.generation.num_inference_steps)),
+    guidance: Optional[float] = typer.Option(None, help="Generation guidance scale (1 to 100).", show_default=str(_D.generation.guidance_scale)),
+    inversion_steps: Optional[int] = typer.Option(None, help="DDIM inversion steps.", show_default=str(_D.inversion.num_inference_steps)),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size for inversion and generation.", show_default=f"{_D.inversion.batch_size} / {_D.generation.batch_size}"),
+    reconstruction: Optional[bool] = typer.Option(None, "--reconstruction/--no-reconstruction", help="Record each seed's reconstruction error.", show_default=str(_D.inversion.reconstruction).lower()),
+    endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL for s3:// inputs and outputs.", show_default="AWS"),
+    prefect: Optional[bool] = typer.Option(None, "--prefect/--no-prefect", help="Run as a Prefect flow (tracking, UI, retries) or in this process; both write the same bytes.", show_default="Prefect when a server is configured (PREFECT_API_URL), else in this process"),
 ) -> None:
     """Generate a dataset and print where it is and a summary."""
     from rich.console import Console
 
-    console = Console(stderr=False)
+    console = Console()
     try:
-        cfg = _build_config(
-            config,
-            {
-                "concepts": concepts, "output": output, "model": model, "run_id": run_id,
-                "device": device, "dtype": dtype,
-                "plan.methods": tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None,
-                "plan.num_images": num_images,
-                "generation.num_inference_steps": steps, "generation.guidance_scale": guidance,
-                "inversion.num_inference_steps": inversion_steps,
-                "generation.batch_size": batch_size, "inversion.batch_size": batch_size,
-                "inversion.reconstruction": reconstruction,
-                "storage.endpoint_url": endpoint_url,
-            },
-        )
+        cfg = _build_config(config, {
+            "concepts": concepts, "output": output, "model": model, "run_id": run_id,
+            "device": device, "dtype": dtype, "prompt_template": prompt_template, "seed": seed,
+            "plan.methods": _split(methods), "plan.num_images": num_images,
+            "generation.num_inference_steps": steps, "generation.guidance_scale": guidance,
+            "inversion.num_inference_steps": inversion_steps,
+            "generation.batch_size": batch_size, "inversion.batch_size": batch_size,
+            "inversion.reconstruction": reconstruction, "storage.endpoint_url": endpoint_url,
+        })
+        cfg = cfg.pinned()  # reads the table once: a missing one is named here
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-    from normguide.pipeline import RunSummary, output_root
-
-    if prefect and (secret_fields := cfg.inline_secrets()):
+        raise _fail(console, str(exc)) from None
+    ids = list(_split(concept_ids)) if concept_ids else None
+    # credentials may not become flow-run parameters (the Prefect API stores them in clear)
+    if prefect is not False and (secret_fields := cfg.inline_secrets()) and (
+            prefect or prefect_server_configured()):
         from normguide.config import secrets_refused
 
-        console.print(f"[red]error:[/red] {secrets_refused(secret_fields, 'flow-run parameters')}",
-                      soft_wrap=True, highlight=False)
-        raise typer.Exit(2)
-    console.print(f"run [bold]{cfg.resolved_run_id()}[/bold] -> {output_root(cfg)}", soft_wrap=True)
-    if prefect:
-        os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "normguide")
-        # The ephemeral API's telemetry heartbeat races the run for its SQLite file at start-up and
-        # prints a 'database is locked' traceback; a user's explicit setting still wins.
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        # Prefect waits 20 s for its ephemeral API by default; its first start also creates the
-        # database, which takes longer than that on a busy laptop or CI box.
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
-        from normguide.flows.generate_dataset import generate_dataset
+        raise _fail(console, secrets_refused(secret_fields, "flow-run parameters"))
 
-        state = generate_dataset(config=cfg, return_state=True)
-        summary = state.result(raise_on_failure=False)
-        if not isinstance(summary, RunSummary):  # the flow failed before it could summarise
-            console.print(f"[red]run failed:[/red] {summary}")
-            raise typer.Exit(1)
-    else:
-        import logging
+    from normguide.pipeline import output_root
 
-        from normguide.pipeline import run_dataset
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        try:
-            summary = run_dataset(cfg, progress=lambda n, total, o: console.print(
-                f"[{n}/{total}] {o.concept_id}: {o.status}, {o.images} image(s), {o.generated} generated"))
-        except ValueError as exc:
-            console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
-            raise typer.Exit(2) from None
+    console.print(f"run [bold]{cfg.run_id}[/bold] -> {output_root(cfg)}", soft_wrap=True, highlight=False)
+    with _interrupts(console, cfg):
+        summary = _checked(console, cfg, ids)  # no model, no Prefect: bad input exits 2 here
+        if summary is None:
+            use_prefect = prefect_server_configured() if prefect is None else prefect
+            summary = (_run_prefect if use_prefect else _run_local)(console, cfg, ids)
     _print_summary(console, summary)
-    raise typer.Exit(0 if summary.ok else 1)
+    raise typer.Exit(EXIT_OK if summary.ok else EXIT_FAILED)
+
+
+def _checked(console, cfg: RunConfig, ids):
+    """The checks that need no model and no Prefect (output writable, same settings, table,
+    references); returns the summary of a run that is already complete, else None."""
+    from normguide.pipeline import RunContext, RunSummary, steps
+
+    try:
+        ctx = RunContext.create(cfg)
+        prepared = steps.prepare(ctx)
+        if prepared.complete:
+            return RunSummary(run_id=prepared.run_id, output_root=prepared.output_root, model=prepared.model,
+                              is_demo=prepared.is_demo, model_note=prepared.model_note, finalized=True,
+                              already_complete=True, manifest_uri=ctx.storage.uri("manifest.parquet"))
+        concepts = steps.load_concepts(ctx, ids)
+        steps.check_references(ctx, concepts)
+    except (ValueError, FileNotFoundError, PermissionError) as exc:
+        raise _fail(console, str(exc)) from None
+    return None
+
+
+def _progress_reporter(console):
+    """Live bars on a terminal; one line per finished stage otherwise."""
+    from normguide import progress
+
+    if console.is_terminal:
+        return RichReporter(console)
+    return progress.LogReporter()
+
+
+class RichReporter:
+    """progress.Reporter: one live bar per running stage (concept, stage, done/total, rate)."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=True)
+        self._ids: dict[int, object] = {}
+        self._console = console
+
+    def __enter__(self):
+        self._bars.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._bars.stop()
+
+    def started(self, stage) -> None:
+        self._ids[id(stage)] = self._bars.add_task(f"{stage.concept_id} · {stage.name}", total=stage.total, rate="")
+
+    def advanced(self, stage) -> None:
+        rate = f"{stage.rate:.2f} {stage.unit}s/s" if stage.rate else ""
+        self._bars.update(self._ids[id(stage)], completed=stage.done, rate=rate)
+
+    def finished(self, stage, ok: bool) -> None:
+        task = self._ids.pop(id(stage), None)
+        if task is not None:
+            self._bars.remove_task(task)
+        if ok:
+            self._console.print(f"  {stage.describe()}", highlight=False)
+
+
+def _run_local(console, cfg: RunConfig, ids):
+    import logging
+
+    from normguide import progress
+    from normguide.pipeline import run_dataset
+
+    terminal = console.is_terminal
+    logging.basicConfig(level=logging.WARNING if terminal else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    reporter = _progress_reporter(console)
+    old = progress.set_reporter(reporter)
+    try:
+        with reporter if isinstance(reporter, RichReporter) else _nullcontext():
+            return run_dataset(cfg, concept_ids=ids, finalize=ids is None or _is_whole_table(cfg, ids),
+                               progress=lambda n, total, o: console.print(
+                                   f"[{n}/{total}] {o.concept_id}: {o.status}, {o.images} image(s), "
+                                   f"{o.generated} generated", highlight=False))
+    except ValueError as exc:  # configuration found by a step (model not found, no CUDA, ...)
+        raise _fail(console, str(exc)) from None
+    finally:
+        progress.set_reporter(old)
+
+
+def _is_whole_table(cfg: RunConfig, ids: list[str]) -> bool:
+    from normguide.pipeline import RunContext, steps
+
+    return set(ids) >= {c.concept_id for c in steps.load_concepts(RunContext.create(cfg))}
+
+
+def _nullcontext():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def _run_prefect(console, cfg: RunConfig, ids):
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "normguide")
+    # The ephemeral API's telemetry heartbeat races the run for its SQLite file at start-up and
+    # prints a 'database is locked' traceback; a user's explicit setting still wins.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect waits 20 s for its ephemeral API by default; its first start also creates the
+    # database, which takes longer than that on a busy laptop or CI box.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    from normguide.flows.generate_dataset import generate_dataset
+    from normguide.pipeline import RunSummary
+
+    finalize = ids is None or _is_whole_table(cfg, ids)
+    state = generate_dataset(config=cfg, concept_ids=ids, finalize=finalize, return_state=True)
+    summary = state.result(raise_on_failure=False)
+    if not isinstance(summary, RunSummary):  # the flow failed before it could summarise
+        raise _fail(console, f"run failed: {summary}", EXIT_BAD_INPUT if isinstance(summary, ValueError) else EXIT_FAILED)
+    return summary
+
+
+class _interrupts:
+    """Ctrl-C (and SIGTERM): stop within seconds, mark run.json ``interrupted``, print one line,
+    exit 130. A second Ctrl-C exits at once."""
+
+    def __init__(self, console, cfg: RunConfig):
+        self.console, self.cfg = console, cfg
+
+    def __enter__(self):
+        import signal
+
+        self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        import signal
+
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        if exc_type is not KeyboardInterrupt:
+            return False
+        signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))  # a second Ctrl-C: now
+        from normguide.pipeline import RunContext, steps
+
+        steps.record_status(RunContext.create(self.cfg), "interrupted", error="interrupted by the user (Ctrl-C)")
+        self.console.print(f"[yellow]interrupted:[/yellow] run {self.cfg.run_id} stopped; run.json says "
+                           "'interrupted'; rerun the same command to resume", highlight=False, soft_wrap=True)
+        _stop_children()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # in-flight worker threads (a batch being generated, Prefect's runners) are not waited for
+        os._exit(EXIT_INTERRUPTED)
+
+
+def _stop_children() -> None:
+    """Stop Prefect's ephemeral API server, if this process started one, so none is orphaned."""
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None:
+        return
+    for instance in list(server.SubprocessASGIServer._instances.values()):
+        try:
+            instance.stop()
+        except Exception:  # noqa: BLE001, S110 - on the way out; nothing better to do
+            pass
 
 
 def _print_summary(console, summary) -> None:
@@ -207,22 +393,134 @@ def methods() -> None:
 @app.command()
 def validate(
     concepts: str = typer.Argument(..., help="Concept table (Parquet): a path or s3:// URI."),
-    endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL."),
+    endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL.", show_default="AWS"),
+    references: bool = typer.Option(True, "--references/--no-references", help="Also read and decode every reference image."),
 ) -> None:
-    """Validate a concept table against the schema and print its concepts."""
+    """Check a concept table as `run` would (schema, ids, reference images exist and decode,
+    sizes, URI schemes) without a model; print its concepts. Exit 2 naming every problem."""
+    from rich.console import Console
+
     from normguide.data.storage import Storage
     from normguide.pipeline import RunContext, steps
 
-    cfg = RunConfig().with_overrides(concepts=concepts, **{"storage.endpoint_url": endpoint_url})
+    console = Console(stderr=True)
     try:
-        # no output is written: the store is only where a run would go
-        rows = steps.load_concepts(RunContext.create(cfg, storage=Storage.open(".")), None)
+        cfg = RunConfig().with_overrides(concepts=concepts, **{"storage.endpoint_url": endpoint_url})
+        # no output is written: the store is only where a run would look for finished concepts
+        ctx = RunContext.create(cfg, storage=Storage.open("."))
+        rows = steps.load_concepts(ctx, None)
+        if references:
+            problems = []
+            for c in rows:  # every concept, done or not
+                try:
+                    steps.read_references(ctx, c)
+                except ValueError as exc:
+                    problems.append(str(exc))
+            if problems:
+                raise ValueError(f"{len(problems)} concept(s) have unusable reference images:\n  " + "\n  ".join(problems))
+    except FileNotFoundError as exc:
+        raise _fail(console, f"concepts: concept table {concepts!r} does not exist ({exc.strerror or exc})") from None
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise _fail(console, str(exc)) from None
     for c in rows:
         typer.echo(f"{c.concept_id}\t{c.name}\t{len(c.reference_uris)} reference(s)")
-    typer.echo(f"{len(rows)} concept(s) OK")
+    typer.echo(f"{len(rows)} concept(s) OK" + ("" if references else " (reference images not read)"))
+
+
+@app.command("plan")
+def plan_command(
+    concepts: Optional[str] = typer.Option(None, help="Concept table (Parquet): a path or s3:// URI.", show_default="the shipped example"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML or JSON run configuration."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated seed methods.", show_default=",".join(_D.plan.methods)),
+    num_images: Optional[int] = typer.Option(None, help="Images per concept and method.", show_default=str(_D.plan.num_images)),
+    concept_ids: Optional[str] = typer.Option(None, "--concept-ids", help="Comma-separated concept ids.", show_default="all"),
+    seed: Optional[int] = typer.Option(None, help="Base seed of the random method.", show_default=str(_D.seed)),
+    endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL.", show_default="AWS"),
+) -> None:
+    """Dry run: print the seed plan per concept (methods, images, t values, expected seed
+    z-scores) without inverting or generating anything.
+
+    Expected z-scores come from planning with N(0, I) stand-ins for the inverted seeds (one per
+    reference, the model's seed shape): real inversions differ, and `run` records those."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from normguide.pipeline import RunContext, steps
+
+    console = Console()
+    try:
+        cfg = _build_config(config, {"concepts": concepts, "plan.methods": _split(methods), "plan.num_images": num_images,
+                                     "seed": seed, "storage.endpoint_url": endpoint_url})
+        ctx = RunContext.create(cfg)
+        rows = steps.load_concepts(ctx, list(_split(concept_ids)) if concept_ids else None)
+        shape = _seed_shape(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(console, str(exc)) from None
+    plans = _dry_plans(cfg, rows, shape)
+    console.print(f"run {cfg.resolved_run_id()} -> {ctx.storage.root}: {len(rows)} concept(s), "
+                  f"seed shape {tuple(shape)}; nothing is written", highlight=False, soft_wrap=True)
+    total = 0
+    for concept, groups in plans:
+        table = Table(title=f"{concept.concept_id} ({concept.name}, {len(concept.reference_uris)} reference(s))",
+                      title_justify="left")
+        for col in ("method", "kind", "images", "t", "pairs", "expected z (min..max)"):
+            table.add_column(col, no_wrap=True)
+        for g in groups:
+            table.add_row(*g)
+            total += int(g[2])
+        console.print(table)
+    console.print(f"{total} image(s) in all", highlight=False)
+
+
+def _seed_shape(cfg: RunConfig) -> tuple[int, int, int]:
+    """The model's seed shape, from a local pipeline's unet config when there is one (no
+    weights loaded), else from loading the model (the demo loads in about a second)."""
+    path = Path(cfg.model)
+    unet = path / "unet" / "config.json"
+    if cfg.model != "demo" and unet.is_file():
+        conf = json.loads(unet.read_text())
+        size = conf.get("sample_size", 64)
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return (int(conf.get("in_channels", 4)), int(h), int(w))
+    from normguide.diffusion import get_pipeline
+
+    return tuple(get_pipeline(cfg.model, device="cpu", dtype="float32").seed_shape)
+
+
+def _dry_plans(cfg: RunConfig, concepts, shape):
+    """Per concept, rows (method, kind, count, t values, pairs, z range) of the seed plan made
+    from N(0, I) stand-ins for its inverted seeds."""
+    import math
+
+    import torch
+
+    from normguide.data.plan import plan_seeds
+    from normguide.geometry import ChiPrior
+
+    d = math.prod(shape)
+    prior = ChiPrior(d)
+    out = []
+    for c in concepts:
+        k = len(c.reference_uris)
+        stand_in = torch.randn(k, *shape, generator=torch.Generator().manual_seed(0))
+        p = cfg.plan
+        plan = plan_seeds(stand_in, concept_id=c.concept_id, methods=p.methods, num_images=c.num_images or p.num_images,
+                          include_centroid=p.include_centroid, pair_paths=p.pair_paths, centroid_paths=p.centroid_paths,
+                          include_inversions=p.include_inversions, t_values=p.t_values, base_seed=cfg.seed)
+        z = prior.zscore(plan.seeds.reshape(len(plan.rows), -1).double()).tolist()
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, r in enumerate(plan.rows):
+            groups.setdefault((r.method, r.kind), []).append(i)
+        rows = []
+        for (method, kind), idx in groups.items():
+            ts = sorted({plan.rows[i].t for i in idx if plan.rows[i].t is not None})
+            pairs = sorted({tuple(plan.rows[i].pair) for i in idx if plan.rows[i].pair is not None})
+            zs = [z[i] for i in idx]
+            rows.append((method, kind, str(len(idx)), ", ".join(f"{t:.2f}" for t in ts) or "-",
+                         " ".join(("c" if a < 0 else str(a)) + "-" + str(b) for a, b in pairs) or "-",
+                         f"{min(zs):+.2f}..{max(zs):+.2f}"))
+        out.append((c, rows))
+    return out
 
 
 @app.command("config")
@@ -240,9 +538,19 @@ def show_config(
     typer.echo(json.dumps(data, indent=2) if as_json else yaml.safe_dump(data, sort_keys=False))
 
 
-def main() -> None:  # pragma: no cover - console entry
-    app()
+def main() -> None:  # pragma: no cover - console entry (tests run it as a process)
+    """The console entry: unexpected errors print one line (``--debug``: the traceback), exit 1."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one message, no traceback
+        if _DEBUG["on"]:
+            raise
+        print(f"error: {type(exc).__name__}: {exc}\n(rerun with --debug for the traceback)", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_serializer, field_validator, model_validator
 
 #: The shipped example (inside the package, so an installed normguide finds it from any directory):
 #: the demo model's rare digits with held-out real references (examples/make_examples.py).
@@ -183,8 +183,9 @@ class RunConfig(BaseModel):
     Args:
         concepts: Concept table (Parquet), a local path or an fsspec URI (s3://...).
         output: Output root; the run writes under ``<output>/<run_id>/``.
-        run_id: Names the run; default derived from the content-defining fields, so a rerun of
-            the same configuration resumes (or is a no-op once complete).
+        run_id: Names the run; default derived from the content-defining fields and the concept
+            table's content (not its path), so a rerun of the same configuration and table
+            resumes (or is a no-op once complete), from wherever the table is read.
         model: ``demo``, a local diffusers pipeline directory, or a hub id.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         dtype: ``float32``, ``float16`` or ``bfloat16`` (half precision on CUDA only).
@@ -218,6 +219,7 @@ class RunConfig(BaseModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     export: tuple[str, ...] = Field((), description="Export formats written after the run: hf, webdataset.")
     export_shard_size: int = Field(DEFAULT_EXPORT_SHARD_SIZE, ge=1, description="Samples per export shard.")
+    _table_digest: str | None = PrivateAttr(None)
 
     @field_validator("run_id")
     @classmethod
@@ -256,19 +258,44 @@ class RunConfig(BaseModel):
 
     # -- derived --------------------------------------------------------------------------
     def content_dict(self) -> dict[str, Any]:
-        """The fields that decide the dataset's content (not where it goes or who reads it)."""
-        d = self.model_dump(mode="json", exclude={"output", "run_id", "storage", "device", "evaluation", "export",
+        """The settings that decide the dataset's content (not where it goes or who reads it).
+
+        The concept table is not among them: its *content* enters the default run id
+        (:meth:`table_digest`), and a run with a fixed run id follows the table as it changes
+        (new concepts reopen a complete run)."""
+        d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
                                                  "export_shard_size"})
         d["inversion"].pop("batch_size", None)
         d["generation"].pop("batch_size", None)
         return d
 
+    def table_digest(self) -> str:
+        """sha256 of the concept table's content (``normguide.data.schema.table_digest``), read
+        once per config object. Raises ValueError naming the table when it cannot be read."""
+        if self._table_digest is None:
+            from normguide.data.schema import table_digest
+            from normguide.data.storage import read_bytes
+
+            try:
+                data = read_bytes(self.concepts, storage_config=self.storage)
+            except FileNotFoundError as exc:
+                why = f" ({exc.strerror})" if "://" in self.concepts and exc.strerror else ""  # bucket, endpoint
+                raise ValueError(f"concepts: concept table {self.concepts!r} does not exist{why}") from None
+            self._table_digest = table_digest(data)
+        return self._table_digest
+
     def resolved_run_id(self) -> str:
-        """``run_id`` if given, else ``run-`` + 12 hex digits of the content's hash."""
+        """``run_id`` if given, else ``run-`` + 12 hex digits of the hash of the content settings
+        and the concept table's content (reads the table once)."""
         if self.run_id:
             return self.run_id
-        blob = json.dumps(self.content_dict(), sort_keys=True).encode()
+        blob = json.dumps({**self.content_dict(), "table": self.table_digest()}, sort_keys=True).encode()
         return "run-" + hashlib.sha256(blob).hexdigest()[:12]
+
+    def pinned(self) -> "RunConfig":
+        """This config with its run id fixed (``run_id=resolved_run_id()``): what a driver hands
+        on, so every step, task and shard names the same run even if the table changes meanwhile."""
+        return self if self.run_id else self.with_overrides(run_id=self.resolved_run_id())
 
     def inline_secrets(self) -> list[str]:
         """The credentials set in this config itself: ``storage.key``/``secret``/``token``, any

@@ -17,8 +17,26 @@ _IO = dict(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_can_help)
 
 @task(name="prepare-run", **_IO)
 def prepare_run(config: RunConfig) -> PreparedRun:
-    """Check storage and model before any GPU work; start run.json; say whether the run is complete."""
+    """Check the output and settings (no model, nothing written); say whether the run is complete."""
     return steps.prepare(run_context(config))
+
+
+@task(name="check-references", **_IO)
+def check_references(config: RunConfig, concepts: list[Concept]) -> None:
+    """Read and decode every reference image still to invert (no model): bad input fails here."""
+    steps.check_references(run_context(config), concepts)
+
+
+@task(name="start-run", **_IO)
+def start_run(config: RunConfig) -> PreparedRun:
+    """Load the model (a bad model fails before any concept) and start run.json."""
+    return steps.start(run_context(config))
+
+
+@task(name="record-run-status", **_IO)
+def record_run_status(config: RunConfig, status: str, error: str | None = None) -> None:
+    """Mark run.json failed or interrupted, with the error."""
+    steps.record_status(run_context(config), status, error)
 
 
 @task(name="is-run-complete", **_IO)

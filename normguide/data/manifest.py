@@ -20,7 +20,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("concept_id", pa.string()),
         ("name", pa.string()),
         ("prompt", pa.string()),
-        ("image_uri", pa.string()),
+        ("file_name", pa.string()),  # the PNG, relative to the run root
         ("image_id", pa.string()),
         ("sha256", pa.string()),
         ("width", pa.int32()),
@@ -82,16 +82,18 @@ class RowContext:
     normguide_version: str
 
 
-def concept_rows(ctx: RowContext, seeds: SeedsFile, image_uris: list[str], images: list[ImageRecord]) -> list[dict]:
-    """One manifest row per planned seed of ``seeds`` (row-aligned with ``image_uris`` and
-    ``images``), with the seed's norm, chi z-score and log-density under N(0, I_d)."""
+def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], images: list[ImageRecord]) -> list[dict]:
+    """One manifest row per planned seed of ``seeds`` (row-aligned with ``file_names``, the
+    images' paths relative to the run root, and ``images``), with the seed's norm, chi z-score
+    and log-density under N(0, I_d). Paths are relative so a copied or synced dataset stays
+    valid and the manifest does not depend on where the run was written."""
     import torch
 
     from normguide.geometry import ChiPrior
 
     plan = seeds.plan_rows
-    if not (len(plan) == len(image_uris) == len(images)):
-        raise ValueError(f"concept {ctx.concept_id!r}: {len(plan)} planned seeds, {len(image_uris)} image URIs, {len(images)} images")
+    if not (len(plan) == len(file_names) == len(images)):
+        raise ValueError(f"concept {ctx.concept_id!r}: {len(plan)} planned seeds, {len(file_names)} file names, {len(images)} images")
     flat = seeds.planned.reshape(len(plan), -1).to(torch.float64)
     prior = ChiPrior(flat.shape[1])
     norms = flat.norm(dim=-1)
@@ -101,9 +103,9 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, image_uris: list[str], image
     rec_err = seeds.reconstruction_errors
     shared = asdict(ctx)
     rows = []
-    for i, (r, uri, im) in enumerate(zip(plan, image_uris, images)):
+    for i, (r, file_name, im) in enumerate(zip(plan, file_names, images)):
         rows.append({
-            **shared, "image_uri": uri, "image_id": r.image_id, **asdict(im),
+            **shared, "file_name": file_name, "image_id": r.image_id, **asdict(im),
             "method": r.method, "kind": r.kind,
             "source_refs": [refs[s] for s in r.sources],
             "pair": list(r.pair) if r.pair is not None else None, "t": r.t,
@@ -163,7 +165,7 @@ def consolidate(parts: list[bytes]) -> bytes:
     """One manifest from its parts (in the order given); an image listed twice is an error."""
     tables = [parquet_to_table(p).cast(MANIFEST_SCHEMA) for p in parts]
     table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
-    counts = Counter(table.column("image_uri").to_pylist())
+    counts = Counter(table.column("file_name").to_pylist())
     if len(counts) != table.num_rows:
         dup = sorted(u for u, n in counts.items() if n > 1)[:5]
         raise ValueError(f"manifest parts list images more than once, e.g. {dup}")

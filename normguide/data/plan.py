@@ -98,9 +98,31 @@ def image_id(method: str, kind: str, index: int) -> str:
 
 
 def random_seed_for(base_seed: int, concept_id: str, index: int) -> int:
-    """The integer seed of the index-th random image of a concept (stable across runs and machines)."""
+    """The integer seed of the index-th random image of a concept (stable across runs and machines).
+
+    Below 2**53, so a float64 (pandas turns an int64 column with nulls into one) holds it exactly."""
     h = hashlib.sha256(f"{base_seed}:{concept_id}:{index}".encode()).digest()
-    return int.from_bytes(h[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+    return int.from_bytes(h[:8], "big") & MAX_RANDOM_SEED
+
+
+#: Random seeds are below 2**53: exact in float64, so a manifest read with pandas reproduces them.
+MAX_RANDOM_SEED = 2**53 - 1
+
+
+def spread_pairs(k: int) -> list[tuple[int, int]]:
+    """All pairs of ``k`` seeds, ordered so that every prefix uses the references as evenly as
+    possible: (0, 1), (2, 3), (0, 2), (1, 3), ... A budget smaller than the number of paths then
+    draws on every reference instead of only on seed 0's paths."""
+    remaining = list(combinations(range(k), 2))
+    use = [0] * k
+    order = []
+    while remaining:
+        best = min(remaining, key=lambda p: (use[p[0]] + use[p[1]], max(use[p[0]], use[p[1]]), p))
+        remaining.remove(best)
+        use[best[0]] += 1
+        use[best[1]] += 1
+        order.append(best)
+    return order
 
 
 def path_points(
@@ -306,7 +328,7 @@ def _plan_geometric(method: SeedMethod, flat: torch.Tensor, *, num_images: int, 
     prior = method.prior(flat) if method.prior is not None else None
 
     # 1. Paths: pairs of seeds, then centroid -> each seed; the points the budget buys
-    pairs = list(combinations(range(K), 2)) if pair_paths else []
+    pairs = spread_pairs(K) if pair_paths else []
     n_paths = len(pairs) + (K if centroid_paths else 0)
     points = path_points(n_paths, num_images - (1 if include_centroid else 0), t_values)
     ts = sorted({t for _, t in points})

@@ -35,20 +35,50 @@ def dumps(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, indent=2, sort_keys=True).encode()
 
 
+#: run.json ``status`` values: ``running`` (started, or a driver is at work), ``complete``
+#: (``_SUCCESS`` written), ``failed`` (some concepts failed; ``error`` says which),
+#: ``interrupted`` (stopped by Ctrl-C or a signal). A rerun resumes any but ``complete``.
+STATUSES = ("running", "complete", "failed", "interrupted")
+
+
 def new_record(config: RunConfig, *, output_root: str, model: dict[str, Any]) -> bytes:
     """The run.json of a run that starts now (status ``running``)."""
     return dumps({
         "run_id": config.resolved_run_id(), "status": "running", "started_at": now().isoformat(),
         "finished_at": None, "output_root": output_root, "model": model, "versions": versions(),
-        "concepts": None, "images": None, "config": config.public_dict(),
+        "table_digest": config.table_digest(), "concepts": None, "images": None, "error": None,
+        "config": config.public_dict(),
     })
 
 
-def finished_record(data: bytes, *, concepts: list[str], images: int) -> bytes:
-    """run.json ``data`` marked complete with the run's concepts and image count."""
+def with_status(data: bytes, status: str, *, error: str | None = None, config: RunConfig | None = None) -> bytes:
+    """run.json ``data`` with a new ``status`` (and ``error``); ``running`` again on a resume,
+    with the current table's digest and settings when ``config`` is given."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown run status {status!r}")
     doc = json.loads(data)
-    doc.update(status="complete", finished_at=now().isoformat(), concepts=list(concepts), images=images)
+    doc.update(status=status, error=error)
+    if status != "running":
+        doc["finished_at"] = now().isoformat()
+    if config is not None:
+        doc.update(table_digest=config.table_digest(), config=config.public_dict())
     return dumps(doc)
+
+
+def finished_record(data: bytes, *, concepts: list[str], images: int, table_digest: str | None = None) -> bytes:
+    """run.json ``data`` marked complete with the run's concepts, image count and the digest of
+    the concept table it covers."""
+    doc = json.loads(data)
+    doc.update(status="complete", finished_at=now().isoformat(), concepts=list(concepts), images=images, error=None)
+    if table_digest is not None:
+        doc["table_digest"] = table_digest
+    return dumps(doc)
+
+
+def covers_table(data: bytes, config: RunConfig) -> bool:
+    """Whether a complete run's record covers the config's concept table as it is now."""
+    doc = json.loads(data)
+    return doc.get("status") == "complete" and doc.get("table_digest") == config.table_digest()
 
 
 def check_same_content(config: RunConfig, data: bytes, where: str) -> None:

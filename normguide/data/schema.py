@@ -97,6 +97,22 @@ def parse_concept_table(data: bytes, *, source: str) -> ConceptTable:
     return validate_concept_table(table, source=source)
 
 
+def table_digest(data: bytes) -> str:
+    """A digest of a concept table's content: its rows as written (reference paths unresolved),
+    in concept_id order, so the same table read from another place or rewritten by another
+    Parquet writer has the same digest. Bytes that are not a Parquet table are digested as bytes
+    (and rejected later by :func:`parse_concept_table`)."""
+    import hashlib
+    import json
+
+    try:
+        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+        blob = json.dumps(sorted(rows, key=lambda r: str(r.get("concept_id"))), sort_keys=True, default=str).encode()
+    except Exception:  # noqa: BLE001 - unreadable tables are reported by parse_concept_table
+        blob = data
+    return hashlib.sha256(blob).hexdigest()
+
+
 def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
     problems: list[str] = []
     cols = table.schema.names

@@ -62,12 +62,14 @@ def run_dataset(
 
     Returns:
         The run summary; ``summary.failed`` lists the concepts that failed, with their errors in
-        ``summary.concepts``. Configuration errors (bad table, unwritable output, unknown model)
-        raise before any concept runs.
+        ``summary.concepts``; run.json then says ``failed``. Configuration errors (bad table,
+        missing or broken reference images, unwritable output, unknown model) raise
+        ``ValueError`` before the model loads or anything is written. An interrupt
+        (KeyboardInterrupt) marks run.json ``interrupted`` and propagates; a rerun resumes.
     """
-    ctx = RunContext.create(config, storage=storage, model=model)
+    ctx = RunContext.create(config.pinned(), storage=storage, model=model)
 
-    # 1. Check storage and model, start run.json; a complete run is a no-op
+    # 1. Checks that need no model: output writable, same settings; a complete run is a no-op
     prepared = steps.prepare(ctx)
     head = dict(run_id=prepared.run_id, output_root=prepared.output_root, model=prepared.model,
                 is_demo=prepared.is_demo, model_note=prepared.model_note)
@@ -75,28 +77,41 @@ def run_dataset(
         log.info("run %s is already complete at %s: nothing to do", prepared.run_id, prepared.output_root)
         return RunSummary(**head, finalized=True, already_complete=True)
 
-    # 2. The concept table
+    # 2. The concept table and its reference images (still no model, nothing written)
     concepts = steps.load_concepts(ctx, concept_ids)
+    steps.check_references(ctx, concepts)
 
-    # 3. Per concept: invert -> plan -> generate; a failure is recorded, the others go on
+    # 3. Load the model, start run.json
+    prepared = steps.start(ctx)
+    head.update(model=prepared.model, is_demo=prepared.is_demo, model_note=prepared.model_note)
+
+    # 4. Per concept: invert -> plan -> generate; a failure is recorded, the others go on
     outcomes: dict[str, ConceptOutcome] = {}
-    for n, concept in enumerate(concepts, 1):
-        try:
-            outcome = run_concept(ctx, concept)
-        except Exception as exc:  # noqa: BLE001 - isolated per concept, reported in the summary
-            log.error("concept %s failed: %s", concept.concept_id, error_text(exc))
-            outcome = ConceptOutcome.failed(concept.concept_id, error_text(exc))
-        outcomes[concept.concept_id] = outcome
-        if progress is not None:
-            progress(n, len(concepts), outcome)
+    try:
+        for n, concept in enumerate(concepts, 1):
+            try:
+                outcome = run_concept(ctx, concept)
+            except Exception as exc:  # noqa: BLE001 - isolated per concept, reported in the summary
+                log.error("concept %s failed: %s", concept.concept_id, error_text(exc))
+                outcome = ConceptOutcome.failed(concept.concept_id, error_text(exc))
+            outcomes[concept.concept_id] = outcome
+            if progress is not None:
+                progress(n, len(concepts), outcome)
+    except BaseException as exc:  # Ctrl-C, SIGTERM (as SystemExit): the run is resumable
+        steps.record_status(ctx, "interrupted", error=f"interrupted ({type(exc).__name__}) after "
+                            f"{len(outcomes)} of {len(concepts)} concepts")
+        raise
 
-    # 4. Consolidate the manifest and write _SUCCESS, only when every concept is done
+    # 5. Consolidate the manifest and write _SUCCESS, only when every concept is done
     summary = RunSummary(**head, concepts=outcomes)
-    if finalize and not summary.failed:
+    if summary.failed:
+        steps.record_status(ctx, "failed", error="; ".join(
+            f"{cid}: {outcomes[cid].error}" for cid in summary.failed))
+    elif finalize:
         manifest_uri = steps.finalize(ctx, [c.concept_id for c in concepts])
         summary = summary.model_copy(update={"finalized": True, "manifest_uri": manifest_uri})
 
-    # 5. Evaluate the images (a failure here leaves the finished dataset as it is)
+    # 6. Evaluate the images (a failure here leaves the finished dataset as it is)
     if summary.finalized and steps.wants_evaluation(ctx, [c.name for c in concepts]):
         try:
             summary = summary.model_copy(update={"evaluation": steps.evaluate(ctx)})

@@ -4,7 +4,8 @@ and returns a typed record (``results.py``); the drivers (``local.py``, and the 
 
 Layout under the run root (DESIGN.md)::
 
-    run.json                          written at the start, rewritten at the end
+    run.json                          written at the start, rewritten at the end (status: running,
+                                      complete, failed or interrupted)
     seeds/<concept_id>.safetensors    inverted seeds; after planning also centroids and planned seeds
     images/<concept_id>/<image_id>.png
     manifest/part-<concept_id>.parquet   written only after all the concept's images exist
@@ -13,7 +14,9 @@ Layout under the run root (DESIGN.md)::
 
 Resume rules: a concept whose part exists and whose images all exist is complete (nothing of it
 is read or loaded again); a seeds file with a plan is reused; only missing images are generated;
-a run with ``_SUCCESS`` is a no-op that loads no model. Nothing complete is ever rewritten.
+a run with ``_SUCCESS`` whose run.json covers the current concept table is a no-op that loads no
+model; concepts added to the table reopen it. Nothing complete is ever rewritten but the
+consolidated manifest, run.json and ``_SUCCESS`` of a reopened run.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from normguide import __version__
+from normguide import __version__, progress
 from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.images import (
@@ -33,7 +36,6 @@ from normguide.data.images import (
     encode_png,
     sha256_hex,
 )
-from normguide.data.plan import plan_seeds
 from normguide.data.schema import Concept, ConceptTableError, parse_concept_table
 from normguide.data.seeds import SeedsFile, seeds_key
 from normguide.data.storage import check_uri_scheme
@@ -48,33 +50,66 @@ def model_label(model_id: str, is_demo: bool, note: str | None) -> str:
 
 
 def prepare(ctx: RunContext) -> PreparedRun:
-    """Check the output is writable, refuse a resumed run with other settings, and start
-    run.json (loading the model, so a bad model fails before any concept). A complete run
-    (``_SUCCESS``) returns at once without loading the model."""
+    """The checks that need no model and write nothing: the output is writable, a resumed run
+    has the same content settings, and whether the run is already complete for the concept
+    table as it is now (``_SUCCESS`` and run.json's table digest; a table that gained or changed
+    concepts since reopens the run). A complete run reports the model from its run.json; call
+    :func:`start` before any model work otherwise."""
     storage = ctx.storage
     storage.check_writable()
     record = storage.read_bytes(run_record.RUN_JSON) if storage.exists(run_record.RUN_JSON) else None
     if record is not None:
         run_record.check_same_content(ctx.config, record, storage.uri(run_record.RUN_JSON))
-    if record is not None and storage.exists(run_record.SUCCESS):
-        m = json.loads(record).get("model") or {}
-        is_demo = bool(m.get("is_demo"))
-        return PreparedRun(run_id=ctx.run_id, output_root=storage.root, complete=True, is_demo=is_demo,
-                           model=model_label(str(m.get("id")), is_demo, m.get("note")), model_note=m.get("note"))
+    complete = record is not None and storage.exists(run_record.SUCCESS) and run_record.covers_table(record, ctx.config)
+    m = (json.loads(record).get("model") or {}) if record is not None else {}
+    is_demo = bool(m.get("is_demo"))
+    return PreparedRun(run_id=ctx.run_id, output_root=storage.root, complete=complete, is_demo=is_demo,
+                       model=model_label(str(m.get("id") or ctx.config.model), is_demo, m.get("note")),
+                       model_note=m.get("note"))
+
+
+def start(ctx: RunContext) -> PreparedRun:
+    """Load the model (a bad model fails before any concept) and start run.json: a new record,
+    or a resumed one marked ``running`` again."""
+    storage = ctx.storage
     model = ctx.model()
-    if record is None:
+    if not storage.exists(run_record.RUN_JSON):
         storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.config, output_root=storage.root, model={
             "id": model.model_id, "revision": model.revision, "family": model.family, "is_demo": model.is_demo,
             "note": model.note, "seed_shape": list(model.seed_shape), "scheduler": model.scheduler,
         }))
+    else:
+        record = storage.read_bytes(run_record.RUN_JSON)
+        if json.loads(record).get("status") != "running":
+            storage.write_bytes(run_record.RUN_JSON, run_record.with_status(record, "running", config=ctx.config))
     return PreparedRun(run_id=ctx.run_id, output_root=storage.root, complete=False,
                        model=model_label(model.model_id, model.is_demo, model.note),
                        is_demo=model.is_demo, model_note=model.note)
 
 
+def record_status(ctx: RunContext, status: str, error: str | None = None) -> None:
+    """Mark run.json ``failed`` or ``interrupted`` (with the error); a complete run, or one
+    that never started (no run.json), is left as it is. Never raises: it runs on the way out
+    of a failure, which must stay the error the user sees."""
+    storage = ctx.storage
+    try:
+        if not storage.exists(run_record.RUN_JSON) or storage.exists(run_record.SUCCESS):
+            return
+        record = storage.read_bytes(run_record.RUN_JSON)
+        storage.write_bytes(run_record.RUN_JSON, run_record.with_status(record, status, error=error))
+    except Exception as exc:  # noqa: BLE001 - reported, never masks the original failure
+        import logging
+
+        logging.getLogger("normguide").warning("could not mark run.json %s: %s", status, exc)
+
+
 def is_complete(ctx: RunContext) -> bool:
-    """Whether the run has ``_SUCCESS`` (one existence check, no model)."""
-    return ctx.storage.exists(run_record.SUCCESS)
+    """Whether the run has ``_SUCCESS`` and its run.json covers the current concept table
+    (no model)."""
+    storage = ctx.storage
+    if not storage.exists(run_record.SUCCESS) or not storage.exists(run_record.RUN_JSON):
+        return False
+    return run_record.covers_table(storage.read_bytes(run_record.RUN_JSON), ctx.config)
 
 
 # -- 2. the concept table ------------------------------------------------------------------------
@@ -93,6 +128,44 @@ def load_concepts(ctx: RunContext, concept_ids: list[str] | None = None) -> list
     if problems:
         raise ConceptTableError(source, problems)
     return concepts
+
+
+def read_references(ctx: RunContext, concept: Concept) -> list[Image.Image]:
+    """The concept's reference images, decoded; every bad one of the concept is named in one
+    :class:`ReferenceImageError` (missing, empty, not an image, truncated, too small or large)."""
+    cid = concept.concept_id
+    images, problems = [], []
+    for uri in concept.reference_uris:
+        try:
+            images.append(decode_reference(ctx.read_input(uri), uri=uri, concept_id=cid))
+        except FileNotFoundError as exc:
+            where = f" ({exc.strerror})" if uri.startswith("s3://") and exc.strerror else ""  # endpoint, bucket
+            problems.append(f"concept {cid!r}: reference image {uri!r} does not exist{where}")
+        except ReferenceImageError as exc:
+            problems.append(str(exc))
+        except ValueError as exc:  # not a regular file, too large, access denied (named by storage)
+            problems.append(f"concept {cid!r}: reference image {uri!r}: {exc}")
+    if problems:  # every bad reference of the concept at once, so one fix-up round suffices
+        raise ReferenceImageError("; ".join(problems))
+    return images
+
+
+def check_references(ctx: RunContext, concepts: list[Concept]) -> None:
+    """Read and decode every reference of ``concepts`` that still needs inverting (a concept
+    with a seeds file or a manifest part is skipped), without a model: what ``run`` would
+    reject is found before any model or Prefect start. Raises one :class:`ReferenceImageError`
+    naming every bad reference of every concept."""
+    have = ctx.storage.existing([k for c in concepts for k in (seeds_key(c.concept_id), mf.part_key(c.concept_id))])
+    problems = []
+    for c in concepts:
+        if seeds_key(c.concept_id) in have or mf.part_key(c.concept_id) in have:
+            continue
+        try:
+            read_references(ctx, c)
+        except ReferenceImageError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ReferenceImageError(f"{len(problems)} concept(s) have unusable reference images:\n  " + "\n  ".join(problems))
 
 
 # -- 3. per concept ------------------------------------------------------------------------------
@@ -135,6 +208,8 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
     An existing seeds file is returned as it is (inversion is deterministic; a resumed run
     reuses it).
     """
+    import torch
+
     from normguide.diffusion import invert_images, prepare_image
 
     cid = concept.concept_id
@@ -142,30 +217,28 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
         return found
     # 1. Read and check every reference (errors name the concept and the file)
     model = ctx.model()
-    images, problems = [], []
-    for uri in concept.reference_uris:
-        try:
-            data = ctx.read_input(uri)
-            images.append(prepare_image(decode_reference(data, uri=uri, concept_id=cid), model.resolution))
-        except FileNotFoundError as exc:
-            where = f" ({exc.strerror})" if uri.startswith("s3://") and exc.strerror else ""  # endpoint, bucket
-            problems.append(f"concept {cid!r}: reference image {uri!r} does not exist{where}")
-        except ReferenceImageError as exc:
-            problems.append(str(exc))
-    if problems:  # every bad reference of the concept at once, so one fix-up round suffices
-        raise ReferenceImageError("; ".join(problems))
+    images = [prepare_image(im, model.resolution) for im in read_references(ctx, concept)]
     # 2. DDIM inversion
     inv = ctx.config.inversion
     prompt = concept.resolved_prompt(ctx.config.prompt_template)
-    result = invert_images(model, images, prompt, num_inference_steps=inv.num_inference_steps,
-                           guidance_scale=inv.guidance_scale, batch_size=inv.batch_size,
-                           reconstruction=inv.reconstruction)
+    seeds_out, errors, fallbacks = [], [], []
+    with progress.stage(cid, "inversion", total=len(images)) as bar:
+        for start in range(0, len(images), inv.batch_size):  # one batch per call, so progress is per batch
+            part = invert_images(model, images[start : start + inv.batch_size], prompt,
+                                 num_inference_steps=inv.num_inference_steps, guidance_scale=inv.guidance_scale,
+                                 batch_size=inv.batch_size, reconstruction=inv.reconstruction)
+            seeds_out.append(part.seeds)
+            errors += part.reconstruction_error or []
+            fallbacks += part.precision_fallback
+            bar.advance(len(part.seeds))
+    inverted = torch.cat(seeds_out)
     # 3. Save the seeds (the expensive step's checkpoint)
-    seeds = SeedsFile(inverted=result.seeds.contiguous(), meta={
+    seeds = SeedsFile(inverted=inverted.contiguous(), meta={
         "concept_id": cid, "num_seeds": len(images), "reference_uris": list(concept.reference_uris),
-        "prompt": prompt, "reconstruction_error": result.reconstruction_error, "model": model.model_id,
+        "prompt": prompt, "reconstruction_error": errors if inv.reconstruction else None, "model": model.model_id,
         "model_revision": model.revision, "inversion_steps": inv.num_inference_steps,
         "inversion_guidance": inv.guidance_scale, "seed_shape": list(model.seed_shape),
+        "precision_fallback": fallbacks,
     })
     ctx.storage.write_bytes(seeds_key(cid), seeds.to_bytes())
     return seeds
@@ -174,6 +247,8 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
 def plan(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> SeedsFile:
     """Plan the concept's seeds for every configured method and save them in its seeds file
     (a file that already holds a plan is returned as it is)."""
+    from normguide.data.plan import plan_seeds
+
     if seeds.has_plan:
         return seeds
     p = ctx.config.plan
@@ -220,7 +295,7 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
                       model_revision=model.revision, scheduler=model.scheduler,
                       num_inference_steps=gen.num_inference_steps, guidance_scale=gen.guidance_scale,
                       normguide_version=__version__),
-        seeds, [storage.uri(k) for k in keys], [records[i] for i in range(len(rows))],
+        seeds, keys, [records[i] for i in range(len(rows))],
     )
     storage.write_bytes(mf.part_key(cid), mf.rows_to_parquet(part))
     z = [r["seed_zscore"] for r in part]
@@ -228,13 +303,22 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
                             methods=sorted({r.method for r in rows}), mean_seed_zscore=sum(z) / len(z) if z else None)
 
 
-def _image_record(blob: bytes, image: Image.Image | None = None) -> mf.ImageRecord:
+def _image_record(blob: bytes, image: Image.Image | None = None,
+                  precision_fallback: str | None = None) -> mf.ImageRecord:
     if image is None:
         with Image.open(io.BytesIO(blob)) as im:
             size = im.size
     else:
         size = image.size
-    return mf.ImageRecord(sha256=sha256_hex(blob), width=size[0], height=size[1], created_at=run_record.now())
+    return mf.ImageRecord(sha256=sha256_hex(blob), width=size[0], height=size[1], created_at=run_record.now(),
+                          precision_fallback=precision_fallback)
+
+
+def _encode_and_write(storage, keys: list[str], idx: list[int], images, fallbacks) -> dict[int, mf.ImageRecord]:
+    """PNG-encode, hash and write one generated batch (on the writer thread)."""
+    blobs = [encode_png(im) for im in images]
+    storage.write_many(list(zip(keys, blobs)))
+    return {i: _image_record(b, im, fb) for i, b, im, fb in zip(idx, blobs, images, fallbacks)}
 
 
 def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: list[int],
@@ -247,19 +331,22 @@ def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: li
     records: dict[int, mf.ImageRecord] = {}
     batches = generate_images(ctx.model(), seeds.planned[todo], prompt, num_inference_steps=gen.num_inference_steps,
                               guidance_scale=gen.guidance_scale, batch_size=gen.batch_size)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="normguide-write") as writer:
+    cid = seeds.concept_id
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="normguide-write") as writer, \
+            progress.stage(cid, "generation", total=len(todo)) as bar:
         pending = None
         pos = 0
         for images in batches:
             idx = todo[pos : pos + len(images)]
             pos += len(images)
-            blobs = [encode_png(im) for im in images]
-            records.update({i: _image_record(b, im) for i, b, im in zip(idx, blobs, images)})
             if pending is not None:
-                pending.result()
-            pending = writer.submit(ctx.storage.write_many, [(keys[i], b) for i, b in zip(idx, blobs)])
+                records.update(pending.result())
+            # PNG encoding, hashing and the upload of this batch overlap the generation of the next
+            pending = writer.submit(_encode_and_write, ctx.storage, [keys[i] for i in idx], idx, images,
+                                    images.precision_fallback)
+            bar.advance(len(images))
         if pending is not None:
-            pending.result()
+            records.update(pending.result())
     return records
 
 
@@ -267,12 +354,14 @@ def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: li
 def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
     """Consolidate the parts into ``manifest.parquet``, finish run.json, write ``_SUCCESS`` last.
 
-    A run that already has ``_SUCCESS`` is left as it is. Raises ``RuntimeError`` naming the
-    concepts whose part is missing (nothing is written then). Needs no model.
+    A run whose ``_SUCCESS`` covers the current table is left as it is; one reopened by a
+    changed table gets a new manifest, run.json and ``_SUCCESS`` (each written atomically; the
+    old manifest stays readable until the new one replaces it). Raises ``RuntimeError`` naming
+    the concepts whose part is missing (nothing is written then). Needs no model.
     """
     storage = ctx.storage
     manifest_uri = storage.uri("manifest.parquet")
-    if storage.exists(run_record.SUCCESS):
+    if is_complete(ctx):
         return manifest_uri
     missing = missing_parts(ctx, concept_ids)
     if missing:
@@ -282,7 +371,8 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
     parts = [storage.read_bytes(mf.part_key(c)) for c in concept_ids]
     storage.write_bytes("manifest.parquet", mf.consolidate(parts))
     storage.write_bytes(run_record.RUN_JSON, run_record.finished_record(
-        storage.read_bytes(run_record.RUN_JSON), concepts=concept_ids, images=sum(mf.num_rows(p) for p in parts)))
+        storage.read_bytes(run_record.RUN_JSON), concepts=concept_ids, images=sum(mf.num_rows(p) for p in parts),
+        table_digest=ctx.config.table_digest()))
     storage.write_bytes(run_record.SUCCESS, b"")
     return manifest_uri
 

@@ -56,7 +56,7 @@ def test_run_prints_where_and_summary(concept_dir, tmp_path):
     assert again.returncode == 0 and "already complete" in again.stdout
 
 
-def test_run_exits_nonzero_when_a_concept_fails(concept_dir, tmp_path):
+def test_run_refuses_a_missing_reference_before_any_work(concept_dir, tmp_path):
     rows = [
         {"concept_id": "ok", "name": "ok", "reference_uris": ["refs/alpha/0.png"]},
         {"concept_id": "broken", "name": "broken", "reference_uris": ["refs/missing.png"]},
@@ -64,9 +64,12 @@ def test_run_exits_nonzero_when_a_concept_fails(concept_dir, tmp_path):
     write_concept_table(rows, concept_dir / "mixed.parquet")
     cfg = _config_file(tmp_path, concept_dir)
     res = normguide("run", "--config", str(cfg), "--concepts", str(concept_dir / "mixed.parquet"))
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "1 of 2 concept(s) failed" in res.stdout
-    assert "broken" in res.stdout and "missing.png" in res.stdout
+    # a missing reference is bad input, found before any model or Prefect start: exit 2, one
+    # message naming the concept and the file, no traceback, nothing written
+    assert res.returncode == 2, res.stdout + res.stderr
+    out = res.stdout + res.stderr
+    assert "concept 'broken': reference image" in out and "missing.png" in out and "does not exist" in out
+    assert "Traceback" not in out and not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("run.json"))
 
 
 def test_bad_config_and_table_are_usage_errors(concept_dir, tmp_path):

@@ -18,7 +18,7 @@ from tests.helpers import make_reference
 
 from .conftest import tiny_config
 
-VOLATILE = ["created_at", "image_uri"]
+VOLATILE = ["created_at"]
 
 
 def _run(cfg):
@@ -46,7 +46,7 @@ def test_flow_writes_consistent_dataset(concept_dir, tmp_path):
 
     df = pd.read_parquet(root / "manifest.parquet")
     assert sorted(df.concept_id.unique()) == ["alpha", "beta"]
-    assert len(df) == 6 and df.image_uri.is_unique
+    assert len(df) == 6 and df.file_name.is_unique
     assert (df.synthetic).all() and df.model.str.startswith("demo (a small digits model").all()
     assert set(df.kind) == {"centroid", "interpolant"}
     prior = None
@@ -57,9 +57,10 @@ def test_flow_writes_consistent_dataset(concept_dir, tmp_path):
         assert seeds["inverted"].shape[0] == {"alpha": 3, "beta": 2}[cid]
         for i, row in enumerate(group.sort_values("image_id").itertuples()):
             # every row points at an existing PNG whose hash and size match
-            blob = Path(row.image_uri).read_bytes()
+            assert row.file_name == f"images/{cid}/{row.image_id}.png"  # relative to the run root
+            blob = (root / row.file_name).read_bytes()
             assert hashlib.sha256(blob).hexdigest() == row.sha256
-            with Image.open(Path(row.image_uri)) as im:
+            with Image.open(root / row.file_name) as im:
                 assert im.size == (row.width, row.height) and im.format == "PNG"
             # the seeds file holds what the manifest says
             z = planned[i]

@@ -86,7 +86,7 @@ def test_evaluate_bad_input_is_named(tmp_path, table, model):
     assert res.exit_code == 2 and "has no run.json" in res.output
     cfg = _config(table, str(tmp_path / "out"))
     ctx = RunContext.create(cfg, model=model)
-    steps.prepare(ctx)  # started, never finished
+    steps.start(ctx)  # started, never finished
     res = runner.invoke(app, ["evaluate", output_root(cfg)])
     assert res.exit_code == 2 and "has no manifest.parquet" in res.output
     run_dataset(cfg.with_overrides(**{"evaluation.enabled": False}), model=model)

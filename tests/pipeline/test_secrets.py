@@ -92,7 +92,7 @@ def test_prefect_driver_refuses_credentials_as_parameters(table, tmp_path):
            "storage": {"extra": {"client_kwargs": {"aws_secret_access_key": "PlantedDeepSecret"}}}}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
-    res = CliRunner().invoke(app, ["run", "--config", str(path)])
+    res = CliRunner().invoke(app, ["run", "--prefect", "--config", str(path)])
     assert res.exit_code == 2, res.output
     assert "storage.extra.client_kwargs.aws_secret_access_key" in res.output
     assert "aws_credentials_block" in res.output and "PlantedDeepSecret" not in res.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pandas as pd
 import pytest
@@ -48,7 +49,9 @@ def test_each_step_on_an_injected_store(tmp_path, table, model):
     store = Storage.open(str(tmp_path / "elsewhere"))
     ctx = RunContext.create(_config(table, tmp_path / "unused"), storage=store, model=model)
     prepared = steps.prepare(ctx)
-    assert not prepared.complete and prepared.output_root == store.root and store.exists("run.json")
+    assert not prepared.complete and prepared.output_root == store.root and not store.exists("run.json")
+    started = steps.start(ctx)  # loads the model, writes run.json
+    assert not started.complete and store.exists("run.json")
     (alpha, beta) = steps.load_concepts(ctx)
 
     seeds = steps.invert(ctx, alpha)
@@ -74,7 +77,7 @@ def test_each_step_on_an_injected_store(tmp_path, table, model):
 
 def test_generate_reuses_written_images_and_finalize_needs_no_model(tmp_path, table, model):
     ctx = RunContext.create(_config(table, tmp_path / "out"), model=model)
-    steps.prepare(ctx)
+    steps.start(ctx)
     (alpha, _) = steps.load_concepts(ctx)
     seeds = steps.plan(ctx, alpha, steps.invert(ctx, alpha))
     first = steps.generate(ctx, alpha, seeds)
@@ -97,16 +100,26 @@ def test_damaged_seeds_file_is_named(tmp_path, table, model):
 
 def test_local_driver_isolates_failures_and_reruns_without_the_model(tmp_path, table, model):
     cfg = _config(table, tmp_path / "out")
-    (tmp_path / "in" / "beta" / "1.png").write_bytes(b"broken")
+    root = tmp_path / "out" / cfg.resolved_run_id()
     seen = []
-    summary = run_dataset(cfg, model=model, progress=lambda n, total, o: seen.append((n, total, o.status)))
+
+    def progress(n, total, outcome):
+        seen.append((n, total, outcome.status))
+        if n == 1:  # beta's reference breaks after the up-front checks passed: only beta fails
+            (tmp_path / "in" / "beta" / "1.png").write_bytes(b"broken")
+
+    summary = run_dataset(cfg, model=model, progress=progress)
     assert seen == [(1, 2, "completed"), (2, 2, "failed")]
     assert summary.failed == ["beta"] and "beta/1.png" in summary.concepts["beta"].error
     assert not summary.finalized and summary.manifest_uri is None
+    record = json.loads((root / "run.json").read_text())
+    assert record["status"] == "failed" and "beta/1.png" in record["error"]
     make_reference(tmp_path / "in" / "beta" / "1.png", seed=99)
     fixed = run_dataset(cfg, model=model)
     assert fixed.concepts["alpha"].status == "skipped" and fixed.concepts["beta"].status == "completed"
     assert fixed.finalized and fixed.status == "complete"
+    record = json.loads((root / "run.json").read_text())
+    assert record["status"] == "complete" and record["error"] is None
     # a complete run is a no-op that never loads the model
     done = run_dataset(cfg, model=_never_load)
     assert done.already_complete and done.is_demo and done.model.startswith("demo:sd1")

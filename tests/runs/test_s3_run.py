@@ -61,10 +61,10 @@ def test_s3_in_s3_out(inputs, s3_server, s3_bucket, tmp_path, caplog, capfd):
     # every manifest row points at an existing object with the recorded hash
     body = lambda key: client.get_object(Bucket=s3_bucket, Key=prefix + key)["Body"].read()  # noqa: E731
     df = pd.read_parquet(io.BytesIO(body("manifest.parquet")))
-    assert len(df) == 10 and df.image_uri.is_unique and df.image_id.nunique() == 5
+    assert len(df) == 10 and df.file_name.is_unique and df.image_id.nunique() == 5
     for row in df.itertuples():
-        assert row.image_uri.startswith(f"{root}/images/{row.concept_id}/")
-        assert hashlib.sha256(body(row.image_uri[len(root) + 1:])).hexdigest() == row.sha256
+        assert row.file_name == f"images/{row.concept_id}/{row.image_id}.png"
+        assert hashlib.sha256(body(row.file_name)).hexdigest() == row.sha256
         assert all(r.startswith(f"s3://{inputs.bucket}/inputs/refs/{row.concept_id}/") for r in row.source_refs)
     assert sum(1 for k in objects if k.startswith("images/")) == 10
     run_doc = json.loads(body("run.json"))
