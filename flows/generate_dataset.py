@@ -17,10 +17,11 @@ from normguide.config import RunConfig, secrets_refused
 from normguide.pipeline import ConceptOutcome, RunSummary
 from normguide.pipeline.local import error_text
 from normguide.tasks.concepts import generate_images, invert_references, plan_seeds
-from normguide.tasks.reporting import publish_summary
+from normguide.tasks.reporting import publish_report, publish_summary
 from normguide.tasks.run_setup import (
     check_references,
     evaluate_run,
+    export_run,
     finalize_run,
     find_complete_concepts,
     load_concepts,
@@ -28,6 +29,7 @@ from normguide.tasks.run_setup import (
     record_run_status,
     start_run,
     wants_evaluation,
+    write_report,
 )
 
 
@@ -72,7 +74,8 @@ def generate_dataset(
                 model_note=run.model_note)
     if run.complete:
         logger.info("run %s is already complete at %s: nothing to do", run.run_id, run.output_root)
-        return RunSummary(**head, finalized=True, already_complete=True)
+        summary = RunSummary(**head, finalized=True, already_complete=True)
+        return _publish(config, summary) if wants_report(config, True) else summary
 
     # 2. Load and validate the concept table and its references; then the model, and run.json
     concepts = load_concepts(config, concept_ids)
@@ -121,14 +124,36 @@ def generate_dataset(
                 summary = summary.model_copy(update={"evaluation_error": error_text(exc)})
             logger.error("evaluation failed: %s", summary.evaluation_error)
 
-    # 6. Report
+    # 6. Exports, the report and dataset card; the summary as an artifact
+    if summary.finalized:
+        summary = _publish(config, summary)
     publish_summary(summary)
+    if summary.report_error:
+        return Failed(message=f"exports/report failed: {summary.report_error}", data=summary)
     if summary.evaluation_error:
         return Failed(message=f"evaluation failed: {summary.evaluation_error}", data=summary)
     if summary.failed:
         # a Failed final state that still carries the summary (the CLI prints it)
         return Failed(message=f"{len(summary.failed)} concept(s) failed: {summary.failed}", data=summary)
     return summary
+
+
+def _publish(config: RunConfig, summary: RunSummary) -> RunSummary:
+    """Exports, then the report (published as an artifact); a failure is recorded in the summary."""
+    try:
+        exports = export_run(config)
+        record = write_report(config, summary.evaluation)
+        publish_report(record)
+    except Exception as exc:  # noqa: BLE001 - the task's error, reported in the summary
+        get_run_logger().error("exports/report failed: %s", error_text(exc))
+        return summary.model_copy(update={"report_error": error_text(exc)})
+    return summary.model_copy(update={"exports": exports, "card_uri": record.card_uri})
+
+
+def wants_report(config: RunConfig, already_complete: bool) -> bool:
+    from normguide.pipeline import RunContext, steps
+
+    return steps.wants_report(RunContext.create(config), already_complete)
 
 
 def _outcome(concept_id: str, futures) -> ConceptOutcome:

@@ -95,6 +95,7 @@ def run(
     inversion_steps: Optional[int] = typer.Option(None, help="DDIM inversion steps.", show_default=str(_D.inversion.num_inference_steps)),
     batch_size: Optional[int] = typer.Option(None, help="Batch size for inversion and generation.", show_default=f"{_D.inversion.batch_size} / {_D.generation.batch_size}"),
     reconstruction: Optional[bool] = typer.Option(None, "--reconstruction/--no-reconstruction", help="Record each seed's reconstruction error.", show_default=str(_D.inversion.reconstruction).lower()),
+    export: Optional[str] = typer.Option(None, help="Comma-separated export formats written after the run: hf, webdataset.", show_default="none"),
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL for s3:// inputs and outputs.", show_default="AWS"),
     prefect: Optional[bool] = typer.Option(None, "--prefect/--no-prefect", help="Run as a Prefect flow (tracking, UI, retries) or in this process; both write the same bytes.", show_default="Prefect when a server is configured (PREFECT_API_URL), else in this process"),
 ) -> None:
@@ -111,6 +112,7 @@ def run(
             "inversion.num_inference_steps": inversion_steps,
             "generation.batch_size": batch_size, "inversion.batch_size": batch_size,
             "inversion.reconstruction": reconstruction, "storage.endpoint_url": endpoint_url,
+            "export": _split(export),
         })
         cfg = cfg.pinned()  # reads the table once: a missing one is named here
     except ValueError as exc:
@@ -322,6 +324,12 @@ def _print_summary(console, summary) -> None:
         _print_evaluation(console, summary.evaluation)
     if summary.evaluation_error:
         console.print(f"[red]evaluation failed:[/red] {escape(summary.evaluation_error)}", soft_wrap=True, highlight=False)
+    for fmt, uri in summary.exports.items():
+        console.print(f"export {fmt}: {uri}", soft_wrap=True, highlight=False)
+    if summary.card_uri:
+        console.print(f"dataset card: {summary.card_uri} (contact sheets under report/)", soft_wrap=True, highlight=False)
+    if summary.report_error:
+        console.print(f"[red]exports/report failed:[/red] {escape(summary.report_error)}", soft_wrap=True, highlight=False)
     if summary.is_demo and summary.model_note:
         console.print(f"[yellow]note: model {summary.model}[/yellow]", soft_wrap=True)
 
@@ -536,6 +544,18 @@ def show_config(
         raise typer.Exit(2) from None
     data = cfg.public_dict()
     typer.echo(json.dumps(data, indent=2) if as_json else yaml.safe_dump(data, sort_keys=False))
+
+
+def _register_commands() -> None:
+    """``export`` and ``show`` live beside what they drive (their modules import nothing heavy)."""
+    from normguide.export.cli import export_command
+    from normguide.reporting.cli import show_command
+
+    app.command("export")(export_command)
+    app.command("show")(show_command)
+
+
+_register_commands()
 
 
 def main() -> None:  # pragma: no cover - console entry (tests run it as a process)

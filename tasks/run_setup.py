@@ -87,3 +87,15 @@ def evaluate_run(config: RunConfig) -> EvaluationRecord:
     create_markdown_artifact(markdown=report, key="normguide-evaluation",
                              description=f"normguide evaluation of run {ctx.run_id} ({record.judge})")
     return record
+
+
+@task(name="export-run", **_IO)
+def export_run(config: RunConfig) -> dict[str, str]:
+    """Write the configured export formats (hf, webdataset) of the finalized run."""
+    return steps.export(run_context(config))
+
+
+@task(name="write-report", **_IO)
+def write_report(config: RunConfig, evaluation: EvaluationRecord | None = None):
+    """Contact sheets, seed-norm plots, report/index.md and the dataset card README.md."""
+    return steps.report(run_context(config), evaluation=evaluation)

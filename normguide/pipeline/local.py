@@ -75,7 +75,9 @@ def run_dataset(
                 is_demo=prepared.is_demo, model_note=prepared.model_note)
     if prepared.complete:
         log.info("run %s is already complete at %s: nothing to do", prepared.run_id, prepared.output_root)
-        return RunSummary(**head, finalized=True, already_complete=True)
+        summary = RunSummary(**head, finalized=True, already_complete=True,
+                             manifest_uri=ctx.storage.uri("manifest.parquet"))
+        return publish(ctx, summary) if steps.wants_report(ctx, already_complete=True) else summary
 
     # 2. The concept table and its reference images (still no model, nothing written)
     concepts = steps.load_concepts(ctx, concept_ids)
@@ -118,7 +120,21 @@ def run_dataset(
         except Exception as exc:  # noqa: BLE001 - reported in the summary; the dataset is complete
             log.error("evaluation failed: %s", error_text(exc))
             summary = summary.model_copy(update={"evaluation_error": error_text(exc)})
-    return summary
+
+    # 7. Exports and the report (dataset card, contact sheets), for a finalized run
+    return publish(ctx, summary) if summary.finalized else summary
 
 
-__all__ = ["ModelProvider", "Progress", "run_concept", "run_dataset"]
+def publish(ctx: RunContext, summary: RunSummary) -> RunSummary:
+    """Exports, then the report and dataset card (which names the exports); a failure here is
+    recorded in the summary and leaves the finished dataset as it is."""
+    try:
+        exports = steps.export(ctx)
+        record = steps.report(ctx, evaluation=summary.evaluation)
+    except Exception as exc:  # noqa: BLE001 - reported in the summary; the dataset is complete
+        log.error("exports/report failed: %s", error_text(exc))
+        return summary.model_copy(update={"report_error": error_text(exc)})
+    return summary.model_copy(update={"exports": exports, "card_uri": record.card_uri})
+
+
+__all__ = ["ModelProvider", "Progress", "publish", "run_concept", "run_dataset"]

@@ -91,6 +91,9 @@ class RunSummary(_Record):
     manifest_uri: str | None = None
     evaluation: EvaluationRecord | None = None
     evaluation_error: str | None = None
+    exports: dict[str, str] = {}
+    card_uri: str | None = None
+    report_error: str | None = None
 
     @property
     def failed(self) -> list[str]:
@@ -98,8 +101,8 @@ class RunSummary(_Record):
 
     @property
     def ok(self) -> bool:
-        """Every concept done and, when asked for, the evaluation written."""
-        return not self.failed and self.evaluation_error is None
+        """Every concept done and, when asked for, the evaluation, exports and report written."""
+        return not self.failed and self.evaluation_error is None and self.report_error is None
 
     @property
     def status(self) -> str:
