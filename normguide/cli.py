@@ -88,6 +88,7 @@ def run(
     seed: Optional[int] = typer.Option(None, help="Base seed of the random method.", show_default=str(_D.seed)),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or auto.", show_default=_D.device),
     dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (half precision on CUDA).", show_default=_D.dtype),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the UNet (GPU; fixed shapes, one warm-up).", show_default="no"),
     methods: Optional[str] = typer.Option(None, help="Comma-separated seed methods (`normguide methods` lists them).", show_default=",".join(_D.plan.methods)),
     num_images: Optional[int] = typer.Option(None, help="Images per concept and method.", show_default=str(_D.plan.num_images)),
     steps: Optional[int] = typer.Option(None, help="Generation (denoising) steps.", show_default=str(_D.generation.num_inference_steps)),
@@ -106,7 +107,7 @@ def run(
     try:
         cfg = _build_config(config, {
             "concepts": concepts, "output": output, "model": model, "run_id": run_id,
-            "device": device, "dtype": dtype, "prompt_template": prompt_template, "seed": seed,
+            "device": device, "dtype": dtype, "compile": compile, "prompt_template": prompt_template, "seed": seed,
             "plan.methods": _split(methods), "plan.num_images": num_images,
             "generation.num_inference_steps": steps, "generation.guidance_scale": guidance,
             "inversion.num_inference_steps": inversion_steps,

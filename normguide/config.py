@@ -44,6 +44,8 @@ class InversionConfig(_Section):
     num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM inversion steps.")
     guidance_scale: float = Field(1.0, description="Classifier-free guidance during inversion: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images inverted per batch.")
+    batch_invariant: bool | None = Field(
+        None, description="One sample at a time inside a batch (default: on for CPU, off for GPU); see generation.")
     reconstruction: bool = Field(
         True, description="Denoise each seed again and record its reconstruction error (off for speed)."
     )
@@ -60,6 +62,11 @@ class GenerationConfig(_Section):
     num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM denoising steps.")
     guidance_scale: float = Field(7.5, description="Classifier-free guidance scale: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images generated per batch.")
+    batch_invariant: bool | None = Field(
+        None, description="Run the models one sample at a time inside a batch, so a seed gives the same bytes "
+        "whatever its batch (default: on for CPU, off for GPU, where batching is the throughput).")
+    vae_batch_size: int | None = Field(
+        None, ge=1, description="Images decoded by the VAE at once (default: all on CPU; 8 at 512 px on CUDA).")
 
     @field_validator("guidance_scale")
     @classmethod
@@ -210,6 +217,7 @@ class RunConfig(BaseModel):
     model: str = Field("demo", description="'demo', a local diffusers directory, or a hub id.")
     device: str = Field("cpu", description="cpu, cuda, cuda:N or auto.")
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Model dtype.")
+    compile: bool = Field(False, description="torch.compile the UNet (fixed shapes, warmed up once per worker).")
     prompt_template: str = Field("a photo of a {name}", description="Prompt template; {name} is the concept's name.")
     seed: int = Field(0, ge=0, description="Base seed of the random method.")
     inversion: InversionConfig = Field(default_factory=InversionConfig)
@@ -264,9 +272,10 @@ class RunConfig(BaseModel):
         (:meth:`table_digest`), and a run with a fixed run id follows the table as it changes
         (new concepts reopen a complete run)."""
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
-                                                 "export_shard_size"})
+                                                 "export_shard_size", "compile"})
         d["inversion"].pop("batch_size", None)
         d["generation"].pop("batch_size", None)
+        d["generation"].pop("vae_batch_size", None)
         return d
 
     def table_digest(self) -> str:

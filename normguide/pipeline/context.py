@@ -36,7 +36,7 @@ def cached_model_provider(config: RunConfig) -> ModelProvider:
     def provide() -> LoadedModel:
         from normguide.diffusion import get_pipeline
 
-        return get_pipeline(config.model, device=config.device, dtype=config.dtype)
+        return get_pipeline(config.model, device=config.device, dtype=config.dtype, compile=config.compile)
 
     return provide
 

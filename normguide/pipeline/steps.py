@@ -226,7 +226,8 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
         for start in range(0, len(images), inv.batch_size):  # one batch per call, so progress is per batch
             part = invert_images(model, images[start : start + inv.batch_size], prompt,
                                  num_inference_steps=inv.num_inference_steps, guidance_scale=inv.guidance_scale,
-                                 batch_size=inv.batch_size, reconstruction=inv.reconstruction)
+                                 batch_size=inv.batch_size, reconstruction=inv.reconstruction,
+                                 batch_invariant=inv.batch_invariant)
             seeds_out.append(part.seeds)
             errors += part.reconstruction_error or []
             fallbacks += part.precision_fallback
@@ -330,7 +331,8 @@ def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: li
     gen = ctx.config.generation
     records: dict[int, mf.ImageRecord] = {}
     batches = generate_images(ctx.model(), seeds.planned[todo], prompt, num_inference_steps=gen.num_inference_steps,
-                              guidance_scale=gen.guidance_scale, batch_size=gen.batch_size)
+                              guidance_scale=gen.guidance_scale, batch_size=gen.batch_size,
+                              batch_invariant=gen.batch_invariant, vae_batch_size=gen.vae_batch_size)
     cid = seeds.concept_id
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="normguide-write") as writer, \
             progress.stage(cid, "generation", total=len(todo)) as bar:
