@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -37,3 +38,20 @@ def test_wheel_installs_only_under_normguide(tmp_path):
     for data in ("normguide/demo/weights/pipeline/model_index.json", "normguide/demo/weights/classifier/model.safetensors",
                  "normguide/demo/example/concepts.parquet", "normguide/demo/example/references/two/00.png"):
         assert data in names
+
+    # installed from the wheel (not editable), `normguide run` works from any directory: the
+    # example, the demo model and its judge come from the installed package
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PYTHONPATH=str(site), PREFECT_HOME=str(tmp_path / "prefect-home"))
+    code = ("import normguide, sys; assert normguide.__file__.startswith(sys.argv[1]), normguide.__file__; "
+            "from normguide.cli import main; sys.argv = sys.argv[1:]; main()")
+    res = subprocess.run([sys.executable, "-c", code, str(site), "run", "--num-images", "1", "--steps", "2",
+                          "--inversion-steps", "2", "--no-reconstruction"], cwd=elsewhere, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(list((elsewhere / "outputs").glob("run-*/_SUCCESS"))) == 1
