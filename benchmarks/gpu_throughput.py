@@ -35,7 +35,7 @@ PROMPT = "a photo of an astronaut riding a horse"
 
 
 def _sd15_components(device):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from normguide.diffusion.demo import build_demo_tokenizer
@@ -169,7 +169,7 @@ def main() -> None:
                 ips = b / statistics.median(secs[key])
                 print(f"{name:<6} {b:>5} {key:<26} {ips:>9.3f} {ips / base:>7.2f}x {statistics.median(peak[key]):>9.2f}"
                       f"  {fallbacks.get(key, '-')}", flush=True)
-        del bare, ours
+        bare = ours = None  # free the GPU memory before the next model
         torch.cuda.empty_cache()
 
 

@@ -16,7 +16,6 @@ import functools
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 from normguide.demo import digits
