@@ -114,7 +114,12 @@ def test_run_id_follows_the_table_content_not_its_path(tmp_path):
 
 def test_manifest_paths_are_relative_so_a_moved_dataset_stays_valid(tmp_path, model):
     table = _table(tmp_path / "in")
-    summary = run_dataset(_config(table, tmp_path / "o"), model=model)
+    summary = run_dataset(_config(table, tmp_path / "o", export=("webdataset",)), model=model)
+    # the run ends with its card, report and the configured export, named in the summary
+    root = tmp_path / "o" / summary.run_id
+    assert summary.card_uri == str(root / "README.md") and (root / "README.md").is_file()
+    assert (root / "report" / "alpha" / "contact_sheet.png").is_file() and (root / "report" / "index.md").is_file()
+    assert summary.exports == {"webdataset": str(root / "webdataset")} and list(root.glob("webdataset/*.tar"))
     shutil.move(summary.output_root, tmp_path / "moved")
     df = pd.read_parquet(tmp_path / "moved" / "manifest.parquet")
     assert "image_uri" not in df.columns
