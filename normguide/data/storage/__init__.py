@@ -21,7 +21,9 @@ Modules, by concern (each one's docstring explains its part):
 * :mod:`.base` - the :class:`Storage` interface and :meth:`Storage.open`;
 * :mod:`.local` - :class:`LocalStorage`, atomic writes by rename;
 * :mod:`.s3` - S3 filesystems per process (fork and thread safety), :class:`S3Storage`;
-* :mod:`.inputs` - :func:`read_bytes` and :func:`exists_uri` for single input URIs.
+* :mod:`.inputs` - :func:`read_bytes` and :func:`exists_uri` for single input URIs;
+* :mod:`.lease` - :meth:`Storage.acquire_lease`: one live run per output root, a crashed run's
+  lease expiring (:class:`Lease`, :class:`LeaseHeld`, :class:`LeaseLost`).
 
 Only the names below are the public API; the modules' other names serve this package.
 """
@@ -29,6 +31,7 @@ Only the names below are the public API; the modules' other names serve this pac
 from normguide.data.storage.base import Storage
 from normguide.data.storage.errors import StorageError
 from normguide.data.storage.inputs import exists_uri, read_bytes
+from normguide.data.storage.lease import LEASE_NAME, LEASE_TTL_S, Lease, LeaseHeld, LeaseLost
 from normguide.data.storage.local import LocalStorage
 from normguide.data.storage.options import storage_options_for
 from normguide.data.storage.retry import INPUT_RETRY_SECONDS, RETRY_SECONDS
@@ -38,6 +41,11 @@ from normguide.data.storage.uris import check_key, check_uri_scheme
 __all__ = [
     "RETRY_SECONDS",
     "INPUT_RETRY_SECONDS",
+    "LEASE_NAME",
+    "LEASE_TTL_S",
+    "Lease",
+    "LeaseHeld",
+    "LeaseLost",
     "Storage",
     "LocalStorage",
     "S3Storage",

@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from normguide.data.storage.lease import LEASE_NAME, LEASE_TTL_S, Lease, acquire_lease
 from normguide.data.storage.retry import RETRY_SECONDS
 from normguide.data.storage.uris import check_key, check_output_root, is_s3
 
@@ -99,6 +100,24 @@ class Storage:
 
     def _children(self, parent: str) -> set[str]:
         """Keys of the objects directly under ``parent`` ('' for the root)."""
+        return set(self._children_sizes(parent))
+
+    def sizes(self, keys: Iterable[str]) -> dict[str, int]:
+        """Size in bytes of each of ``keys`` that exists (absent keys are left out), with one
+        listing per parent prefix, like :meth:`existing`."""
+        by_parent: dict[str, set[str]] = {}
+        for key in keys:
+            check_key(key)
+            parent, _, _ = key.rpartition("/")
+            by_parent.setdefault(parent, set()).add(key)
+        found: dict[str, int] = {}
+        for parent, wanted in by_parent.items():
+            present = self._children_sizes(parent)
+            found.update({k: present[k] for k in wanted if k in present})
+        return found
+
+    def _children_sizes(self, parent: str) -> dict[str, int]:
+        """Key -> size of the objects directly under ``parent`` ('' for the root)."""
         raise NotImplementedError
 
     def read_bytes(self, key: str) -> bytes:
@@ -114,6 +133,40 @@ class Storage:
         raise NotImplementedError
 
     def check_writable(self) -> None:
+        raise NotImplementedError
+
+    # -- the lease: one live run per root (normguide.data.storage.lease) ------------------------
+    def acquire_lease(self, name: str = LEASE_NAME, *, ttl_s: float = LEASE_TTL_S, owner: str | None = None,
+                      wait_s: float = 0.0, auto_renew: bool = True) -> Lease:
+        """Take the lease ``name`` under this root, renewed every ``ttl_s / 3`` on a background
+        thread (``auto_renew``) until :meth:`Lease.release` (or the end of a ``with`` block).
+
+        A lease whose holder stopped renewing it (a crashed run) is taken over once expired.
+        ``owner`` labels the holder in messages (e.g. the run id); ``wait_s`` > 0 waits that
+        long for a live holder to let go.
+
+        Raises:
+            LeaseHeld: (a ValueError) another live run holds it: the message names this root,
+                the holder (host, pid, label), when it started and when it expires.
+            StorageError: the storage failed past its retry budget.
+        """
+        return acquire_lease(self, name, ttl_s=ttl_s, owner=owner, wait_s=wait_s, auto_renew=auto_renew)
+
+    # Backend primitives of the lease; ``version`` is opaque to the caller (an ETag, or the bytes).
+    def _lease_create(self, key: str, data: bytes) -> tuple[bool, Any]:
+        """Create ``key`` with ``data`` only if it does not exist: (created, version)."""
+        raise NotImplementedError
+
+    def _lease_read(self, key: str) -> tuple[bytes, Any] | None:
+        """(data, version) of ``key``, or None if it does not exist."""
+        raise NotImplementedError
+
+    def _lease_replace(self, key: str, data: bytes, version: Any) -> tuple[bool, Any]:
+        """Replace ``key`` with ``data`` only if it is still at ``version``: (replaced, new version)."""
+        raise NotImplementedError
+
+    def _lease_delete(self, key: str, version: Any) -> bool:
+        """Delete ``key`` only if it is still at ``version``."""
         raise NotImplementedError
 
     @staticmethod

@@ -72,6 +72,26 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is a connect or read timeout."""
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    e: BaseException | None = exc
+    for _ in range(8):
+        if e is None:
+            return False
+        if isinstance(e, (ConnectTimeoutError, ReadTimeoutError, asyncio.TimeoutError, TimeoutError)):
+            return True
+        try:
+            from aiohttp import ServerTimeoutError
+        except ImportError:  # pragma: no cover
+            ServerTimeoutError = ()  # type: ignore[assignment]
+        if isinstance(e, ServerTimeoutError):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def classify(exc: BaseException) -> str:
     """One of: unreachable, throttled, no_bucket, no_key, credentials, denied, other."""
     code, status = client_error(exc)
@@ -115,6 +135,9 @@ def describe(exc: BaseException, kind: str, *, uri: str, bucket: str, endpoint: 
         )
     elif kind == "denied":
         text = f"access denied ({code or status}) by S3 endpoint {endpoint} for {uri} (bucket {bucket!r}): check the credentials' permissions"
+    elif kind == "unreachable" and _is_timeout(exc):
+        text = (f"cannot reach S3 endpoint {endpoint} for {uri}: it did not answer in time (a stalled or "
+                f"overloaded endpoint): {type(exc).__name__}: {exc}")
     elif kind == "unreachable":
         text = f"cannot reach S3 endpoint {endpoint} for {uri}: {type(exc).__name__}: {exc}"
     elif kind == "throttled":

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from normguide.data.storage.errors import describe
 from normguide.data.storage.options import endpoint_of, secret_values, storage_options_for
 from normguide.data.storage.retry import INPUT_RETRY_SECONDS, with_retry
-from normguide.data.storage.s3 import get_object, refine_forbidden, s3_filesystem
+from normguide.data.storage.s3 import ObjectTooLarge, get_object, refine_forbidden, s3_filesystem, with_timeouts
 from normguide.data.storage.uris import check_uri_scheme, is_s3, local_path, split_s3
 
 if TYPE_CHECKING:
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_INPUT_BYTES", "exists_uri", "read_bytes"]
 
-#: Largest local input (concept table, reference image) read, checked before reading.
+#: Largest input (concept table, reference image) read: a local file's size is checked
+#: before reading (stat), an S3 object's from its GET response's Content-Length before its body is read.
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 
 
@@ -36,7 +37,8 @@ def read_bytes(uri: str, *, storage_config: StorageConfig | None = None,
     Raises:
         FileNotFoundError: the file, the S3 object or its bucket does not exist (which, named).
         ValueError: unsupported scheme, a directory, a local file that is not a regular file (a
-            FIFO, a device) or is larger than MAX_INPUT_BYTES (checked before reading), rejected
+            FIFO, a device), a file or S3 object larger than MAX_INPUT_BYTES (checked before
+            reading), rejected
             credentials, access denied, or the endpoint unreachable for ``retry_seconds``
             (default INPUT_RETRY_SECONDS).
     """
@@ -47,10 +49,22 @@ def read_bytes(uri: str, *, storage_config: StorageConfig | None = None,
     bucket, key = split_s3(uri)
     if not key:
         raise ValueError(f"{uri!r} names a bucket, not an object")
-    fs = s3_filesystem(options)
     budget = INPUT_RETRY_SECONDS if retry_seconds is None else retry_seconds
-    return with_retry(lambda: get_object(fs, bucket, key), budget=budget,
-                      fail=_input_failure(uri, bucket, options, fs))
+    fs = s3_filesystem(with_timeouts(options, budget))
+
+    def call() -> bytes | ObjectTooLarge:
+        try:
+            return get_object(fs, bucket, key, max_bytes=MAX_INPUT_BYTES)
+        except ObjectTooLarge as exc:
+            return exc
+
+    data = with_retry(call, budget=budget, fail=_input_failure(uri, bucket, options, fs))
+    if isinstance(data, ObjectTooLarge):
+        raise ValueError(f"{uri!r} is {data.size} bytes, over the input limit of {MAX_INPUT_BYTES} bytes "
+                         "(its size was checked before reading)")
+    if len(data) > MAX_INPUT_BYTES:  # an endpoint that sent no Content-Length
+        raise ValueError(f"{uri!r} is over the input limit of {MAX_INPUT_BYTES} bytes")
+    return data
 
 
 def _describe_kind(mode: int) -> str:
@@ -101,8 +115,8 @@ def exists_uri(uri: str, *, storage_config: StorageConfig | None = None,
         return os.path.exists(local_path(uri))
     options = storage_options_for(uri, storage_config)
     bucket, key = split_s3(uri)
-    fs = s3_filesystem(options)
     budget = INPUT_RETRY_SECONDS if retry_seconds is None else retry_seconds
+    fs = s3_filesystem(with_timeouts(options, budget))
     if key:
         call = lambda: fs.call_s3("head_object", Bucket=bucket, Key=key)  # noqa: E731
     else:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from normguide.data.storage.base import WRITE_CHECK_NAME, Storage, as_bytes, batched
 from normguide.data.storage.errors import StorageError
@@ -32,14 +34,20 @@ class LocalStorage(Storage):
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))
 
-    def _children(self, parent: str) -> set[str]:
+    def _children_sizes(self, parent: str) -> dict[str, int]:
         directory = os.path.join(self.root, parent) if parent else self.root
+        found: dict[str, int] = {}
         try:
             with os.scandir(directory) as it:
-                names = [e.name for e in it if e.is_file() and not e.name.endswith(TMP_SUFFIX)]
+                for e in it:
+                    if e.is_file() and not e.name.endswith(TMP_SUFFIX):
+                        try:
+                            found[f"{parent}/{e.name}" if parent else e.name] = e.stat().st_size
+                        except FileNotFoundError:  # removed while listing
+                            pass
         except (FileNotFoundError, NotADirectoryError):
-            return set()
-        return {f"{parent}/{n}" if parent else n for n in names}
+            return {}
+        return found
 
     def read_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -125,3 +133,84 @@ class LocalStorage(Storage):
                 os.unlink(probe)
             except OSError:
                 pass
+
+    # -- lease primitives (normguide.data.storage.lease) -----------------------------------------
+    # Creation links a complete temporary file to the name (atomic, fails if it exists); every
+    # operation runs under flock on the lease's directory, so a takeover, renewal or release
+    # sees the bytes it compares against and no other writer in between. The version is the
+    # bytes themselves (they hold a unique owner token and the expiry).
+    @contextlib.contextmanager
+    def _dir_lock(self, path: str) -> Iterator[None]:
+        import fcntl
+
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _write_tmp(self, path: str, data: bytes) -> str:
+        directory, name = os.path.split(path)
+        tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return tmp
+
+    @staticmethod
+    def _read_or_none(path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def _lease_create(self, key: str, data: bytes) -> tuple[bool, Any]:
+        path = self._path(key)
+        try:
+            with self._dir_lock(path):
+                tmp = self._write_tmp(path, data)
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False, None
+                finally:
+                    os.unlink(tmp)
+        except OSError as exc:
+            raise StorageError(f"cannot create lease {path}: {exc.strerror or exc}") from exc
+        return True, data
+
+    def _lease_read(self, key: str) -> tuple[bytes, Any] | None:
+        path = self._path(key)
+        try:
+            data = self._read_or_none(path)
+        except OSError as exc:
+            raise StorageError(f"cannot read lease {path}: {exc.strerror or exc}") from exc
+        return None if data is None else (data, data)
+
+    def _lease_replace(self, key: str, data: bytes, version: Any) -> tuple[bool, Any]:
+        path = self._path(key)
+        try:
+            with self._dir_lock(path):
+                if self._read_or_none(path) != version:
+                    return False, None
+                os.replace(self._write_tmp(path, data), path)
+        except OSError as exc:
+            raise StorageError(f"cannot write lease {path}: {exc.strerror or exc}") from exc
+        return True, data
+
+    def _lease_delete(self, key: str, version: Any) -> bool:
+        path = self._path(key)
+        try:
+            with self._dir_lock(path):
+                if self._read_or_none(path) != version:
+                    return False
+                os.unlink(path)
+        except OSError as exc:
+            raise StorageError(f"cannot remove lease {path}: {exc.strerror or exc}") from exc
+        return True

@@ -37,8 +37,12 @@ RETRY_MAX_DELAY = 8.0
 
 def backoff_delays(total_seconds: float) -> Iterator[float]:
     """Sleep lengths between attempts: exponential with jitter, ending once ``total_seconds``
-    from now would be exceeded."""
-    deadline = time.monotonic() + max(0.0, total_seconds)
+    from now (the call, not the first ``next``: the first attempt's own time counts) would be
+    exceeded."""
+    return _delays(time.monotonic() + max(0.0, total_seconds))
+
+
+def _delays(deadline: float) -> Iterator[float]:
     delay = RETRY_INITIAL_DELAY
     while True:
         pause = delay * random.uniform(0.5, 1.0)

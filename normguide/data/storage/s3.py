@@ -14,6 +14,15 @@ sync s3fs calls are safe from many threads (they are handed to the one loop thre
 One attempt per request. Each filesystem is made with botocore's retries and s3fs's own retry
 wrapper turned down to a single attempt: the loop in :mod:`normguide.data.storage.retry` owns
 backoff and the time budget.
+
+Timeouts follow the budget. A stalled endpoint (it accepts connections and never answers) would
+otherwise hold one request for botocore's default 60 s read timeout whatever the budget. Each
+filesystem gets botocore ``connect_timeout``/``read_timeout`` derived from its retry budget
+(:func:`request_timeouts`: a third of it for reads, a sixth for connecting, within bounds), so a
+stall times out like a refused connection and is retried within the budget: a call fails at
+most about one read timeout after its budget is spent. ``storage.extra.config_kwargs`` may set
+either timeout itself. Puts go out without ``Expect: 100-continue`` (see
+:func:`_no_expect_continue`), whose wait has no timeout at all in aiohttp.
 """
 
 from __future__ import annotations
@@ -36,10 +45,32 @@ from normguide.data.storage.uris import check_key, split_s3
 if TYPE_CHECKING:
     from normguide.config import StorageConfig
 
-__all__ = ["MAX_POOL_CONNECTIONS", "S3Storage", "get_object", "refine_forbidden", "s3_filesystem"]
+__all__ = ["MAX_POOL_CONNECTIONS", "ObjectTooLarge", "S3Storage", "get_object", "refine_forbidden", "request_timeouts",
+           "s3_filesystem", "with_timeouts"]
 
 #: Connections per S3 filesystem; bounds the concurrency of write_many's batches.
 MAX_POOL_CONNECTIONS = 64
+
+#: Bounds of the per-request timeouts derived from a retry budget (seconds).
+MIN_READ_TIMEOUT, MAX_READ_TIMEOUT = 2.0, 60.0
+MIN_CONNECT_TIMEOUT, MAX_CONNECT_TIMEOUT = 1.0, 10.0
+
+
+def request_timeouts(budget: float) -> dict[str, float]:
+    """botocore ``connect_timeout`` and ``read_timeout`` for a retry budget of ``budget`` seconds:
+    a third of the budget for a read (so a stall is retried at least twice within it), a sixth
+    for connecting, each within [MIN, MAX]. Budget 10 s: 1.7 s connect, 3.3 s read; budget 60 s:
+    10 s and 20 s."""
+    budget = max(0.0, float(budget))
+    return {"connect_timeout": min(MAX_CONNECT_TIMEOUT, max(MIN_CONNECT_TIMEOUT, budget / 6)),
+            "read_timeout": min(MAX_READ_TIMEOUT, max(MIN_READ_TIMEOUT, budget / 3))}
+
+
+def with_timeouts(options: dict[str, Any], budget: float) -> dict[str, Any]:
+    """``options`` with :func:`request_timeouts` in ``config_kwargs`` (values the options set
+    themselves win)."""
+    config_kwargs = {**request_timeouts(budget), **(options.get("config_kwargs") or {})}
+    return {**options, "config_kwargs": config_kwargs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,25 +103,46 @@ def s3_filesystem(options: dict[str, Any]) -> Any:
         fs = _FS_CACHE.get(cache_key)
         if fs is None:
             kwargs = dict(options)
-            # One attempt per botocore call; the retry loop in .retry owns backoff.
-            config_kwargs = {"retries": {"max_attempts": 1, "mode": "standard"},
+            # One attempt per botocore call; the retry loop in .retry owns backoff. (botocore's
+            # client-config "max_attempts" counts retries, not attempts: 1 meant two attempts.)
+            config_kwargs = {"retries": {"total_max_attempts": 1, "mode": "standard"},
                              "max_pool_connections": MAX_POOL_CONNECTIONS}
             config_kwargs.update(kwargs.pop("config_kwargs", None) or {})
             kwargs["config_kwargs"] = config_kwargs
             kwargs.setdefault("use_listings_cache", False)
             fs = s3fs.S3FileSystem(skip_instance_cache=True, **kwargs)
+            if fs.session is None:  # the session s3fs would make (its kwargs: profile, ...), plus one hook
+                import aiobotocore.session
+
+                fs.session = aiobotocore.session.AioSession(**fs.kwargs)
+                fs.session.register("before-send.s3", _no_expect_continue)
             # s3fs's own _error_wrapper retries 5 times (~2 s); one try here, see above.
             fs.retries = 1
             _FS_CACHE[cache_key] = fs
     return fs
 
 
+def _no_expect_continue(request: Any, **_: Any) -> None:
+    """Send PutObject/UploadPart bodies without ``Expect: 100-continue`` (botocore adds it).
+
+    aiohttp starts a request's read timeout only once the body is sent, and with that header it
+    sends the body only after the server's "100 Continue": a stalled endpoint that never sends
+    one held a put for ever, whatever ``read_timeout`` (issue 12). Without the header the body
+    goes out at once and the read timeout covers the wait for the answer. The cost: a put that
+    the endpoint refuses (403, redirect) sends its body in vain.
+    """
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The requests sent here rather than through s3fs's file-level calls
 # ---------------------------------------------------------------------------------------------
-def get_object(fs: Any, bucket: str, key: str) -> bytes:
+def get_object(fs: Any, bucket: str, key: str, *, max_bytes: int | None = None) -> bytes:
     """The object's bytes from ONE GET with no request before it, so that an error is the
     GET's own, whose body carries an S3 error code (a wrong key told from a wrong secret).
+    With ``max_bytes``, the response's Content-Length is checked before the body is read:
+    :class:`ObjectTooLarge` if it is over (the body is closed unread).
 
     Public calls only: s3fs's ``call_s3`` sends the request and returns the response with its
     body unread; the body is then read (and closed) on the filesystem's loop with
@@ -101,7 +153,22 @@ def get_object(fs: Any, bucket: str, key: str) -> bytes:
     from fsspec.asyn import sync
 
     resp = fs.call_s3("get_object", Bucket=bucket, Key=key)
+    if max_bytes is not None and (size := resp.get("ContentLength")) is not None and size > max_bytes:
+        sync(fs.loop, _close, resp["Body"])  # the body is never read
+        raise ObjectTooLarge(size)
     return sync(fs.loop, _read_and_close, resp["Body"])
+
+
+class ObjectTooLarge(Exception):
+    """An object's Content-Length is over the ``max_bytes`` given to :func:`get_object`."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"object is {size} bytes")
+        self.size = size
+
+
+async def _close(body: Any) -> None:
+    body.close()
 
 
 async def _read_and_close(body: Any) -> bytes:
@@ -128,6 +195,32 @@ async def _put_objects(fs: Any, items: list[tuple[str, bytes]]) -> list[Any]:
     sends one put_object below 100 MiB and a multipart upload (visible only once complete) above.
     """
     return await asyncio.gather(*(fs._pipe_file(path, data) for path, data in items), return_exceptions=True)
+
+
+def conditional_writes_supported() -> bool:
+    """Whether the installed botocore sends ``If-None-Match``/``If-Match`` on PutObject and
+    ``If-Match`` on DeleteObject (s3fs silently drops parameters botocore does not know)."""
+    global _CONDITIONAL
+    if _CONDITIONAL is None:
+        import botocore.session
+
+        model = botocore.session.get_session().get_service_model("s3")
+        put = model.operation_model("PutObject").input_shape.members
+        delete = model.operation_model("DeleteObject").input_shape.members
+        _CONDITIONAL = "IfNoneMatch" in put and "IfMatch" in put and "IfMatch" in delete
+    return _CONDITIONAL
+
+
+_CONDITIONAL: bool | None = None
+
+
+def _refused(exc: BaseException) -> bool:
+    """A conditional request's precondition did not hold (412), a concurrent conditional write
+    won (409), or the object to match is gone (404)."""
+    code, status = client_error(exc)
+    if status in (412, 409) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+        return True
+    return classify(exc) == "no_key"
 
 
 def refine_forbidden(fs: Any, bucket: str, exc: BaseException, kind: str) -> tuple[BaseException, str]:
@@ -163,7 +256,8 @@ class S3Storage(Storage):
         self.bucket, self.prefix = bucket, prefix
         self.root = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self.retry_seconds = retry_seconds
-        self._options = storage_options_for(self.root, storage_config)
+        self._base_options = storage_options_for(self.root, storage_config)
+        self._options = with_timeouts(self._base_options, retry_seconds)
         self.endpoint = endpoint_of(self._options)
         self._secrets = secret_values(self._options)
 
@@ -171,6 +265,10 @@ class S3Storage(Storage):
     @property
     def fs(self) -> Any:
         return s3_filesystem(self._options)
+
+    def _fs_for(self, budget: float) -> Any:
+        """A filesystem whose request timeouts follow ``budget`` rather than retry_seconds."""
+        return s3_filesystem(with_timeouts(self._base_options, budget))
 
     def _object_key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -203,15 +301,16 @@ class S3Storage(Storage):
             return False
         return True
 
-    def _children(self, parent: str) -> set[str]:
+    def _children_sizes(self, parent: str) -> dict[str, int]:
         directory = f"{self.bucket}/{self._object_key(parent)}" if parent else self._path_root()
         try:
             entries = with_retry(lambda: self.fs.ls(directory, detail=True, refresh=True),
                                  budget=self.retry_seconds, fail=self._fail(f"s3://{directory}"))
         except FileNotFoundError:
-            return set()
+            return {}
         base = self._path_root() + "/"
-        return {e["name"][len(base):] for e in entries if e.get("type") == "file" and e["name"].startswith(base)}
+        return {e["name"][len(base):]: int(e.get("size") or 0) for e in entries
+                if e.get("type") == "file" and e["name"].startswith(base)}
 
     def read_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -295,13 +394,87 @@ class S3Storage(Storage):
             return ValueError(f"output root {self.root} is not writable ({what}; endpoint {self.endpoint}, "
                               f"bucket {self.bucket!r}): {msg}")
 
+        fs = self._fs_for(budget)
         list_prefix = self._object_key("") if not self.prefix else self.prefix + "/"
-        with_retry(lambda: self.fs.call_s3("list_objects_v2", Bucket=self.bucket, Prefix=list_prefix, MaxKeys=1),
+        with_retry(lambda: fs.call_s3("list_objects_v2", Bucket=self.bucket, Prefix=list_prefix, MaxKeys=1),
                    budget=budget, fail=fail)
         probe = self._object_key(f"{WRITE_CHECK_NAME}-{uuid.uuid4().hex[:8]}")
-        with_retry(lambda: self.fs.call_s3("put_object", Bucket=self.bucket, Key=probe, Body=b""),
+        with_retry(lambda: fs.call_s3("put_object", Bucket=self.bucket, Key=probe, Body=b""),
                    budget=budget, fail=fail)
         try:
-            self.fs.call_s3("delete_object", Bucket=self.bucket, Key=probe)
+            fs.call_s3("delete_object", Bucket=self.bucket, Key=probe)
         except Exception:  # noqa: BLE001 - a write-only policy may forbid deletes; the probe is empty
             pass
+
+    # -- lease primitives (normguide.data.storage.lease) -----------------------------------------
+    # Conditional requests: create with If-None-Match: *, replace and delete with If-Match: the
+    # ETag read. Without botocore support: plain requests, read back after FALLBACK_SETTLE_S
+    # (a race window, documented in the lease module). The version is the ETag.
+    def _lease_call(self, key: str, call: Callable[[], Any]) -> Any:
+        """``call()`` with retries; a refused precondition returns None."""
+        def attempt() -> Any:
+            try:
+                return call()
+            except Exception as exc:
+                if _refused(exc):
+                    return None
+                raise
+
+        return with_retry(attempt, budget=self.retry_seconds, fail=self._fail(self.uri(key)))
+
+    def _lease_read(self, key: str) -> tuple[bytes, Any] | None:
+        from fsspec.asyn import sync
+
+        bucket, okey = self._path(key).split("/", 1)
+
+        def call() -> tuple[bytes, Any]:
+            fs = self.fs
+            resp = fs.call_s3("get_object", Bucket=bucket, Key=okey)
+            return sync(fs.loop, _read_and_close, resp["Body"]), resp.get("ETag")
+
+        try:
+            return with_retry(call, budget=self.retry_seconds, fail=self._fail(self.uri(key)))
+        except FileNotFoundError:
+            return None
+
+    def _lease_settled(self, key: str, data: bytes) -> tuple[bool, Any]:
+        """Fallback: after FALLBACK_SETTLE_S, whether ``key`` holds ``data`` (and its ETag)."""
+        from normguide.data.storage.lease import FALLBACK_SETTLE_S
+
+        time.sleep(FALLBACK_SETTLE_S)
+        found = self._lease_read(key)
+        return (True, found[1]) if found is not None and found[0] == data else (False, None)
+
+    def _lease_create(self, key: str, data: bytes) -> tuple[bool, Any]:
+        bucket, okey = self._path(key).split("/", 1)
+        if not conditional_writes_supported():
+            if self._lease_read(key) is not None:
+                return False, None
+            self._lease_call(key, lambda: self.fs.call_s3("put_object", Bucket=bucket, Key=okey, Body=data))
+            return self._lease_settled(key, data)
+        resp = self._lease_call(key, lambda: self.fs.call_s3("put_object", Bucket=bucket, Key=okey, Body=data,
+                                                             IfNoneMatch="*"))
+        return (False, None) if resp is None else (True, resp.get("ETag"))
+
+    def _lease_replace(self, key: str, data: bytes, version: Any) -> tuple[bool, Any]:
+        bucket, okey = self._path(key).split("/", 1)
+        if not conditional_writes_supported() or version is None:
+            found = self._lease_read(key)
+            if found is None or found[1] != version:
+                return False, None
+            self._lease_call(key, lambda: self.fs.call_s3("put_object", Bucket=bucket, Key=okey, Body=data))
+            return self._lease_settled(key, data)
+        resp = self._lease_call(key, lambda: self.fs.call_s3("put_object", Bucket=bucket, Key=okey, Body=data,
+                                                             IfMatch=version))
+        return (False, None) if resp is None else (True, resp.get("ETag"))
+
+    def _lease_delete(self, key: str, version: Any) -> bool:
+        bucket, okey = self._path(key).split("/", 1)
+        if not conditional_writes_supported() or version is None:
+            found = self._lease_read(key)
+            if found is None or found[1] != version:
+                return False
+            self._lease_call(key, lambda: self.fs.call_s3("delete_object", Bucket=bucket, Key=okey))
+            return True
+        return self._lease_call(key, lambda: self.fs.call_s3("delete_object", Bucket=bucket, Key=okey,
+                                                             IfMatch=version)) is not None
