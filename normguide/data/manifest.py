@@ -1,6 +1,10 @@
 """The manifest: one row per image, as Parquet parts per concept and one consolidated table.
 
 :func:`concept_rows` is the one place that builds rows (columns in :data:`MANIFEST_SCHEMA`).
+
+Deterministic: no column holds a wall-clock time (there is no ``created_at``; when a run started
+and finished is in run.json), so two runs of the same configuration write byte-identical
+parts and ``manifest.parquet``.
 """
 
 from __future__ import annotations
@@ -8,7 +12,6 @@ from __future__ import annotations
 import io
 from collections import Counter
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -43,7 +46,6 @@ MANIFEST_SCHEMA = pa.schema(
         ("reconstruction_error", pa.float64()),
         ("precision_fallback", pa.string()),  # None, or e.g. "inversion:full,generation:vae"
         ("seed", pa.int64()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
         ("normguide_version", pa.string()),
         ("synthetic", pa.bool_()),
     ]
@@ -61,7 +63,6 @@ class ImageRecord:
     sha256: str
     width: int
     height: int
-    created_at: datetime
     #: the float32 retry generation needed for this image (None, "vae" or "full"; normguide.diffusion.ddim)
     precision_fallback: str | None = None
 

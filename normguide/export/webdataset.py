@@ -12,7 +12,7 @@ folder because image ids repeat across concepts; WebDataset splits a member name
 of its last path component, and image ids have none (concept ids may, in the folder part).
 
 Byte-for-byte reproducible: members in key order with ``.json`` before ``.png`` (sorted), mtime
-= the image's ``created_at`` from the manifest, uid/gid 0 and no user names, PAX format, and
+0 (the manifest holds no timestamps), uid/gid 0 and no user names, PAX format, and
 stats without timestamps. A killed export resumes by skipping the shards whose stats exist (the
 tar and index are written before it, each atomically) and rebuilding the others, so the result
 equals an uninterrupted export's bytes.
@@ -58,11 +58,10 @@ def shard_pattern(root_uri: str, num_shards: int) -> str:
 
 def build_tar(keys: list[str], rows: pa.Table, pngs: list[bytes]) -> bytes:
     """The tar bytes of one shard: per sample ``<key>.json`` (its manifest row) then ``<key>.png``."""
-    micros = rows.column("created_at").cast(pa.int64()).to_pylist()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for key, row, png, us in zip(keys, json_rows(rows), pngs, micros):
-            mtime = us // 1_000_000 if us is not None else 0
+        for key, row, png in zip(keys, json_rows(rows), pngs):
+            mtime = 0
             doc = json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
             for name, data in ((f"{key}.json", doc), (f"{key}.png", png)):
                 info = tarfile.TarInfo(name)

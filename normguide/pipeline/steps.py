@@ -12,20 +12,23 @@ Layout under the run root (DESIGN.md)::
     manifest.parquet                  all parts, written only after every part exists
     _SUCCESS                          written last
 
-Resume rules: a concept whose part exists and whose images all exist is complete (nothing of it
-is read or loaded again); a seeds file with a plan is reused; only missing images are generated;
-a run with ``_SUCCESS`` whose run.json covers the current concept table is a no-op that loads no
-model; concepts added to the table reopen it. Nothing complete is ever rewritten but the
-consolidated manifest, run.json and ``_SUCCESS`` of a reopened run.
+Resume rules: a concept whose part is readable and whose images all exist, are not empty and
+hash to the part's sha256 is complete (no model is loaded for it); a damaged part, image or
+seeds file is named in a warning and rebuilt; a seeds file with a plan is reused; only missing
+images are generated; a run with ``_SUCCESS`` whose run.json covers the current concept table is
+a no-op that loads no model; concepts added to the table reopen it. Nothing complete is ever
+rewritten but the consolidated manifest, run.json and ``_SUCCESS`` of a reopened run.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
+from pyarrow import ArrowException
 
 from normguide import __version__, progress
 from normguide.data import manifest as mf
@@ -41,6 +44,8 @@ from normguide.data.seeds import SeedsFile, seeds_key
 from normguide.data.storage import check_uri_scheme
 from normguide.pipeline.context import RunContext
 from normguide.pipeline.results import GeneratedConcept, PreparedRun, SeedsRecord
+
+_log = logging.getLogger(__name__)
 
 
 # -- 1. prepare --------------------------------------------------------------------------------
@@ -170,18 +175,110 @@ def check_references(ctx: RunContext, concepts: list[Concept]) -> None:
 
 # -- 3. per concept ------------------------------------------------------------------------------
 def completed_concept(ctx: RunContext, concept_id: str) -> GeneratedConcept | None:
-    """The concept's record when its manifest part and every image it lists exist, else None."""
+    """The concept's record when its manifest part is readable and every image it lists exists,
+    is not empty and has the sha256 the part records; else None, and the concept is rebuilt
+    (a damaged part or image is named in a warning).
+
+    Cost: one listing per concept for the sizes, then every listed image is read back and hashed
+    (8 at a time): the part records no byte sizes, so only the hash catches a truncated image.
+    """
     storage = ctx.storage
     if not storage.exists(mf.part_key(concept_id)):
         return None
-    table = mf.parquet_to_table(storage.read_bytes(mf.part_key(concept_id)))
+    table = _read_part(ctx, concept_id)
+    if table is None:
+        return None
     keys = [mf.image_key(concept_id, i) for i in table.column("image_id").to_pylist()]
-    if len(storage.existing(keys)) != len(keys):
+    sizes = storage.sizes(keys)
+    if len(sizes) != len(keys):
+        return None
+    damaged = _damaged_images(ctx, keys, sizes, table.column("sha256").to_pylist())
+    if damaged:
+        _log.warning("concept %r is not complete: %d image(s) listed in %s are damaged and will be "
+                     "generated again: %s", concept_id, len(damaged), storage.uri(mf.part_key(concept_id)),
+                     "; ".join(f"{storage.uri(k)} ({why})" for k, why in damaged.items()))
         return None
     z = [v for v in table.column("seed_zscore").to_pylist() if v is not None]
     return GeneratedConcept(concept_id=concept_id, images=table.num_rows, generated=0, skipped=True,
                             methods=sorted(set(table.column("method").to_pylist())),
                             mean_seed_zscore=sum(z) / len(z) if z else None)
+
+
+#: Columns a manifest part must have to be reused (else it is rebuilt).
+_PART_NEEDS = ("image_id", "sha256", "method", "seed_zscore")
+
+
+def _read_part(ctx: RunContext, concept_id: str, *, warn: bool = True):
+    """The concept's manifest part as a table, or None (with a warning naming it) when it cannot
+    be read: truncated, not Parquet, or missing the columns a resume needs."""
+    key = mf.part_key(concept_id)
+    try:
+        table = mf.parquet_to_table(ctx.storage.read_bytes(key))
+        missing = [c for c in _PART_NEEDS if c not in table.column_names]
+        if missing:
+            raise ValueError(f"no column(s) {missing}")
+    except (OSError, ValueError, ArrowException) as exc:  # not StorageError: the endpoint is not the file
+        if warn:
+            _log.warning("manifest part %s is unreadable (%s: %s); concept %r will be rebuilt",
+                         ctx.storage.uri(key), type(exc).__name__, exc, concept_id)
+        return None
+    return table
+
+
+def _damaged_images(ctx: RunContext, keys: list[str], sizes: dict[str, int],
+                    shas: list[str | None]) -> dict[str, str]:
+    """key -> what is wrong, for the images that are empty or whose bytes do not hash to the
+    sha256 recorded for them (read back and hashed 8 at a time)."""
+    damaged = {k: "empty (0 bytes)" for k in keys if sizes.get(k, 0) == 0}
+    to_hash = [(k, sha) for k, sha in zip(keys, shas) if k not in damaged and sha]
+
+    def check(item: tuple[str, str]) -> tuple[str, str | None]:
+        key, sha = item
+        data = ctx.storage.read_bytes(key)
+        got = sha256_hex(data)
+        return key, None if got == sha else f"{len(data)} bytes whose sha256 {got[:12]}... is not the recorded {sha[:12]}..."
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="normguide-verify") as pool:
+        damaged.update({k: why for k, why in pool.map(check, to_hash) if why})
+    return damaged
+
+
+def _reusable_images(ctx: RunContext, concept_id: str, keys: list[str]) -> dict[str, mf.ImageRecord]:
+    """Records of the existing images ``keys`` that can be reused: they decode completely and,
+    where an earlier manifest part of the concept records their sha256, match it. The others are
+    named in a warning (and left to be generated again, which overwrites them)."""
+    recorded: dict[str, str] = {}
+    if keys and ctx.storage.exists(mf.part_key(concept_id)):
+        part = _read_part(ctx, concept_id, warn=False)
+        if part is not None:
+            recorded = {mf.image_key(concept_id, i): sha for i, sha in
+                        zip(part.column("image_id").to_pylist(), part.column("sha256").to_pylist()) if sha}
+
+    def check(key: str) -> tuple[str, mf.ImageRecord | None, str | None]:
+        data = ctx.storage.read_bytes(key)
+        if not data:
+            return key, None, "empty (0 bytes)"
+        if key in recorded and sha256_hex(data) != recorded[key]:
+            return key, None, "its sha256 is not the one its manifest part records"
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()  # the whole image: a truncated PNG fails here, not only its header
+                return key, _image_record(data, im), None
+        except Exception as exc:  # noqa: BLE001 - any decoding failure means a damaged file
+            return key, None, f"not a readable image ({type(exc).__name__}: {exc})"
+
+    reusable: dict[str, mf.ImageRecord] = {}
+    damaged: list[str] = []
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="normguide-verify") as pool:
+        for key, record, why in pool.map(check, keys):
+            if record is not None:
+                reusable[key] = record
+            else:
+                damaged.append(f"{ctx.storage.uri(key)} ({why})")
+    if damaged:
+        _log.warning("concept %r: %d existing image(s) are damaged and will be generated again: %s",
+                     concept_id, len(damaged), "; ".join(damaged))
+    return reusable
 
 
 def missing_parts(ctx: RunContext, concept_ids: list[str]) -> list[str]:
@@ -191,10 +288,16 @@ def missing_parts(ctx: RunContext, concept_ids: list[str]) -> list[str]:
 
 
 def read_seeds(ctx: RunContext, concept_id: str) -> SeedsFile | None:
+    """The concept's seeds file, or None when there is none or it is damaged (truncated, not a
+    seeds file): a damaged one is named in a warning and inverted again, which replaces it."""
     key = seeds_key(concept_id)
     if not ctx.storage.exists(key):
         return None
-    return SeedsFile.from_bytes(ctx.storage.read_bytes(key), where=ctx.storage.uri(key))
+    try:
+        return SeedsFile.from_bytes(ctx.storage.read_bytes(key), where=ctx.storage.uri(key))
+    except ValueError as exc:  # from_bytes names the file
+        _log.warning("%s; concept %r will be inverted again", exc, concept_id)
+        return None
 
 
 def seeds_record(ctx: RunContext, seeds: SeedsFile) -> SeedsRecord:
@@ -267,7 +370,8 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
     """Generate the concept's missing images, then write its manifest part.
 
     Images stream out per batch (the write of batch i overlaps the generation of batch i+1);
-    images that already exist are not regenerated, only read back to hash them.
+    images that already exist are not regenerated, only read back to check and hash them (a
+    damaged one, empty or undecodable, is named in a warning and generated again).
     """
     cid = concept.concept_id
     if (done := completed_concept(ctx, cid)) is not None:
@@ -278,16 +382,19 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
     prompt = concept.resolved_prompt(ctx.config.prompt_template)
     gen = ctx.config.generation
 
-    # 1. Which images are missing
+    # 1. Which images are missing; the ones an earlier, interrupted run wrote are read back,
+    #    checked (they decode, and match an earlier part's sha256) and hashed; damaged ones
+    #    are generated again
     keys = [mf.image_key(cid, r.image_id) for r in rows]
     present = storage.existing(keys)
-    todo = [i for i, k in enumerate(keys) if k not in present]
+    reused = _reusable_images(ctx, cid, [k for k in keys if k in present])
+    todo = [i for i, k in enumerate(keys) if k not in reused]
 
-    # 2. Generate and write them; 3. hash the ones an earlier, interrupted run wrote
+    # 2. Generate and write them
     records = _generate_and_write(ctx, prompt, seeds, todo, keys) if todo else {}
     for i, k in enumerate(keys):
         if i not in records:
-            records[i] = _image_record(storage.read_bytes(k))
+            records[i] = reused[k]
 
     # 4. The manifest part, written only now that every image exists
     part = mf.concept_rows(
@@ -311,7 +418,7 @@ def _image_record(blob: bytes, image: Image.Image | None = None,
             size = im.size
     else:
         size = image.size
-    return mf.ImageRecord(sha256=sha256_hex(blob), width=size[0], height=size[1], created_at=run_record.now(),
+    return mf.ImageRecord(sha256=sha256_hex(blob), width=size[0], height=size[1],
                           precision_fallback=precision_fallback)
 
 

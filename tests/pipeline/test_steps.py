@@ -91,11 +91,15 @@ def test_generate_reuses_written_images_and_finalize_needs_no_model(tmp_path, ta
     assert steps.finalize(late, ["alpha"]).endswith("manifest.parquet") and steps.is_complete(late)
 
 
-def test_damaged_seeds_file_is_named(tmp_path, table, model):
+def test_damaged_seeds_file_is_named_and_inverted_again(tmp_path, table, model, caplog):
     ctx = RunContext.create(_config(table, tmp_path / "out"), model=model)
     ctx.storage.write_bytes(seeds_key("alpha"), b"not safetensors")
-    with pytest.raises(ValueError, match=r"seeds/alpha\.safetensors is not a readable normguide seeds file"):
-        steps.read_seeds(ctx, "alpha")
+    with caplog.at_level("WARNING", logger="normguide.pipeline.steps"):
+        assert steps.read_seeds(ctx, "alpha") is None  # not a failure on every rerun (issue 12)
+    assert "seeds/alpha.safetensors is not a readable normguide seeds file" in caplog.text
+    (alpha, _) = steps.load_concepts(ctx)
+    seeds = steps.invert(ctx, alpha)
+    assert SeedsFile.from_bytes(ctx.storage.read_bytes(seeds_key("alpha"))).to_bytes() == seeds.to_bytes()
 
 
 def test_local_driver_isolates_failures_and_reruns_without_the_model(tmp_path, table, model):
