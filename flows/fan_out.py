@@ -11,8 +11,11 @@ Prefect's run history, so a rerun (same configuration, hence same run id) launch
 shards that still miss parts, narrowed to the missing concepts.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: Prefect builds the flow's parameter model from its
+# annotations, and a served flow run (``flow.serve``, ``register serve``) gets the flow pickled
+# by value, which keeps only the globals the code uses: string annotations naming RunConfig
+# would no longer resolve there ("Generate_DatasetModel is not fully defined").
+import math
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -29,11 +32,16 @@ from normguide.tasks.run_setup import (
     load_concepts,
 )
 
+#: With no ``shard_size``: shards of ``max(16, ceil(N / 64))`` concepts, so a table of any size
+#: gives at most 64 shard flow runs (the parent holds two task runs per shard: its launch and
+#: the link to the child run) and each shard flow run at most 64 concept task runs.
+DEFAULT_SHARD_SIZE, MAX_SHARDS = 16, 64
+
 
 @flow(name="generate-dataset-fan-out", log_prints=True, validate_parameters=True)
 def generate_dataset_fan_out(
     config: RunConfig = RunConfig(),
-    shard_size: int = 16,
+    shard_size: int | None = None,
     deployment: str = "generate-dataset/gpu-kubernetes",
     poll_interval_s: float = 10.0,
     timeout_s: float = 48 * 3600,
@@ -45,7 +53,8 @@ def generate_dataset_fan_out(
             root). Credentials must come from a block or the workers' environment: a config
             with ``storage.key``/``secret``/``token`` is refused, since deployment parameters
             are stored in plain text by the Prefect API.
-        shard_size: Concepts per shard (see deployments/README.md for sizing with N GPUs).
+        shard_size: Concepts per shard (see deployments/README.md for sizing with N GPUs);
+            default ``max(16, ceil(N / 64))`` for a table of ``N``: at most 64 shards.
         deployment: The generation deployment that runs each shard, ``flow-name/deployment``.
         poll_interval_s: Seconds between checks of the shard runs' states.
         timeout_s: Give up waiting after this long; shards still running are reported failed.
@@ -62,6 +71,8 @@ def generate_dataset_fan_out(
             f"config sets {', '.join(secret_fields)}: shard parameters are stored by the Prefect "
             "API in plain text; give credentials via storage.aws_credentials_block or the workers' environment"
         )
+    if shard_size is not None and shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1 (or None for max(16, ceil(N / {MAX_SHARDS}))), got {shard_size}")
     if poll_interval_s <= 0:
         raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s}")
     config = config.with_overrides(run_id=config.resolved_run_id())  # shards and parent share it
@@ -72,6 +83,7 @@ def generate_dataset_fan_out(
 
     # 2. Split the concept table into shards with stable names
     concept_ids = [c.concept_id for c in load_concepts(config)]
+    shard_size = shard_size or max(DEFAULT_SHARD_SIZE, math.ceil(len(concept_ids) / MAX_SHARDS))
     shards = split_into_shards(concept_ids, shard_size)
 
     # 3. Keep the shards whose concepts still miss a manifest part (a rerun redoes only those)

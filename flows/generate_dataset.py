@@ -1,14 +1,21 @@
 """The main job as a Prefect flow: a concept table in, a synthetic image dataset out.
 
 The Prefect driver of ``normguide.pipeline``: the same steps as the local driver
-(``normguide.pipeline.run_dataset``), each a task, so Prefect adds tracking, retries of IO steps,
-concurrency limits on the GPU steps and the UI; both drivers write the same bytes.
+(``normguide.pipeline.run_dataset``) as tasks: one per setup or closing step, and one per batch
+of concepts (``tasks/concepts.py``, the local driver's ``run_concept`` for each), so Prefect adds
+tracking, retries of IO steps, a concurrency limit on the GPU work and the UI, with a number of
+task runs that stays bounded however large the table (``concepts_per_task``); both drivers
+write the same bytes.
 
 Entry point for deployments: ``flows/generate_dataset.py:generate_dataset`` (from a checkout
 with normguide installed) or ``normguide.flows.generate_dataset:generate_dataset``.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: Prefect builds the flow's parameter model from its
+# annotations, and a served flow run (``flow.serve``, ``register serve``) gets the flow pickled
+# by value, which keeps only the globals the code uses: string annotations naming RunConfig
+# would no longer resolve there ("Generate_DatasetModel is not fully defined").
+import math
 
 from prefect import flow, get_run_logger
 from prefect.states import Failed
@@ -16,7 +23,7 @@ from prefect.states import Failed
 from normguide.config import RunConfig, secrets_refused
 from normguide.pipeline import ConceptOutcome, RunSummary
 from normguide.pipeline.local import error_text
-from normguide.tasks.concepts import generate_images, invert_references, plan_seeds
+from normguide.tasks.concepts import generate_concepts
 from normguide.tasks.reporting import publish_report, publish_summary
 from normguide.tasks.run_setup import (
     check_references,
@@ -31,6 +38,11 @@ from normguide.tasks.run_setup import (
     wants_evaluation,
     write_report,
 )
+
+#: With no ``concepts_per_task``, concepts are batched so that one flow run creates at most this
+#: many concept task runs: a table of up to 64 concepts still gets one task run per concept in
+#: the UI, a larger one ``ceil(N / 64)`` concepts per task (benchmarks/orchestration.py).
+MAX_CONCEPT_TASKS = 64
 
 
 def _mark_interrupted(flow, flow_run, state) -> None:
@@ -51,6 +63,7 @@ def generate_dataset(
     config: RunConfig = RunConfig(),
     concept_ids: list[str] | None = None,
     finalize: bool = True,
+    concepts_per_task: int | None = None,
 ) -> RunSummary:
     """Generate a synthetic image dataset from a concept table.
 
@@ -59,6 +72,9 @@ def generate_dataset(
         concept_ids: Restrict the run to these concepts (a shard); default all of the table.
         finalize: Consolidate the manifest and write _SUCCESS at the end; a fan-out parent
             turns this off for its shards and finalizes once they are all done.
+        concepts_per_task: Concepts per task run (each task inverts, plans and generates its
+            concepts in turn); default ``ceil(N / 64)`` for the ``N`` concepts still to do, so
+            up to 64 concepts get a task run each and no flow run has more than 64 of them.
 
     Returns:
         The run summary (per-concept outcome, failed concepts, manifest URI).
@@ -67,6 +83,9 @@ def generate_dataset(
     #    settings (no model); a complete run is a no-op
     if secret_fields := config.parameter_secrets():
         raise ValueError(secrets_refused(secret_fields, "flow-run parameters"))
+    if concepts_per_task is not None and concepts_per_task < 1:
+        raise ValueError(f"concepts_per_task must be >= 1 (or None for ceil(N / {MAX_CONCEPT_TASKS})), "
+                         f"got {concepts_per_task}")
     config = config.pinned()
     logger = get_run_logger()
     run = prepare_run(config)
@@ -84,25 +103,19 @@ def generate_dataset(
     head.update(model=run.model, is_demo=run.is_demo, model_note=run.model_note)
     done = find_complete_concepts(config, [c.concept_id for c in concepts])
 
-    # 3. Per concept: invert -> plan -> generate (+ manifest part); one concept's failure
-    #    does not stop the others
-    chains = {}
-    for concept in concepts:
-        if concept.concept_id in done:
-            continue
-        inverted = invert_references.submit(config, concept)
-        planned = plan_seeds.submit(config, concept, wait_for=[inverted])
-        chains[concept.concept_id] = (inverted, planned, generate_images.submit(config, concept, wait_for=[planned]))
-
-    outcomes: dict[str, ConceptOutcome] = {}
-    for concept in concepts:
-        cid = concept.concept_id
-        if cid in done:
-            outcomes[cid] = ConceptOutcome.from_generated(done[cid])
-            continue
-        outcomes[cid] = _outcome(cid, chains[cid])
-        if outcomes[cid].status == "failed":
-            logger.error("concept %s failed: %s", cid, outcomes[cid].error)
+    # 3. Per batch of concepts, one task after the other (one device per flow run; more devices
+    #    are more flow runs, see flows/fan_out.py): invert -> plan -> generate (+ manifest part)
+    #    for each concept; one concept's failure does not stop the others
+    todo = [c for c in concepts if c.concept_id not in done]
+    per_task = concepts_per_task or max(1, math.ceil(len(todo) / MAX_CONCEPT_TASKS))
+    ran: dict[str, ConceptOutcome] = {}
+    for start in range(0, len(todo), per_task):
+        batch = todo[start:start + per_task]
+        ran.update(_batch_outcomes(batch, generate_concepts(config, batch, return_state=True)))
+    outcomes = {c.concept_id: ConceptOutcome.from_generated(done[c.concept_id]) if c.concept_id in done
+                else ran[c.concept_id] for c in concepts}
+    if failed := [cid for cid, o in outcomes.items() if o.status == "failed"]:
+        logger.error("%d of %d concept(s) failed: %s", len(failed), len(outcomes), ", ".join(failed[:20]))
 
     # 4. Consolidate the manifest and write _SUCCESS, only when every concept is done
     summary = RunSummary(**head, concepts=outcomes)
@@ -156,20 +169,18 @@ def wants_report(config: RunConfig, already_complete: bool) -> bool:
     return steps.wants_report(RunContext.create(config), already_complete)
 
 
-def _outcome(concept_id: str, futures) -> ConceptOutcome:
-    """The concept's outcome from its chain of task futures: the first failed step holds the error."""
-    futures[-1].wait()
-    for fut in futures:
-        state = fut.state
-        if state.is_failed() or state.is_crashed():
-            try:
-                state.result()
-            except BaseException as exc:  # the task's exception, re-raised by Prefect
-                return ConceptOutcome.failed(concept_id, error_text(exc))
-            return ConceptOutcome.failed(concept_id, state.message or state.name)
-    if futures[-1].state.is_completed():
-        return ConceptOutcome.from_generated(futures[-1].result())
-    return ConceptOutcome.failed(concept_id, f"did not complete ({futures[-1].state.name})")
+def _batch_outcomes(batch, state) -> dict[str, ConceptOutcome]:
+    """Each concept's outcome from its batch task's final state: the task's own list, or, when
+    the task itself failed (after its retries), the task's error for every concept of it."""
+    if state.is_completed():
+        return {o.concept_id: o for o in state.result()}
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - the task's exception, re-raised by Prefect
+        error = error_text(exc)
+    else:
+        error = state.message or state.name
+    return {c.concept_id: ConceptOutcome.failed(c.concept_id, error) for c in batch}
 
 
 if __name__ == "__main__":

@@ -1,43 +1,55 @@
-"""Per-concept tasks: invert the references, plan the seeds, generate the images.
+"""The per-concept work as one task per batch of concepts: invert, plan, generate (+ manifest part).
 
-They pass the seeds between them through the concept's seeds file in storage (a retried or
-resumed task finds it there) and return small records; GPU steps carry the ``gpu`` tag, the
-tag a concurrency limit keeps to one task per device.
+A batch task calls the local driver's :func:`~normguide.pipeline.run_concept` for each of its
+concepts in turn, so both drivers run the same code and write the same bytes. Why batches and
+not one task per step and concept: a Prefect task run costs API calls, a row in the server's
+database and state in the flow process, and the steps pass their data through storage anyway
+(a resumed concept finds its files there, see ``run_concept``). With ``K`` concepts per task a
+flow run of ``N`` concepts creates ``ceil(N / K)`` task runs instead of ``3 N`` (see
+``flows/generate_dataset.py`` for how ``K`` is chosen).
+
+Failure isolation is per concept, as in the local driver: a concept that raises is reported as
+that concept's failed outcome and the batch goes on. The task itself fails only when it cannot
+start (its run context: a credentials block that cannot be read); those IO failures retry.
 """
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
 
 from normguide.config import RunConfig
 from normguide.data.schema import Concept
-from normguide.pipeline import GeneratedConcept, RunContext, SeedsRecord, steps
-from normguide.tasks.context import run_context
+from normguide.pipeline import ConceptOutcome, run_concept
+from normguide.pipeline.local import error_text
+from normguide.tasks.context import retry_can_help, run_context
 
 
-def _seeds(ctx: RunContext, concept: Concept, what: str):
-    seeds = steps.read_seeds(ctx, concept.concept_id)
-    if seeds is None:
-        raise RuntimeError(f"concept {concept.concept_id!r}: no seeds file in {ctx.storage.root}; {what}")
-    return seeds
+def concept_batch_name() -> str:
+    """``generate-alpha`` for one concept, ``generate-c00016..c00031`` for a batch (the UI's row)."""
+    from prefect.runtime import task_run
+
+    ids = [c.concept_id if isinstance(c, Concept) else c["concept_id"] for c in task_run.parameters["concepts"]]
+    if not ids:
+        return "generate-nothing"
+    return f"generate-{ids[0]}" if len(ids) == 1 else f"generate-{ids[0]}..{ids[-1]}"
 
 
-@task(name="invert-references", tags=["gpu"], task_run_name="invert-{concept.concept_id}")
-def invert_references(config: RunConfig, concept: Concept) -> SeedsRecord:
-    """DDIM-invert the concept's reference images to seeds (seeds/<id>.safetensors)."""
+# cache_policy NONE: whether a concept is done is read from storage (its manifest part and
+# images), never from Prefect's cache; it also spares hashing the config and concepts per call.
+@task(name="generate-concepts", tags=["gpu"], task_run_name=concept_batch_name, cache_policy=NONE,
+      retries=2, retry_delay_seconds=5, retry_condition_fn=retry_can_help)
+def generate_concepts(config: RunConfig, concepts: list[Concept]) -> list[ConceptOutcome]:
+    """Invert the references, plan the seeds and generate the images of each concept in turn;
+    one outcome per concept, in order (a failed concept's outcome holds its error)."""
+    logger = get_run_logger()
     ctx = run_context(config)
-    return steps.seeds_record(ctx, steps.invert(ctx, concept))
-
-
-@task(name="plan-seeds", task_run_name="plan-{concept.concept_id}")
-def plan_seeds(config: RunConfig, concept: Concept) -> SeedsRecord:
-    """Plan centroids and interpolants for every configured method (added to the seeds file)."""
-    ctx = run_context(config)
-    return steps.seeds_record(ctx, steps.plan(ctx, concept, _seeds(ctx, concept, "run the inversion first")))
-
-
-@task(name="generate-images", tags=["gpu"], task_run_name="generate-{concept.concept_id}")
-def generate_images(config: RunConfig, concept: Concept) -> GeneratedConcept:
-    """Generate the missing images, then write the concept's manifest part."""
-    ctx = run_context(config)
-    return steps.generate(ctx, concept, _seeds(ctx, concept, "run plan-seeds first"))
+    outcomes = []
+    for concept in concepts:
+        try:
+            outcome = run_concept(ctx, concept)
+        except Exception as exc:  # noqa: BLE001 - isolated per concept, as in the local driver
+            logger.error("concept %s failed: %s", concept.concept_id, error_text(exc))
+            outcome = ConceptOutcome.failed(concept.concept_id, error_text(exc))
+        outcomes.append(outcome)
+    return outcomes
