@@ -64,7 +64,8 @@ def run_dataset(
         The run summary; ``summary.failed`` lists the concepts that failed, with their errors in
         ``summary.concepts``; run.json then says ``failed``. Configuration errors (bad table,
         missing or broken reference images, unwritable output, unknown model) raise
-        ``ValueError`` before the model loads or anything is written. An interrupt
+        ``ValueError`` before the model loads or anything is written; so does another live run
+        of the same output (``LeaseHeld``, naming its holder). An interrupt
         (KeyboardInterrupt) marks run.json ``interrupted`` and propagates; a rerun resumes.
     """
     ctx = RunContext.create(config.pinned(), storage=storage, model=model)
@@ -83,7 +84,17 @@ def run_dataset(
     concepts = steps.load_concepts(ctx, concept_ids)
     steps.check_references(ctx, concepts)
 
-    # 3. Load the model, start run.json
+    # 3. The run's lease (a second run of the same output waits for nothing: it is refused with
+    #    the holder named), then the model and run.json
+    lease = ctx.storage.acquire_lease(steps.lease_name(concept_ids), owner=f"run {ctx.run_id}")
+    try:
+        return _run_leased(ctx, concepts, head, finalize=finalize, progress=progress)
+    finally:
+        lease.release()
+
+
+def _run_leased(ctx: RunContext, concepts: list[Concept], head: dict, *, finalize: bool,
+                progress: Progress | None) -> RunSummary:
     prepared = steps.start(ctx)
     head.update(model=prepared.model, is_demo=prepared.is_demo, model_note=prepared.model_note)
 

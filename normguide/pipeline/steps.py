@@ -92,6 +92,19 @@ def start(ctx: RunContext) -> PreparedRun:
                        is_demo=model.is_demo, model_note=model.note)
 
 
+def lease_name(concept_ids: list[str] | None) -> str:
+    """The lease a driver holds while it writes: ``_LEASE`` for a whole run (and a fan-out's
+    parent), one per shard for a shard's concepts, so shards run side by side while two runs
+    of the same dataset (or of the same shard) cannot."""
+    from normguide.data.storage import LEASE_NAME
+
+    if concept_ids is None:
+        return LEASE_NAME
+    import hashlib
+
+    return f"{LEASE_NAME}-shard-{hashlib.sha256(chr(0).join(sorted(concept_ids)).encode()).hexdigest()[:12]}"
+
+
 def record_status(ctx: RunContext, status: str, error: str | None = None) -> None:
     """Mark run.json ``failed`` or ``interrupted`` (with the error); a complete run, or one
     that never started (no run.json), is left as it is. Never raises: it runs on the way out

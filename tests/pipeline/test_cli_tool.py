@@ -216,3 +216,26 @@ def test_status_is_failed_with_the_error(tmp_path, model):
     steps.start(ctx)  # a resume is running again, the old error cleared
     record = json.loads(ctx.storage.read_bytes("run.json"))
     assert (record["status"], record["error"]) == ("running", None)
+
+
+def test_a_second_run_of_the_same_output_is_refused_while_the_first_holds_the_lease(tmp_path, model):
+    from normguide.data.storage import LeaseHeld
+
+    table = _table(tmp_path / "in")
+    cfg = _config(table, tmp_path / "o")
+    ctx = RunContext.create(cfg.pinned(), model=model)
+    held = ctx.storage.acquire_lease(steps.lease_name(None), owner="run elsewhere")
+    try:
+        with pytest.raises(LeaseHeld, match="run elsewhere"):
+            run_dataset(cfg, model=_never_load)
+        res = runner.invoke(app, ["run", "--no-prefect", "--concepts", str(table), "--output", str(tmp_path / "o"),
+                                  "--model", "demo:sd1", "--methods", "nao", "--num-images", "2", "--steps", "2",
+                                  "--inversion-steps", "2", "--no-reconstruction"])
+        assert res.exit_code == 2 and "run elsewhere" in res.output, res.output
+        # a shard of the same run takes its own lease and runs beside it
+        shard = run_dataset(cfg, concept_ids=["alpha"], finalize=False, model=model)
+        assert shard.concepts["alpha"].status == "completed"
+    finally:
+        held.release()
+    assert run_dataset(cfg, model=model).status == "complete"
+    assert not list((tmp_path / "o").rglob("_LEASE*"))  # released at the end
