@@ -321,10 +321,12 @@ class RunConfig(BaseModel):
         return found
 
     def parameter_secrets(self) -> list[str]:
-        """The credentials of :meth:`inline_secrets` that a flow-run parameter would store in
-        clear: all but ``storage.key``/``secret``/``token``, which are secret strings that Prefect
-        stores masked (and so could not be resolved from a stored parameter anyway)."""
-        return [p for p in self.inline_secrets() if p not in ("storage.key", "storage.secret", "storage.token")]
+        """The credentials that must not travel as a flow-run parameter: all of
+        :meth:`inline_secrets`, ``storage.key``/``secret``/``token`` included (Prefect stores those
+        masked, but they still cross the API, and a stored parameter could not be resolved anyway).
+        A flow receives a reference instead (environment, profile, prefect-aws block) and resolves
+        it on the worker."""
+        return self.inline_secrets()
 
     def public_dict(self) -> dict[str, Any]:
         """JSON-able dict with every secret masked; the only form written to run.json or logs.

@@ -6,6 +6,9 @@ endpoint and a dummy access key made on that server) or ``s3_server.storage_conf
 never your own AWS environment. ``s3_server.stop()`` / ``start()`` take the endpoint port
 down and bring it back (same port, same buckets): see ``tests/tcp_front.py``.
 
+``s3_server.env_storage`` and ``s3_server.aws_env``: the same endpoint with the credentials in the
+environment, for flow runs (credentials never travel as flow parameters).
+
 ``s3_bucket`` (function): a fresh, empty bucket on that server; also makes sure the endpoint
 is up (a test that stopped it and failed is not left to break the next one).
 
@@ -143,6 +146,18 @@ class S3Server:
         """StorageConfig-compatible dict: endpoint, region, the server's dummy access key."""
         return {"endpoint_url": self.endpoint_url, "region_name": self.region_name,
                 "key": self.key, "secret": self.secret}
+
+    @property
+    def env_storage(self) -> dict[str, Any]:
+        """StorageConfig-compatible dict with the endpoint and region only: the credentials come
+        from the environment (:attr:`aws_env`), as they must for a Prefect flow run."""
+        return {"endpoint_url": self.endpoint_url, "region_name": self.region_name}
+
+    @property
+    def aws_env(self) -> dict[str, str]:
+        """The server's dummy access key as AWS environment variables."""
+        return {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret,
+                "AWS_DEFAULT_REGION": self.region_name}
 
     def storage_config(self, **overrides: Any) -> Any:
         from normguide.config import StorageConfig

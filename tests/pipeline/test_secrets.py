@@ -104,3 +104,18 @@ def test_prefect_driver_refuses_credentials_as_parameters(table, tmp_path):
     with pytest.raises(ValueError, match=r"storage\.extra\.password.*environment"):
         generate_dataset.fn(config=cfg)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("field", ["key", "secret", "token"])
+def test_flow_refuses_storage_key_secret_and_token_as_parameters(table, tmp_path, field):
+    """Credentials never travel as flow parameters, not even the masked SecretStr fields: the
+    flow gets a reference (environment, profile, prefect-aws block) and resolves it on the worker."""
+    from normguide.flows.generate_dataset import generate_dataset
+
+    cfg = RunConfig.model_validate({"concepts": str(table), "output": str(tmp_path / "out"), "model": "demo:sd1",
+                                    "storage": {field: "PlantedParamSecret"}})
+    assert cfg.parameter_secrets() == [f"storage.{field}"]
+    with pytest.raises(ValueError, match=rf"storage\.{field}.*environment") as info:
+        generate_dataset.fn(config=cfg)
+    assert "PlantedParamSecret" not in str(info.value)
+    assert not (tmp_path / "out").exists()

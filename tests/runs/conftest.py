@@ -41,6 +41,14 @@ def _prefect(prefect_api):
     yield prefect_api
 
 
+@pytest.fixture(autouse=True)
+def _aws_env(s3_server, monkeypatch):
+    """S3 credentials from the environment of the flow's process, never as flow parameters
+    (configs here use ``s3_server.env_storage``: endpoint and region only)."""
+    for name, value in s3_server.aws_env.items():
+        monkeypatch.setenv(name, value)
+
+
 @dataclass
 class Inputs:
     local_dir: Path

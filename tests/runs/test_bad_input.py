@@ -25,7 +25,7 @@ def _seeds_written(cfg) -> list[str]:
 
 
 def test_missing_output_bucket(inputs, s3_server):
-    cfg = run_config(inputs.s3_table, "s3://no-such-bucket-normguide/datasets", storage=s3_server.storage)
+    cfg = run_config(inputs.s3_table, "s3://no-such-bucket-normguide/datasets", storage=s3_server.env_storage)
     msg = _error(*run_flow(cfg))
     assert "bucket does not exist" in msg and "'no-such-bucket-normguide'" in msg, msg
     assert s3_server.endpoint_url in msg, msg
@@ -34,15 +34,16 @@ def test_missing_output_bucket(inputs, s3_server):
 def test_wrong_endpoint(inputs, s3_server, s3_bucket):
     wrong = free_endpoint()
     cfg = run_config(inputs.s3_table, f"s3://{s3_bucket}/datasets",
-                     storage={**s3_server.storage, "endpoint_url": wrong, "retry_seconds": 1})
+                     storage={**s3_server.env_storage, "endpoint_url": wrong, "retry_seconds": 1})
     msg = _error(*run_flow(cfg))
     assert "endpoint unreachable" in msg and wrong in msg and s3_bucket in msg, msg
     assert not s3_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents")
 
 
-def test_bad_credentials(inputs, s3_server, s3_bucket):
+def test_bad_credentials(inputs, s3_server, s3_bucket, monkeypatch):
     bad_secret = "not-the-secret-0123456789abcdef"
-    cfg = run_config(inputs.s3_table, f"s3://{s3_bucket}/datasets", storage={**s3_server.storage, "secret": bad_secret})
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", bad_secret)  # the flow's environment
+    cfg = run_config(inputs.s3_table, f"s3://{s3_bucket}/datasets", storage=s3_server.env_storage)
     msg = _error(*run_flow(cfg))
     assert "credentials rejected" in msg and s3_server.endpoint_url in msg and s3_bucket in msg, msg
     assert bad_secret not in msg and s3_server.key not in msg
@@ -51,7 +52,7 @@ def test_bad_credentials(inputs, s3_server, s3_bucket):
 
 def test_missing_concept_table(inputs, s3_server, tmp_path):
     table = f"s3://{inputs.bucket}/inputs/nope.parquet"
-    cfg = run_config(table, str(tmp_path / "out"), storage=s3_server.storage)
+    cfg = run_config(table, str(tmp_path / "out"), storage=s3_server.env_storage)
     state, result = run_flow(cfg)
     msg = _error(state, result)
     assert isinstance(result, FileNotFoundError) and table in msg and s3_server.endpoint_url in msg, msg
@@ -65,7 +66,7 @@ def test_missing_reference_object_fails_its_concept_only(inputs, s3_server, s3_b
         {"concept_id": "alpha", "name": "alpha", "reference_uris": [good]},
     ], tmp_path / "t.parquet")
     s3_server.client().put_object(Bucket=s3_bucket, Key="t.parquet", Body=(tmp_path / "t.parquet").read_bytes())
-    cfg = run_config(f"s3://{s3_bucket}/t.parquet", f"s3://{s3_bucket}/datasets", storage=s3_server.storage)
+    cfg = run_config(f"s3://{s3_bucket}/t.parquet", f"s3://{s3_bucket}/datasets", storage=s3_server.env_storage)
     state, summary = run_flow(cfg)
     assert state.is_failed() and summary.failed == ["gamma"], summary
     err = summary.concepts["gamma"].error
@@ -83,7 +84,7 @@ def test_reference_with_disallowed_scheme_fails_before_work(inputs, s3_server, s
         {"concept_id": "alpha", "name": "alpha", "reference_uris": [f"s3://{inputs.bucket}/inputs/refs/alpha/0.png"]},
         {"concept_id": "remote", "name": "remote", "reference_uris": [bad]},
     ], tmp_path / "t.parquet")
-    cfg = run_config(str(tmp_path / "t.parquet"), f"s3://{s3_bucket}/datasets", storage=s3_server.storage)
+    cfg = run_config(str(tmp_path / "t.parquet"), f"s3://{s3_bucket}/datasets", storage=s3_server.env_storage)
     msg = _error(*run_flow(cfg))
     assert bad in msg and f"'{scheme}://'" in msg and "'remote'" in msg and "s3://" in msg, msg
     assert _seeds_written(cfg) == []  # not even the good concept was inverted
@@ -97,7 +98,7 @@ def test_bad_concept_id_never_reaches_a_key(inputs, s3_server, s3_bucket, tmp_pa
     pq.write_table(pa.table({"concept_id": ["../escape"], "name": ["x"],
                              "reference_uris": [[f"s3://{inputs.bucket}/inputs/refs/alpha/0.png"]]}),
                    tmp_path / "t.parquet")
-    cfg = run_config(str(tmp_path / "t.parquet"), f"s3://{s3_bucket}/datasets", storage=s3_server.storage)
+    cfg = run_config(str(tmp_path / "t.parquet"), f"s3://{s3_bucket}/datasets", storage=s3_server.env_storage)
     msg = _error(*run_flow(cfg))
     assert "concept_id" in msg and "../escape" in msg, msg
     assert [k for k in s3_server_keys(s3_server, s3_bucket) if "escape" in k or not k.startswith("datasets/")] == []

@@ -28,8 +28,8 @@ def test_local_and_prefect_drivers_write_the_same_bytes(inputs, tmp_path):
 
 
 def test_local_driver_on_s3_equals_the_flow_on_s3(inputs, s3_server, s3_bucket):
-    local = run_config(inputs.s3_table, f"s3://{s3_bucket}/local", storage=s3_server.storage)
-    flow = run_config(inputs.s3_table, f"s3://{s3_bucket}/flow", storage=s3_server.storage)
+    local = run_config(inputs.s3_table, f"s3://{s3_bucket}/local", storage=s3_server.env_storage)
+    flow = run_config(inputs.s3_table, f"s3://{s3_bucket}/flow", storage=s3_server.env_storage)
     summary = run_dataset(local)
     assert summary.finalized and summary.output_root.startswith(f"s3://{s3_bucket}/local/run-")
     state, _ = run_flow(flow)

@@ -75,13 +75,13 @@ class Outage(threading.Thread):
 
 def _s3_config(inputs, s3_server, bucket: str, retry_seconds: float):
     return run_config(inputs.s3_table, f"s3://{bucket}/datasets",
-                      storage={**s3_server.storage, "retry_seconds": retry_seconds},
+                      storage={**s3_server.env_storage, "retry_seconds": retry_seconds},
                       **{"plan.num_images": NUM_IMAGES})
 
 
 def _clean_run(inputs, s3_server, tmp_path):
     """The reference: the same configuration, uninterrupted, with local output."""
-    cfg = run_config(inputs.s3_table, str(tmp_path / "clean"), storage=s3_server.storage,
+    cfg = run_config(inputs.s3_table, str(tmp_path / "clean"), storage=s3_server.env_storage,
                      **{"plan.num_images": NUM_IMAGES})
     state, summary = run_flow(cfg)
     assert state.is_completed(), summary

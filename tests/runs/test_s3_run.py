@@ -37,9 +37,23 @@ def _prefect_record(flow_run_id) -> str:
     return json.dumps(fr.parameters, default=str) + "\n" + "\n".join(log.message for log in logs)
 
 
+def _prefect_database_files() -> dict[str, str]:
+    """Every file of the Prefect test server's SQLite database (the db, its WAL and shm), by name."""
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
+    assert url and url.startswith("sqlite"), url
+    db = Path(url.split(":///", 1)[1])
+    files = {f"database:{p.name}": p.read_bytes().decode("latin-1") for p in db.parent.glob(db.name + "*") if p.is_file()}
+    assert f"database:{db.name}" in files
+    return files
+
+
 def test_s3_in_s3_out(inputs, s3_server, s3_bucket, tmp_path, caplog, capfd):
     caplog.set_level(logging.INFO)
-    cfg = run_config(inputs.s3_table, f"s3://{s3_bucket}/datasets", storage=s3_server.storage)
+    cfg = run_config(inputs.s3_table, f"s3://{s3_bucket}/datasets", storage=s3_server.env_storage)
     state, summary = run_flow(cfg)
     assert state.is_completed(), summary
     root = output_root(cfg)
@@ -72,15 +86,19 @@ def test_s3_in_s3_out(inputs, s3_server, s3_bucket, tmp_path, caplog, capfd):
     check_consistent(snapshot(cfg))
 
     # no secret anywhere: objects, run.json, logs, the captured output, the Prefect API's record
+    # and every byte of the Prefect server's database files. The credentials were in the flow's
+    # environment only (tests/runs/conftest.py), never in its parameters.
     out, err = capfd.readouterr()
     texts = {"caplog": caplog.text, "stdout": out, "stderr": err,
              "prefect": _prefect_record(state.state_details.flow_run_id)}
     texts.update({k: body(k).decode("latin-1") for k in objects})
+    texts.update(_prefect_database_files())
     assert s3_server.endpoint_url in texts["prefect"] and "Finished" in texts["prefect"]  # really read
+    assert any(s3_server.endpoint_url in t for w, t in texts.items() if w.startswith("database:"))  # really read
     for secret in (s3_server.secret, s3_server.key):
         for where, text in texts.items():
             assert secret not in text, f"a credential leaked into {where}"
-    assert run_doc["config"]["storage"]["secret"] == "**********"
+    assert run_doc["config"]["storage"]["secret"] is None and run_doc["config"]["storage"]["key"] is None
 
     # the same run with local output: byte-identical images and seeds, equal manifest
     local = cfg.with_overrides(output=str(tmp_path / "local"))

@@ -90,12 +90,26 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_lock_after_fork)
 
 
+#: Environment variables boto reads credentials from: a filesystem made under other values of
+#: them is not reused (its session holds the credentials it resolved when it was made).
+_CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                   "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
+
+
+def _env_credentials_fingerprint() -> str:
+    """A hash (never the values) of the credential environment variables."""
+    import hashlib
+
+    blob = "\0".join(f"{k}={os.environ.get(k, '')}" for k in _CREDENTIAL_ENV)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def s3_filesystem(options: dict[str, Any]) -> Any:
     """An ``s3fs.S3FileSystem`` for ``options`` owned by this process (see module docstring)."""
     import s3fs
     from fsspec.utils import tokenize
 
-    cache_key = (os.getpid(), tokenize(options))
+    cache_key = (os.getpid(), tokenize(options, _env_credentials_fingerprint()))
     fs = _FS_CACHE.get(cache_key)
     if fs is not None:
         return fs
