@@ -36,7 +36,8 @@ def test_wrong_endpoint(inputs, s3_server, s3_bucket):
     cfg = run_config(inputs.s3_table, f"s3://{s3_bucket}/datasets",
                      storage={**s3_server.env_storage, "endpoint_url": wrong, "retry_seconds": 1})
     msg = _error(*run_flow(cfg))
-    assert "endpoint unreachable" in msg and wrong in msg and s3_bucket in msg, msg
+    # the concept table is read first (the run id follows its content): the endpoint is named there
+    assert "cannot reach S3 endpoint" in msg and wrong in msg and inputs.s3_table in msg, msg
     assert not s3_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents")
 
 
@@ -45,7 +46,7 @@ def test_bad_credentials(inputs, s3_server, s3_bucket, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", bad_secret)  # the flow's environment
     cfg = run_config(inputs.s3_table, f"s3://{s3_bucket}/datasets", storage=s3_server.env_storage)
     msg = _error(*run_flow(cfg))
-    assert "credentials rejected" in msg and s3_server.endpoint_url in msg and s3_bucket in msg, msg
+    assert "rejected the credentials" in msg and s3_server.endpoint_url in msg and inputs.s3_table in msg, msg
     assert bad_secret not in msg and s3_server.key not in msg
     assert not s3_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents")
 
@@ -55,10 +56,11 @@ def test_missing_concept_table(inputs, s3_server, tmp_path):
     cfg = run_config(table, str(tmp_path / "out"), storage=s3_server.env_storage)
     state, result = run_flow(cfg)
     msg = _error(state, result)
-    assert isinstance(result, FileNotFoundError) and table in msg and s3_server.endpoint_url in msg, msg
+    assert isinstance(result, ValueError) and "does not exist" in msg, msg
+    assert table in msg and s3_server.endpoint_url in msg, msg
 
 
-def test_missing_reference_object_fails_its_concept_only(inputs, s3_server, s3_bucket, tmp_path):
+def test_missing_reference_object_is_refused_before_any_work(inputs, s3_server, s3_bucket, tmp_path):
     missing = f"s3://{inputs.bucket}/inputs/refs/gamma/nope.png"
     good = f"s3://{inputs.bucket}/inputs/refs/alpha/0.png"
     write_concept_table([
@@ -67,14 +69,11 @@ def test_missing_reference_object_fails_its_concept_only(inputs, s3_server, s3_b
     ], tmp_path / "t.parquet")
     s3_server.client().put_object(Bucket=s3_bucket, Key="t.parquet", Body=(tmp_path / "t.parquet").read_bytes())
     cfg = run_config(f"s3://{s3_bucket}/t.parquet", f"s3://{s3_bucket}/datasets", storage=s3_server.env_storage)
-    state, summary = run_flow(cfg)
-    assert state.is_failed() and summary.failed == ["gamma"], summary
-    err = summary.concepts["gamma"].error
-    assert "'gamma'" in err and missing in err and "does not exist" in err, err
-    assert summary.concepts["alpha"].status == "completed"
-    assert _seeds_written(cfg) == ["seeds/alpha.safetensors"]
-    keys = open_root(cfg).list()
-    assert "manifest/part-alpha.parquet" in keys and "_SUCCESS" not in keys
+    state, result = run_flow(cfg)
+    err = _error(state, result)
+    assert state.is_failed() and isinstance(result, ValueError), result
+    assert "concept 'gamma': reference image" in err and missing in err and "does not exist" in err, err
+    assert open_root(cfg).list() == []  # no model loaded, nothing written (not even run.json)
 
 
 @pytest.mark.parametrize("scheme", ["http", "gs"])

@@ -68,9 +68,12 @@ def test_s3_in_s3_out(inputs, s3_server, s3_bucket, tmp_path, caplog, capfd):
     assert {"run.json", "manifest.parquet", "_SUCCESS", "seeds/alpha.safetensors", "seeds/beta.safetensors",
             "manifest/part-alpha.parquet", "manifest/part-beta.parquet"} <= set(objects)
     assert not [k for k in objects if "normguide-tmp" in k or "write-check" in k]
-    # _SUCCESS was written last
-    last = max(o["LastModified"] for k, o in objects.items() if k != "_SUCCESS")
+    # _SUCCESS was written after every data object; only what is derived from the finished data
+    # (the dataset card, the report, the evaluation, exports) comes after it
+    derived = ("README.md", "report/", "eval/", "hf/", "webdataset/", "_SUCCESS")
+    last = max(o["LastModified"] for k, o in objects.items() if not k.startswith(derived))
     assert objects["_SUCCESS"]["LastModified"] >= last
+    assert "README.md" in objects and "report/index.md" in objects
 
     # every manifest row points at an existing object with the recorded hash
     body = lambda key: client.get_object(Bucket=s3_bucket, Key=prefix + key)["Body"].read()  # noqa: E731
