@@ -45,13 +45,11 @@ def _task_runs(flow_run_id) -> list:
     return runs
 
 
-def _stable(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=["created_at"]).sort_values("image_id").reset_index(drop=True)
-
-
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for d in ("seeds", "images") for p in sorted((root / d).rglob("*"))
-            if p.is_file()}
+    """The dataset's bytes: seeds, images, manifest parts and the consolidated manifest."""
+    files = {str(p.relative_to(root)): p.read_bytes() for d in ("seeds", "images", "manifest")
+             for p in sorted((root / d).rglob("*")) if p.is_file()}
+    return {**files, "manifest.parquet": (root / "manifest.parquet").read_bytes()}
 
 
 @pytest.mark.parametrize("per_task", [3, None])
@@ -80,21 +78,21 @@ def test_batched_run_bounds_task_runs_and_writes_the_local_drivers_bytes(tmp_pat
     assert run_dataset(local_cfg).finalized
     flow_root, local_root = Path(output_root(cfg)), Path(output_root(local_cfg))
     flow_files, local_files = _files(flow_root), _files(local_root)
-    assert len(flow_files) == 2 * len(ids)  # a seeds file and an image per concept
-    assert flow_files == local_files
-    pd.testing.assert_frame_equal(_stable(pd.read_parquet(flow_root / "manifest.parquet")),
-                                  _stable(pd.read_parquet(local_root / "manifest.parquet")))
+    assert len(flow_files) == 3 * len(ids) + 1  # a seeds file, an image and a part per concept
+    assert flow_files.keys() == local_files.keys()
+    assert [k for k in flow_files if flow_files[k] != local_files[k]] == []
+    assert len(pd.read_parquet(flow_root / "manifest.parquet")) == len(ids)
 
 
 def test_a_failing_concept_inside_a_batch_fails_alone(tmp_path):
     ids = ["first", "broken", "last"]
     cfg = _config(_table(tmp_path / "in", ids), tmp_path / "out")
     root = Path(output_root(cfg))
-    # a corrupt seeds file (a resumed inversion reads it) fails its concept during the concept
-    # work, past the up-front reference check
-    broken = root / "seeds" / "broken.safetensors"
-    broken.parent.mkdir(parents=True)
-    broken.write_bytes(b"not a safetensors file")
+    # a file where the concept's image folder goes: its images cannot be written, so it fails
+    # during the concept work, past the up-front checks
+    blocker = root / "images" / "broken"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"in the way")
 
     state = generate_dataset(config=cfg, concepts_per_task=3, return_state=True)
     summary = state.result(raise_on_failure=False)
@@ -107,7 +105,7 @@ def test_a_failing_concept_inside_a_batch_fails_alone(tmp_path):
     assert not (root / "_SUCCESS").exists()
 
     # fixed: the rerun runs only the broken concept, in one task of its own
-    broken.unlink()
+    blocker.unlink()
     state = generate_dataset(config=cfg, concepts_per_task=3, return_state=True)
     summary = state.result()
     assert state.is_completed() and summary.finalized

@@ -18,8 +18,6 @@ from tests.helpers import make_reference
 
 from .conftest import tiny_config
 
-VOLATILE = ["created_at"]
-
 
 def _run(cfg):
     state = generate_dataset(config=cfg, return_state=True)
@@ -27,7 +25,7 @@ def _run(cfg):
 
 
 def _stable(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=VOLATILE).sort_values("image_id").reset_index(drop=True)
+    return df.sort_values("image_id").reset_index(drop=True)
 
 
 def test_flow_writes_consistent_dataset(concept_dir, tmp_path):
