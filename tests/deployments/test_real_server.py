@@ -211,12 +211,14 @@ def test_adhoc_deployment_run_writes_the_dataset(stack, tmp_path):
 def test_fan_out_reports_failed_shards_and_a_rerun_redoes_only_those(stack, tmp_path):
     ids = ["alpha", "beta", "gamma", "delta"]
     concepts = _concept_table(tmp_path / "in", ids)
-    broken = tmp_path / "in" / "refs" / "delta" / "0.png"
-    good = broken.read_bytes()
-    broken.write_bytes(b"not a png")  # delta (in the second shard) fails
     params = {"config": _config(concepts, tmp_path / "out", run_id="fan-out-test"), "shard_size": 2,
               "deployment": "generate-dataset/adhoc", "poll_interval_s": 1}
     root = tmp_path / "out" / "fan-out-test"
+    # delta (in the second shard) fails during its concept work, past the up-front reference
+    # check: a file stands where its image folder goes; gamma, in the same shard, goes on
+    blocker = root / "images" / "delta"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"in the way")
 
     # 1. First run: two shards on two workers; the second fails and is reported by name
     parent = stack.wait_for_flow_run(_run_deployment(stack, "generate-dataset-fan-out/adhoc", params))
@@ -232,7 +234,7 @@ def test_fan_out_reports_failed_shards_and_a_rerun_redoes_only_those(stack, tmp_
     assert {p.name for p in (root / "manifest").iterdir()} == {f"part-{c}.parquet" for c in ("alpha", "beta", "gamma")}
 
     # 2. Rerun after the fix: only the failed shard runs, narrowed to the concept it lacks
-    broken.write_bytes(good)
+    blocker.unlink()
     parent = stack.wait_for_flow_run(_run_deployment(stack, "generate-dataset-fan-out/adhoc", params))
     _assert_completed(stack, parent)
     (rerun,) = _flow_runs(stack, parent_flow_run_id={"any_": [parent["id"]]})
