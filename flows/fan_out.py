@@ -81,50 +81,56 @@ def generate_dataset_fan_out(
         return {"run_id": config.run_id, "output_root": output_root(config), "shards": {}, "launched": [],
                 "already_done": [], "failed": [], "manifest_uri": None, "already_complete": True}
 
-    # 2. Split the concept table into shards with stable names
-    concept_ids = [c.concept_id for c in load_concepts(config)]
-    shard_size = shard_size or max(DEFAULT_SHARD_SIZE, math.ceil(len(concept_ids) / MAX_SHARDS))
-    shards = split_into_shards(concept_ids, shard_size)
+    # the run's lease, held while the shards run and until the manifest is consolidated: a second
+    # fan-out (or a plain run) of the same dataset is refused, naming the holder; each shard run
+    # takes its own shard lease
+    from normguide.pipeline import RunContext, steps
 
-    # 3. Keep the shards whose concepts still miss a manifest part (a rerun redoes only those)
-    todo = pending_shards(shards, find_missing_parts(config, concept_ids))
-    done = [s.name for s in shards if s.name not in {p.name for p in todo}]
-    logger.info("run %s: %d concepts in %d shards of <= %d; %d already done, %d to run",
-                config.run_id, len(concept_ids), len(shards), shard_size, len(done), len(todo))
+    with RunContext.create(config).storage.acquire_lease(steps.lease_name(None), owner=f"fan-out {config.run_id}"):
+        # 2. Split the concept table into shards with stable names
+        concept_ids = [c.concept_id for c in load_concepts(config)]
+        shard_size = shard_size or max(DEFAULT_SHARD_SIZE, math.ceil(len(concept_ids) / MAX_SHARDS))
+        shards = split_into_shards(concept_ids, shard_size)
 
-    # 4. Launch one flow run of the generation deployment per pending shard
-    runs = {shard.name: launch_shard(config, shard, deployment) for shard in todo}
+        # 3. Keep the shards whose concepts still miss a manifest part (a rerun redoes only those)
+        todo = pending_shards(shards, find_missing_parts(config, concept_ids))
+        done = [s.name for s in shards if s.name not in {p.name for p in todo}]
+        logger.info("run %s: %d concepts in %d shards of <= %d; %d already done, %d to run",
+                    config.run_id, len(concept_ids), len(shards), shard_size, len(done), len(todo))
 
-    # 5. Wait until every shard run is final
-    final = wait_for_flow_runs(runs, poll_interval_s=poll_interval_s, timeout_s=timeout_s)
+        # 4. Launch one flow run of the generation deployment per pending shard
+        runs = {shard.name: launch_shard(config, shard, deployment) for shard in todo}
 
-    # 6. Report failed shards by name; a Completed run whose parts are missing also failed
-    still_missing = set(find_missing_parts(config, concept_ids))
-    report: dict[str, dict[str, Any]] = {}
-    failed = []
-    for shard in todo:
-        run = final[shard.name]
-        lacking = [c for c in shard.concept_ids if c in still_missing]
-        report[shard.name] = {"concepts": list(shard.concept_ids), "flow_run": run["name"], "state": run["state"]}
-        if lacking:
-            failed.append(shard.name)
-            report[shard.name]["missing"] = lacking
-            logger.error("%s failed (flow run %s, %s): no manifest part for %s",
-                         shard.name, run["name"], run["state"], lacking)
-    summary = {"run_id": config.run_id, "output_root": output_root(config), "shards": report,
-               "launched": list(runs), "already_done": done, "failed": failed, "manifest_uri": None}
-    if failed:
-        # a Failed final state that still carries the summary; nothing is consolidated
-        return Failed(
-            message=f"run {config.run_id}: {len(failed)} of {len(shards)} shard(s) failed: {', '.join(failed)}; "
-            "rerun the same configuration to redo only those",
-            data=summary,
-        )
+        # 5. Wait until every shard run is final
+        final = wait_for_flow_runs(runs, poll_interval_s=poll_interval_s, timeout_s=timeout_s)
 
-    # 7. Consolidate the manifest and write _SUCCESS, once, after every shard is done
-    summary["manifest_uri"] = finalize_run(config, concept_ids)
-    logger.info("run %s complete: %s", config.run_id, summary["manifest_uri"])
-    return summary
+        # 6. Report failed shards by name; a Completed run whose parts are missing also failed
+        still_missing = set(find_missing_parts(config, concept_ids))
+        report: dict[str, dict[str, Any]] = {}
+        failed = []
+        for shard in todo:
+            run = final[shard.name]
+            lacking = [c for c in shard.concept_ids if c in still_missing]
+            report[shard.name] = {"concepts": list(shard.concept_ids), "flow_run": run["name"], "state": run["state"]}
+            if lacking:
+                failed.append(shard.name)
+                report[shard.name]["missing"] = lacking
+                logger.error("%s failed (flow run %s, %s): no manifest part for %s",
+                             shard.name, run["name"], run["state"], lacking)
+        summary = {"run_id": config.run_id, "output_root": output_root(config), "shards": report,
+                   "launched": list(runs), "already_done": done, "failed": failed, "manifest_uri": None}
+        if failed:
+            # a Failed final state that still carries the summary; nothing is consolidated
+            return Failed(
+                message=f"run {config.run_id}: {len(failed)} of {len(shards)} shard(s) failed: {', '.join(failed)}; "
+                "rerun the same configuration to redo only those",
+                data=summary,
+            )
+
+        # 7. Consolidate the manifest and write _SUCCESS, once, after every shard is done
+        summary["manifest_uri"] = finalize_run(config, concept_ids)
+        logger.info("run %s complete: %s", config.run_id, summary["manifest_uri"])
+        return summary
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from prefect.states import Failed
 
 from normguide.config import RunConfig, secrets_refused
 from normguide.pipeline import ConceptOutcome, RunSummary
+from normguide.pipeline import steps
 from normguide.pipeline.local import error_text
 from normguide.tasks.concepts import generate_concepts
 from normguide.tasks.reporting import publish_report, publish_summary
@@ -99,6 +100,24 @@ def generate_dataset(
     # 2. Load and validate the concept table and its references; then the model, and run.json
     concepts = load_concepts(config, concept_ids)
     check_references(config, concepts)
+    # the run's lease (one per shard for a shard), held by this flow run's process to the end: a
+    # second run of the same dataset is refused, naming the holder; a crashed one's expires
+    lease = _run_storage(config).acquire_lease(steps.lease_name(concept_ids), owner=f"run {config.run_id}")
+    try:
+        return _leased(config, concepts, head, concepts_per_task=concepts_per_task, finalize=finalize)
+    finally:
+        lease.release()
+
+
+def _run_storage(config: RunConfig):
+    from normguide.pipeline import RunContext
+
+    return RunContext.create(config).storage
+
+
+def _leased(config: RunConfig, concepts, head: dict, *, concepts_per_task: int | None, finalize: bool):
+    """Steps 2 (the model, run.json) to 6 of :func:`generate_dataset`, under the run's lease."""
+    logger = get_run_logger()
     run = start_run(config)
     head.update(model=run.model, is_demo=run.is_demo, model_note=run.model_note)
     done = find_complete_concepts(config, [c.concept_id for c in concepts])
