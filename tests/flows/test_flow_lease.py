@@ -1,0 +1,25 @@
+"""The Prefect driver holds the run's lease like the local one (issue 12)."""
+
+from __future__ import annotations
+
+from normguide.data.storage import LeaseHeld
+from normguide.flows.generate_dataset import generate_dataset
+from normguide.pipeline import RunContext, steps
+
+from .conftest import tiny_config
+
+
+def test_a_flow_run_is_refused_while_another_run_holds_the_lease(concept_dir, tmp_path):
+    cfg = tiny_config(concept_dir / "concepts.parquet", tmp_path / "out").pinned()
+    store = RunContext.create(cfg).storage
+    held = store.acquire_lease(steps.lease_name(None), owner="run on another host")
+    try:
+        state = generate_dataset(config=cfg, return_state=True)
+        assert state.is_failed()
+        error = state.result(raise_on_failure=False)
+        assert isinstance(error, LeaseHeld) and "run on another host" in str(error)
+        assert not store.exists("run.json")  # refused before the model loaded or anything was written
+    finally:
+        held.release()
+    state = generate_dataset(config=cfg, return_state=True)
+    assert state.is_completed() and store.exists("_SUCCESS") and not store.exists("_LEASE")
