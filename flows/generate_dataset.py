@@ -106,7 +106,7 @@ def generate_dataset(
     try:
         return _leased(config, concepts, head, concepts_per_task=concepts_per_task, finalize=finalize)
     finally:
-        lease.release()
+        lease.release_quietly()
 
 
 def _run_storage(config: RunConfig):

@@ -90,7 +90,7 @@ def run_dataset(
     try:
         return _run_leased(ctx, concepts, head, finalize=finalize, progress=progress)
     finally:
-        lease.release()
+        lease.release_quietly()
 
 
 def _run_leased(ctx: RunContext, concepts: list[Concept], head: dict, *, finalize: bool,

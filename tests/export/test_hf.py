@@ -4,6 +4,10 @@ card's configs, and from S3."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import math
 
 import pandas as pd
@@ -105,11 +109,20 @@ def test_card_configs_load_the_run_root(run_copy):
     assert hf_card_yaml(manifest) == header
 
 
-def test_s3_run_loads_with_datasets(s3_run_copy, s3_server):
+def test_s3_run_loads_with_datasets(s3_run_copy, s3_server, tmp_path):
     run, ctx, uri = s3_run_copy
     assert export_run(ctx, ["hf"], shard_size=4) == {"hf": f"{uri}/hf"}
     opts = {"endpoint_url": s3_server.endpoint_url, "key": s3_server.key, "secret": s3_server.secret}
-    ds = datasets.load_dataset("parquet", data_files=f"{uri}/hf/*/train-*.parquet", split="train",
-                               storage_options=opts)
+    # datasets refuses every remote URL, s3:// included, in offline mode (HF_HUB_OFFLINE=1, which CI
+    # sets), and reads that setting once at import: the load runs as its own process, online as a
+    # user's would be (it reaches only the local S3 server), and hands the dataset back on disk
+    code = ("import datasets, json, sys; a = json.loads(sys.argv[1]); "
+            "datasets.load_dataset('parquet', data_files=a['files'], split='train', "
+            "storage_options=a['opts']).to_parquet(a['out'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    args = json.dumps({"files": f"{uri}/hf/*/train-*.parquet", "opts": opts, "out": str(tmp_path / "loaded.parquet")})
+    res = subprocess.run([sys.executable, "-c", code, args], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ds = datasets.Dataset.from_parquet(str(tmp_path / "loaded.parquet"))
     check_against_manifest(ds, run.manifest())
     assert not (run.root / "hf").exists()  # written to S3, not next to the local copy

@@ -139,6 +139,7 @@ def test_report_is_byte_identical_on_a_second_call(finished_run, tmp_path):
 def test_report_needs_a_finalized_run(finished_run, tmp_path):
     root = finished_run.copy(tmp_path / "run")
     (root / "manifest.parquet").unlink()
+    (root / CARD_KEY).unlink(missing_ok=True)  # the run wrote its card when it finished
     with pytest.raises(ValueError, match="no manifest.parquet"):
         write_report(finished_run.context(root))
     assert not (root / CARD_KEY).exists()

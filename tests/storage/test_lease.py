@@ -86,13 +86,13 @@ def test_second_run_is_refused_while_the_first_lives_then_takes_over_after_a_cra
         time.sleep(ttl * 1.5)
         with pytest.raises(LeaseHeld):
             st.acquire_lease(ttl_s=ttl)
-        # the holder crashes (no release): its lease expires and is taken over
+        # the holder crashes (no release): on this host its pid is gone, so its lease is taken
+        # over at once, without waiting for it to expire (wait_s=0: no waiting allowed)
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
         stale = json.loads(st.read_bytes("_LEASE"))
         assert stale["pid"] == holder.pid
-        lease = st.acquire_lease(ttl_s=ttl, owner="run-parent", wait_s=ttl * 4)
-        assert time.time() >= stale["expires"]
+        lease = st.acquire_lease(ttl_s=ttl, owner="run-parent")
     finally:
         if holder.poll() is None:
             holder.kill()
@@ -184,3 +184,31 @@ def test_of_racing_processes_exactly_one_gets_the_lease_local(tmp_path, stale):
              for _ in range(6)]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert sorted(outs) == ["held"] + ["refused"] * 5, outs
+
+
+def test_a_killed_holder_on_this_host_is_taken_over_at_once(tmp_path):
+    """A run killed with SIGKILL leaves its lease; on the same host the dead pid is seen and the
+    rerun need not wait for the expiry."""
+    import subprocess
+    import sys
+
+    from normguide.data.storage import Storage
+
+    store = Storage.open(str(tmp_path / "root"))
+    code = ("import sys, time; from normguide.data.storage import Storage; "
+            "s = Storage.open(sys.argv[1]); s.acquire_lease(owner='killed run', ttl_s=600); "
+            "print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, store.root], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        from normguide.data.storage import LeaseHeld
+
+        with pytest.raises(LeaseHeld, match="killed run"):  # alive: refused
+            store.acquire_lease(owner="second")
+        holder.kill()
+        holder.wait(timeout=30)
+        lease = store.acquire_lease(owner="rerun")  # dead: taken over without waiting 600 s
+        lease.release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()

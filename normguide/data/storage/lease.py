@@ -96,6 +96,20 @@ class LeaseInfo:
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires
 
+    def holder_gone(self) -> bool:
+        """Whether the holder was a process on this host that no longer exists (a run killed
+        with SIGKILL or a crash): its lease need not be waited out. A holder on another host,
+        or one whose liveness cannot be told, is not gone."""
+        if self.host != socket.gethostname() or self.pid <= 0 or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # exists, owned by someone else
+            return False
+        return False
+
     def holder(self) -> str:
         who = f"host {self.host} pid {self.pid}"
         return f"{who} ({self.label})" if self.label else who
@@ -179,6 +193,18 @@ class Lease:
                     raise self.error
             self.info, self._version = new, version
 
+    def release_quietly(self) -> None:
+        """:meth:`release` on the way out of a run: a failure (the storage is down, which may be
+        why the run is ending) is logged, never raised over the run's own error; the lease then
+        expires by itself."""
+        try:
+            self.release()
+        except Exception as exc:  # noqa: BLE001 - see above
+            import logging
+
+            logging.getLogger("normguide").warning("could not release the lease %s (it expires by itself): %s",
+                                                   self.storage.uri(self.key), exc)
+
     def release(self) -> None:
         """Stop renewing and delete the lease if it is still ours (idempotent; never raises for
         a lease that is already gone or taken over)."""
@@ -223,8 +249,9 @@ class Lease:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # leaving on an error: release quietly, so the run's own error is what the user sees
+        self.release() if exc_type is None else self.release_quietly()
 
 
 def _read(storage: Storage, key: str) -> tuple[LeaseInfo | None, Any, bool]:
@@ -280,7 +307,7 @@ def acquire_lease(storage: Storage, name: str = LEASE_NAME, *, ttl_s: float = LE
                 continue  # released between our create and our read: try again
             if info == mine:  # our own create landed, its answer was lost (a retried request)
                 ok, version = True, cur_version
-            elif info is None or info.expired(now):  # a crashed run's lease (or unreadable): take over
+            elif info is None or info.expired(now) or info.holder_gone():  # a crashed run's: take over
                 ok, version = storage._lease_replace(name, mine.to_bytes(), cur_version)
                 if not ok:
                     version = _ours_after_all(storage, name, mine)
