@@ -97,11 +97,14 @@ class LeaseInfo:
         return (time.time() if now is None else now) >= self.expires
 
     def holder_gone(self) -> bool:
-        """Whether the holder was a process on this host that no longer exists (a run killed
-        with SIGKILL or a crash): its lease need not be waited out. A holder on another host,
-        or one whose liveness cannot be told, is not gone."""
-        if self.host != socket.gethostname() or self.pid <= 0 or self.pid == os.getpid():
+        """Whether the holder is known to have stopped: a process on this host that no longer
+        exists (a run killed with SIGKILL or a crash), or a lease of this very process that no
+        run in it holds any more (released while the storage was down). Its lease need not be
+        waited out. A holder on another host, or one whose liveness cannot be told, is not gone."""
+        if self.host != socket.gethostname() or self.pid <= 0:
             return False
+        if self.pid == os.getpid():
+            return self.owner not in _HELD_HERE
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -113,6 +116,11 @@ class LeaseInfo:
     def holder(self) -> str:
         who = f"host {self.host} pid {self.pid}"
         return f"{who} ({self.label})" if self.label else who
+
+
+#: Owner tokens of the leases this process holds now (added at acquire, removed at release,
+#: even when the storage could not delete the lease object).
+_HELD_HERE: set[str] = set()
 
 
 class LeaseHeld(ValueError):
@@ -209,6 +217,7 @@ class Lease:
         """Stop renewing and delete the lease if it is still ours (idempotent; never raises for
         a lease that is already gone or taken over)."""
         self._stop.set()
+        _HELD_HERE.discard(self.info.owner)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self.storage.retry_seconds + 5)
         with self._lock:
@@ -321,5 +330,6 @@ def acquire_lease(storage: Storage, name: str = LEASE_NAME, *, ttl_s: float = LE
                 time.sleep(min(POLL_S, max(0.05, wait_s - waited)))
                 continue
         lease = Lease(storage, name, mine, version)
+        _HELD_HERE.add(mine.owner)
         return lease.start_renewal() if auto_renew else lease
     raise AssertionError("unreachable")  # pragma: no cover
