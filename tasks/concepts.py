@@ -1,6 +1,6 @@
 """The per-concept work as one task per batch of concepts: invert, plan, generate (+ manifest part).
 
-A batch task calls the local driver's :func:`~normguide.pipeline.run_concept` for each of its
+A batch task calls the local driver's :func:`~normguide.pipeline.local.run_concept_isolated` for each of its
 concepts in turn, so both drivers run the same code and write the same bytes. Why batches and
 not one task per step and concept: a Prefect task run costs API calls, a row in the server's
 database and state in the flow process, and the steps pass their data through storage anyway
@@ -20,8 +20,8 @@ from prefect.cache_policies import NONE
 
 from normguide.config import RunConfig
 from normguide.data.schema import Concept
-from normguide.pipeline import ConceptOutcome, run_concept
-from normguide.pipeline.local import error_text
+from normguide.pipeline import ConceptOutcome
+from normguide.pipeline.local import run_concept_isolated
 from normguide.tasks.context import retry_can_help, run_context
 
 
@@ -46,10 +46,5 @@ def generate_concepts(config: RunConfig, concepts: list[Concept]) -> list[Concep
     ctx = run_context(config)
     outcomes = []
     for concept in concepts:
-        try:
-            outcome = run_concept(ctx, concept)
-        except Exception as exc:  # noqa: BLE001 - isolated per concept, as in the local driver
-            logger.error("concept %s failed: %s", concept.concept_id, error_text(exc))
-            outcome = ConceptOutcome.failed(concept.concept_id, error_text(exc))
-        outcomes.append(outcome)
+        outcomes.append(run_concept_isolated(ctx, concept, logger))
     return outcomes

@@ -41,6 +41,17 @@ def run_concept(ctx: RunContext, concept: Concept) -> ConceptOutcome:
     return ConceptOutcome.from_generated(done)
 
 
+def run_concept_isolated(ctx: RunContext, concept: Concept, logger: logging.Logger | logging.LoggerAdapter = log,
+                         ) -> ConceptOutcome:
+    """:func:`run_concept`, with a failure turned into the concept's failed outcome (logged):
+    one concept's failure never stops the others, in either driver."""
+    try:
+        return run_concept(ctx, concept)
+    except Exception as exc:  # noqa: BLE001 - isolated per concept, reported in the summary
+        logger.error("concept %s failed: %s", concept.concept_id, error_text(exc))
+        return ConceptOutcome.failed(concept.concept_id, error_text(exc))
+
+
 def run_dataset(
     config: RunConfig,
     *,
@@ -102,11 +113,7 @@ def _run_leased(ctx: RunContext, concepts: list[Concept], head: dict, *, finaliz
     outcomes: dict[str, ConceptOutcome] = {}
     try:
         for n, concept in enumerate(concepts, 1):
-            try:
-                outcome = run_concept(ctx, concept)
-            except Exception as exc:  # noqa: BLE001 - isolated per concept, reported in the summary
-                log.error("concept %s failed: %s", concept.concept_id, error_text(exc))
-                outcome = ConceptOutcome.failed(concept.concept_id, error_text(exc))
+            outcome = run_concept_isolated(ctx, concept)
             outcomes[concept.concept_id] = outcome
             if progress is not None:
                 progress(n, len(concepts), outcome)
@@ -148,4 +155,4 @@ def publish(ctx: RunContext, summary: RunSummary) -> RunSummary:
     return summary.model_copy(update={"exports": exports, "card_uri": record.card_uri})
 
 
-__all__ = ["ModelProvider", "Progress", "publish", "run_concept", "run_dataset"]
+__all__ = ["ModelProvider", "Progress", "publish", "run_concept", "run_concept_isolated", "run_dataset"]
