@@ -119,9 +119,9 @@ def run(
     except ValueError as exc:
         raise _fail(console, str(exc)) from None
     ids = list(_split(concept_ids)) if concept_ids else None
+    use_prefect = prefect_server_configured() if prefect is None else prefect
     # credentials may not become flow-run parameters (the Prefect API stores them in clear)
-    if prefect is not False and (secret_fields := cfg.inline_secrets()) and (
-            prefect or prefect_server_configured()):
+    if use_prefect and (secret_fields := cfg.inline_secrets()):
         from normguide.config import secrets_refused
 
         raise _fail(console, secrets_refused(secret_fields, "flow-run parameters"))
@@ -130,10 +130,10 @@ def run(
 
     console.print(f"run [bold]{cfg.run_id}[/bold] -> {output_root(cfg)}", soft_wrap=True, highlight=False)
     with _interrupts(console, cfg):
-        summary = _checked(console, cfg, ids)  # no model, no Prefect: bad input exits 2 here
-        if summary is None:
-            use_prefect = prefect_server_configured() if prefect is None else prefect
-            summary = (_run_prefect if use_prefect else _run_local)(console, cfg, ids)
+        if use_prefect:  # the checks that need no model run here, before Prefect starts
+            summary = _checked(console, cfg, ids) or _run_prefect(console, cfg, ids)
+        else:  # the local driver runs the same checks first itself
+            summary = _run_local(console, cfg, ids)
     _print_summary(console, summary)
     raise typer.Exit(EXIT_OK if summary.ok else EXIT_FAILED)
 
@@ -216,7 +216,7 @@ def _run_local(console, cfg: RunConfig, ids):
                                progress=lambda n, total, o: console.print(
                                    f"[{n}/{total}] {o.concept_id}: {o.status}, {o.images} image(s), "
                                    f"{o.generated} generated", highlight=False))
-    except ValueError as exc:  # configuration found by a step (model not found, no CUDA, ...)
+    except (ValueError, FileNotFoundError, PermissionError) as exc:  # bad input or configuration
         raise _fail(console, str(exc)) from None
     finally:
         progress.set_reporter(old)
