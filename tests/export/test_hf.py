@@ -113,13 +113,14 @@ def test_s3_run_loads_with_datasets(s3_run_copy, s3_server, tmp_path):
     run, ctx, uri = s3_run_copy
     assert export_run(ctx, ["hf"], shard_size=4) == {"hf": f"{uri}/hf"}
     opts = {"endpoint_url": s3_server.endpoint_url, "key": s3_server.key, "secret": s3_server.secret}
-    # datasets refuses every remote URL, s3:// included, in offline mode (HF_HUB_OFFLINE=1, which CI
-    # sets), and reads that setting once at import: the load runs as its own process, online as a
-    # user's would be (it reaches only the local S3 server), and hands the dataset back on disk
+    # datasets refuses every remote URL, s3:// included, in offline mode (HF_HUB_OFFLINE=1 or
+    # TRANSFORMERS_OFFLINE=1, which CI sets), and reads that setting once at import: the load runs
+    # as its own process, online as a user's would be (it reaches only the local S3 server), and
+    # hands the dataset back on disk
     code = ("import datasets, json, sys; a = json.loads(sys.argv[1]); "
             "datasets.load_dataset('parquet', data_files=a['files'], split='train', "
             "storage_options=a['opts']).to_parquet(a['out'])")
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")}
     args = json.dumps({"files": f"{uri}/hf/*/train-*.parquet", "opts": opts, "out": str(tmp_path / "loaded.parquet")})
     res = subprocess.run([sys.executable, "-c", code, args], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
