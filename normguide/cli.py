@@ -211,7 +211,7 @@ def _run_local(console, cfg: RunConfig, ids):
     reporter = _progress_reporter(console)
     old = progress.set_reporter(reporter)
     try:
-        with reporter if isinstance(reporter, RichReporter) else _nullcontext():
+        with reporter:
             return run_dataset(cfg, concept_ids=ids, finalize=ids is None or _is_whole_table(cfg, ids),
                                progress=lambda n, total, o: console.print(
                                    f"[{n}/{total}] {o.concept_id}: {o.status}, {o.images} image(s), "
@@ -226,12 +226,6 @@ def _is_whole_table(cfg: RunConfig, ids: list[str]) -> bool:
     from normguide.pipeline import RunContext, steps
 
     return set(ids) >= {c.concept_id for c in steps.load_concepts(RunContext.create(cfg))}
-
-
-def _nullcontext():
-    from contextlib import nullcontext
-
-    return nullcontext()
 
 
 def _run_prefect(console, cfg: RunConfig, ids):

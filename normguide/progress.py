@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 log = logging.getLogger("normguide")
 
@@ -59,6 +60,12 @@ class LogReporter:
 
     def __init__(self, logger: logging.Logger = log, level: int = logging.INFO):
         self.logger, self.level = logger, level
+
+    def __enter__(self) -> LogReporter:  # a reporter is used as a context, like the CLI's live bars
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
     def started(self, stage: Stage) -> None:
         pass
