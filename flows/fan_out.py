@@ -88,12 +88,14 @@ def generate_dataset_fan_out(
 
     with RunContext.create(config).storage.acquire_lease(steps.lease_name(None), owner=f"fan-out {config.run_id}"):
         # 2. Split the concept table into shards with stable names
-        concept_ids = [c.concept_id for c in load_concepts(config)]
+        concepts = load_concepts(config)
+        concept_ids = [c.concept_id for c in concepts]
         shard_size = shard_size or max(DEFAULT_SHARD_SIZE, math.ceil(len(concept_ids) / MAX_SHARDS))
         shards = split_into_shards(concept_ids, shard_size)
 
-        # 3. Keep the shards whose concepts still miss a manifest part (a rerun redoes only those)
-        todo = pending_shards(shards, find_missing_parts(config, concept_ids))
+        # 3. Keep the shards whose concepts still miss a manifest part, or have one made for an
+        #    earlier version of their row (a rerun redoes only those)
+        todo = pending_shards(shards, find_missing_parts(config, concepts))
         done = [s.name for s in shards if s.name not in {p.name for p in todo}]
         logger.info("run %s: %d concepts in %d shards of <= %d; %d already done, %d to run",
                     config.run_id, len(concept_ids), len(shards), shard_size, len(done), len(todo))
@@ -105,7 +107,7 @@ def generate_dataset_fan_out(
         final = wait_for_flow_runs(runs, poll_interval_s=poll_interval_s, timeout_s=timeout_s)
 
         # 6. Report failed shards by name; a Completed run whose parts are missing also failed
-        still_missing = set(find_missing_parts(config, concept_ids))
+        still_missing = set(find_missing_parts(config, concepts))
         report: dict[str, dict[str, Any]] = {}
         failed = []
         for shard in todo:

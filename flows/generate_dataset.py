@@ -120,7 +120,7 @@ def _leased(config: RunConfig, concepts, head: dict, *, concepts_per_task: int |
     logger = get_run_logger()
     run = start_run(config)
     head.update(model=run.model, is_demo=run.is_demo, model_note=run.model_note)
-    done = find_complete_concepts(config, [c.concept_id for c in concepts])
+    done = find_complete_concepts(config, concepts)
 
     # 3. Per batch of concepts, one task after the other (one device per flow run; more devices
     #    are more flow runs, see flows/fan_out.py): invert -> plan -> generate (+ manifest part)

@@ -236,15 +236,53 @@ def _run_prefect(console, cfg: RunConfig, ids):
     # Prefect waits 20 s for its ephemeral API by default; its first start also creates the
     # database, which takes longer than that on a busy laptop or CI box.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    # before the flow's imports (torch): an ephemeral server starts meanwhile, in the watchdog
+    watchdog = _start_watchdog()
+    from contextlib import nullcontext
+
+    from prefect import tags
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from normguide.flows.generate_dataset import generate_dataset
     from normguide.pipeline import RunSummary
 
     finalize = ids is None or _is_whole_table(cfg, ids)
-    state = generate_dataset(config=cfg, concept_ids=ids, finalize=finalize, return_state=True)
-    summary = state.result(raise_on_failure=False)
+    api = temporary_settings({PREFECT_API_URL: watchdog.api_url}) if watchdog and watchdog.api_url else nullcontext()
+    with api, tags(watchdog.tag) if watchdog else nullcontext():  # the tag: how the watchdog finds the run
+        state = generate_dataset(config=cfg, concept_ids=ids, finalize=finalize, return_state=True)
+        summary = state.result(raise_on_failure=False)
     if not isinstance(summary, RunSummary):  # the flow failed before it could summarise
         raise _fail(console, f"run failed: {summary}", EXIT_BAD_INPUT if isinstance(summary, ValueError) else EXIT_FAILED)
     return summary
+
+
+_WATCHDOG: dict = {}
+
+
+def _start_watchdog():
+    """Start this process's watchdog (normguide.prefect_watchdog): if this process dies without
+    cleaning up (kill -9, the OOM killer), it marks the run's flow runs Crashed and stops the
+    ephemeral API server. With no Prefect server configured, the watchdog runs that server (as
+    Prefect would have, in this process) and this process uses its URL. It is told ``done`` at
+    exit (after Prefect has sent its last logs) and ``interrupted`` on Ctrl-C (``_stop_children``)."""
+    if os.name != "posix":  # process sessions and select() on pipes: POSIX only
+        return None
+    import atexit
+
+    from prefect.settings import get_current_settings
+
+    from normguide.prefect_watchdog import DONE, Watchdog
+
+    settings = get_current_settings()
+    serve = not prefect_server_configured() and settings.server.ephemeral.enabled
+    try:
+        startup = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+    except (KeyError, ValueError):
+        startup = 300.0
+    watchdog = Watchdog.start(serve=serve, startup_timeout=max(startup, settings.server.ephemeral.startup_timeout_seconds))
+    _WATCHDOG["watchdog"] = watchdog
+    atexit.register(watchdog.close, DONE)  # runs after Prefect's own exit hooks (they drain its logs)
+    return watchdog
 
 
 class _interrupts:
@@ -282,7 +320,14 @@ class _interrupts:
 
 
 def _stop_children() -> None:
-    """Stop Prefect's ephemeral API server, if this process started one, so none is orphaned."""
+    """Stop Prefect's ephemeral API server, so none is orphaned: the watchdog's (told the run was
+    interrupted, it also marks what of the run is not final Crashed), or one Prefect started in
+    this process."""
+    watchdog = _WATCHDOG.pop("watchdog", None)
+    if watchdog is not None:
+        from normguide.prefect_watchdog import INTERRUPTED
+
+        watchdog.close(INTERRUPTED, timeout=15)
     server = sys.modules.get("prefect.server.api.server")
     if server is None:
         return
@@ -473,6 +518,29 @@ def plan_command(
             total += int(g[2])
         console.print(table)
     console.print(f"{total} image(s) in all", highlight=False)
+    _print_existing(console, ctx, rows)
+
+
+def _print_existing(console, ctx, concepts) -> None:
+    """What a run would do with what the output already holds: concepts done, still to make, or
+    made again because their row in the table changed (read-only)."""
+    from normguide.data import run_record
+    from normguide.pipeline import steps
+
+    try:
+        if not ctx.storage.exists(run_record.RUN_JSON):
+            return
+        states = steps.part_states(ctx, concepts)
+    except (ValueError, OSError) as exc:
+        console.print(f"(could not read the existing run: {exc})", highlight=False, soft_wrap=True)
+        return
+    done = sum(st == "done" for st in states.values())
+    missing = sum(st == "missing" for st in states.values())
+    changed = {cid: st.split(": ", 1)[1] for cid, st in states.items() if st.startswith("changed")}
+    line = f"existing run: {done} concept(s) done, {missing} to generate"
+    if changed:
+        line += f", {len(changed)} changed since (made again): " + "; ".join(f"{c} ({f})" for c, f in changed.items())
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def _seed_shape(cfg: RunConfig) -> tuple[int, int, int]:

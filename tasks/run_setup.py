@@ -52,16 +52,18 @@ def load_concepts(config: RunConfig, concept_ids: list[str] | None = None) -> li
 
 
 @task(name="find-complete-concepts", **_IO)
-def find_complete_concepts(config: RunConfig, concept_ids: list[str]) -> dict[str, GeneratedConcept]:
-    """The concepts whose manifest part and images all exist (a resumed run skips them)."""
+def find_complete_concepts(config: RunConfig, concepts: list[Concept]) -> dict[str, GeneratedConcept]:
+    """The concepts whose manifest part and images all exist and were made for their row as it
+    is now (a resumed run skips them; a changed row's outputs are discarded)."""
     ctx = run_context(config)
-    return {cid: done for cid in concept_ids if (done := steps.completed_concept(ctx, cid)) is not None}
+    return {c.concept_id: done for c in concepts if (done := steps.completed_concept(ctx, c)) is not None}
 
 
 @task(name="find-missing-parts", **_IO)
-def find_missing_parts(config: RunConfig, concept_ids: list[str]) -> list[str]:
-    """Concept ids whose manifest part is not in storage yet (not done, failed, or never run)."""
-    return steps.missing_parts(run_context(config), concept_ids)
+def find_missing_parts(config: RunConfig, concepts: list[Concept]) -> list[str]:
+    """Concept ids whose manifest part is not in storage yet (not done, failed, or never run),
+    or was made for a row of the table that has changed since."""
+    return steps.parts_to_redo(run_context(config), concepts)
 
 
 @task(name="finalize-run", **_IO)

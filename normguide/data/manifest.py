@@ -10,6 +10,7 @@ parts and ``manifest.parquet``.
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -141,13 +142,21 @@ def image_key(concept_id: str, image_id: str) -> str:
     return f"images/{concept_id}/{image_id}.png"
 
 
-def rows_to_parquet(rows: list[dict]) -> bytes:
-    """Parquet bytes of manifest rows, validated against :data:`MANIFEST_SCHEMA` (extra keys are an error)."""
+#: Key of a manifest part's Parquet metadata holding its concept's row (JSON of
+#: ``Concept.definition()``): a rerun under the same run id compares it with the table's row.
+CONCEPT_METADATA_KEY = b"normguide.concept"
+
+
+def rows_to_parquet(rows: list[dict], *, concept: dict | None = None) -> bytes:
+    """Parquet bytes of manifest rows, validated against :data:`MANIFEST_SCHEMA` (extra keys are
+    an error); a part also records its concept's row (``concept``) in the file's metadata."""
     for r in rows:
         extra = set(r) - set(COLUMNS)
         if extra:
             raise ValueError(f"manifest row for image {r.get('image_id')!r} has unknown columns {sorted(extra)}")
     table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=MANIFEST_SCHEMA)
+    if concept is not None:
+        table = table.replace_schema_metadata({CONCEPT_METADATA_KEY: json.dumps(concept, sort_keys=True).encode()})
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
@@ -157,6 +166,16 @@ def parquet_to_table(data: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(data))
 
 
+def part_concept(table: pa.Table) -> dict | None:
+    """The concept row a manifest part was written for (None for parts written before it was
+    recorded, or when it is unreadable)."""
+    raw = (table.schema.metadata or {}).get(CONCEPT_METADATA_KEY)
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
 def num_rows(data: bytes) -> int:
     """Row count of a Parquet part from its footer alone."""
     return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
@@ -164,7 +183,7 @@ def num_rows(data: bytes) -> int:
 
 def consolidate(parts: list[bytes]) -> bytes:
     """One manifest from its parts (in the order given); an image listed twice is an error."""
-    tables = [parquet_to_table(p).cast(MANIFEST_SCHEMA) for p in parts]
+    tables = [parquet_to_table(p).replace_schema_metadata(None).cast(MANIFEST_SCHEMA) for p in parts]
     table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
     counts = Counter(table.column("file_name").to_pylist())
     if len(counts) != table.num_rows:

@@ -58,9 +58,29 @@ class Concept:
     reference_uris: tuple[str, ...]
     prompt: str | None = None
     num_images: int | None = None
+    #: The reference paths as the table wrote them (relative ones unresolved); None: as above.
+    raw_reference_uris: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     def resolved_prompt(self, template: str) -> str:
         return self.prompt if self.prompt else template.format(name=self.name)
+
+    def definition(self) -> dict:
+        """What the concept's row says, as written (reference paths unresolved, so a table moved
+        with its references keeps it): stored with its seeds and manifest part, so a rerun under
+        the same run id notices a row that changed since (:func:`changed_fields`)."""
+        refs = self.raw_reference_uris if self.raw_reference_uris is not None else self.reference_uris
+        return {"concept_id": self.concept_id, "name": self.name, "reference_uris": list(refs),
+                "prompt": self.prompt, "num_images": self.num_images}
+
+
+def changed_fields(stored: dict | None, concept: Concept) -> list[str]:
+    """The columns of ``concept``'s row that differ from ``stored`` (a :meth:`Concept.definition`
+    recorded with earlier outputs); [] when they agree or nothing was recorded (outputs written
+    before definitions were recorded are taken as they are)."""
+    if not stored:
+        return []
+    now = concept.definition()
+    return sorted(k for k in set(now) | set(stored) if stored.get(k) != now.get(k))
 
 
 @dataclass
@@ -181,6 +201,7 @@ def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
                 reference_uris=tuple(resolve_reference(r, base) for r in refs if isinstance(r, str) and r.strip()),
                 prompt=prompt,
                 num_images=n,
+                raw_reference_uris=tuple(r for r in refs if isinstance(r, str) and r.strip()),
             )
         )
     if problems:

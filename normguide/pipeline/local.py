@@ -33,7 +33,7 @@ def error_text(exc: BaseException) -> str:
 
 def run_concept(ctx: RunContext, concept: Concept) -> ConceptOutcome:
     """Invert, plan and generate one concept (nothing of a complete concept is read again)."""
-    done = steps.completed_concept(ctx, concept.concept_id)
+    done = steps.completed_concept(ctx, concept)
     if done is None:
         seeds = steps.invert(ctx, concept)
         seeds = steps.plan(ctx, concept, seeds)

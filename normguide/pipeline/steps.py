@@ -17,7 +17,10 @@ hash to the part's sha256 is complete (no model is loaded for it); a damaged par
 seeds file is named in a warning and rebuilt; a seeds file with a plan is reused; only missing
 images are generated; a run with ``_SUCCESS`` whose run.json covers the current concept table is
 a no-op that loads no model; concepts added to the table reopen it. Nothing complete is ever
-rewritten but the consolidated manifest, run.json and ``_SUCCESS`` of a reopened run.
+rewritten but the consolidated manifest, run.json and ``_SUCCESS`` of a reopened run, and the
+outputs of a concept whose row changed: its seeds file and manifest part record the row they
+were made for, and a changed row (name, references, prompt, num_images) has them discarded and
+made again (``discard_concept``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from normguide.data.images import (
     encode_png,
     sha256_hex,
 )
-from normguide.data.schema import Concept, ConceptTableError, parse_concept_table
+from normguide.data.schema import Concept, ConceptTableError, changed_fields, parse_concept_table
 from normguide.data.seeds import SeedsFile, seeds_key
 from normguide.data.storage import check_uri_scheme
 from normguide.pipeline.context import RunContext
@@ -187,19 +190,24 @@ def check_references(ctx: RunContext, concepts: list[Concept]) -> None:
 
 
 # -- 3. per concept ------------------------------------------------------------------------------
-def completed_concept(ctx: RunContext, concept_id: str) -> GeneratedConcept | None:
-    """The concept's record when its manifest part is readable and every image it lists exists,
-    is not empty and has the sha256 the part records; else None, and the concept is rebuilt
-    (a damaged part or image is named in a warning).
+def completed_concept(ctx: RunContext, concept: Concept) -> GeneratedConcept | None:
+    """The concept's record when its manifest part is readable, was written for the concept's
+    row as the table says it now, and every image it lists exists, is not empty and has the
+    sha256 the part records; else None, and the concept is rebuilt (a damaged part or image is
+    named in a warning; the outputs of a changed row are discarded, see :func:`discard_concept`).
 
     Cost: one listing per concept for the sizes, then every listed image is read back and hashed
     (8 at a time): the part records no byte sizes, so only the hash catches a truncated image.
     """
     storage = ctx.storage
+    concept_id = concept.concept_id
     if not storage.exists(mf.part_key(concept_id)):
         return None
     table = _read_part(ctx, concept_id)
     if table is None:
+        return None
+    if changed := changed_fields(mf.part_concept(table), concept):
+        discard_concept(ctx, concept, changed, found=storage.uri(mf.part_key(concept_id)))
         return None
     keys = [mf.image_key(concept_id, i) for i in table.column("image_id").to_pylist()]
     sizes = storage.sizes(keys)
@@ -300,6 +308,45 @@ def missing_parts(ctx: RunContext, concept_ids: list[str]) -> list[str]:
     return [c for c in concept_ids if mf.part_key(c) not in have]
 
 
+def part_states(ctx: RunContext, concepts: list[Concept]) -> dict[str, str]:
+    """Per concept id: ``missing`` (no manifest part yet), ``changed: <columns>`` (its part was
+    made for a row of the concept table that has changed since), or ``done`` (its images are not
+    checked here; :func:`completed_concept` does that). Read-only: the run that redoes a changed
+    concept discards its old outputs. Reads every existing part (8 at a time)."""
+    have = ctx.storage.existing([mf.part_key(c.concept_id) for c in concepts])
+
+    def state(concept: Concept) -> str:
+        if mf.part_key(concept.concept_id) not in have:
+            return "missing"
+        table = _read_part(ctx, concept.concept_id, warn=False)
+        changed = changed_fields(mf.part_concept(table), concept) if table is not None else []
+        return f"changed: {', '.join(changed)}" if changed else "done"
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="normguide-parts") as pool:
+        return {c.concept_id: st for c, st in zip(concepts, pool.map(state, concepts))}
+
+
+def parts_to_redo(ctx: RunContext, concepts: list[Concept]) -> list[str]:
+    """Concept ids whose manifest part is missing, or was made for a row that has changed since."""
+    return [cid for cid, st in part_states(ctx, concepts).items() if st != "done"]
+
+
+def discard_concept(ctx: RunContext, concept: Concept, changed: list[str], *, found: str) -> None:
+    """Delete a concept's outputs that were made for an earlier version of its row (``changed``
+    names the columns that differ; ``found`` is the file that says so), so it is made again from
+    scratch: ``_SUCCESS`` first (the published dataset no longer matches the table, so readers
+    wait), then its manifest part, its images, and its seeds file last. Interrupted anywhere, a
+    rerun finds the seeds file (or part) still naming the old row and carries on from there."""
+    storage = ctx.storage
+    cid = concept.concept_id
+    _log.warning("concept %r changed in the concept table since %s was written (%s); its images, "
+                 "seeds and manifest part are discarded and made again", cid, found, ", ".join(changed))
+    storage.delete([run_record.SUCCESS])
+    storage.delete([mf.part_key(cid)])
+    storage.delete([k for k in storage.list(f"images/{cid}") if k.startswith(f"images/{cid}/")])
+    storage.delete([seeds_key(cid)])
+
+
 def read_seeds(ctx: RunContext, concept_id: str) -> SeedsFile | None:
     """The concept's seeds file, or None when there is none or it is damaged (truncated, not a
     seeds file): a damaged one is named in a warning and inverted again, which replaces it."""
@@ -322,7 +369,8 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
     """Read the concept's reference images, invert them to seeds, save the seeds file.
 
     An existing seeds file is returned as it is (inversion is deterministic; a resumed run
-    reuses it).
+    reuses it), unless it was made for an earlier version of the concept's row: then the
+    concept's outputs are discarded and it is inverted again.
     """
     import torch
 
@@ -330,7 +378,9 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
 
     cid = concept.concept_id
     if (found := read_seeds(ctx, cid)) is not None:
-        return found
+        if not (changed := changed_fields(found.meta.get("concept"), concept)):
+            return found
+        discard_concept(ctx, concept, changed, found=ctx.storage.uri(seeds_key(cid)))
     # 1. Read and check every reference (errors name the concept and the file)
     model = ctx.model()
     images = [prepare_image(im, model.resolution) for im in read_references(ctx, concept)]
@@ -351,7 +401,8 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
     inverted = torch.cat(seeds_out)
     # 3. Save the seeds (the expensive step's checkpoint)
     seeds = SeedsFile(inverted=inverted.contiguous(), meta={
-        "concept_id": cid, "num_seeds": len(images), "reference_uris": list(concept.reference_uris),
+        "concept_id": cid, "concept": concept.definition(), "num_seeds": len(images),
+        "reference_uris": list(concept.reference_uris),
         "prompt": prompt, "reconstruction_error": errors if inv.reconstruction else None, "model": model.model_id,
         "model_revision": model.revision, "inversion_steps": inv.num_inference_steps,
         "inversion_guidance": inv.guidance_scale, "seed_shape": list(model.seed_shape),
@@ -387,7 +438,7 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
     damaged one, empty or undecodable, is named in a warning and generated again).
     """
     cid = concept.concept_id
-    if (done := completed_concept(ctx, cid)) is not None:
+    if (done := completed_concept(ctx, concept)) is not None:
         return done
     rows = seeds.plan_rows
     storage = ctx.storage
@@ -418,7 +469,7 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
                       normguide_version=__version__),
         seeds, keys, [records[i] for i in range(len(rows))],
     )
-    storage.write_bytes(mf.part_key(cid), mf.rows_to_parquet(part))
+    storage.write_bytes(mf.part_key(cid), mf.rows_to_parquet(part, concept=concept.definition()))
     z = [r["seed_zscore"] for r in part]
     return GeneratedConcept(concept_id=cid, images=len(rows), generated=len(todo), skipped=False,
                             methods=sorted({r.method for r in rows}), mean_seed_zscore=sum(z) / len(z) if z else None)

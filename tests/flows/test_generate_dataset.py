@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -185,3 +186,21 @@ def test_run_id_reused_with_other_settings_is_refused(concept_dir, tmp_path):
     # the same settings with another batch size or device resume the run (a no-op here)
     state, summary = _run(cfg.with_overrides(**{"generation.batch_size": 1}))
     assert state.is_completed() and summary.already_complete
+
+
+def test_a_changed_row_under_a_fixed_run_id_is_made_again_by_the_flow(concept_dir, tmp_path):
+    """The flow's resume check discards the outputs of a concept whose row changed (issue 12)."""
+    table = concept_dir / "concepts.parquet"
+    cfg = tiny_config(table, tmp_path / "r", run_id="nightly", **{"plan.num_images": 2})
+    assert _run(cfg)[0].is_completed()
+    root = Path(output_root(cfg))
+    alpha = {p: p.read_bytes() for p in (root / "images" / "alpha").iterdir()}
+    rows = pq.read_table(table).to_pylist()
+    rows[1]["num_images"] = 1  # beta asks for one image now
+    write_concept_table(rows, table)
+    state, summary = _run(tiny_config(table, tmp_path / "r", run_id="nightly", **{"plan.num_images": 2}))
+    assert state.is_completed() and not summary.already_complete
+    assert {c: o.status for c, o in summary.concepts.items()} == {"alpha": "skipped", "beta": "completed"}
+    df = pd.read_parquet(root / "manifest.parquet")
+    assert (df.concept_id == "beta").sum() == 1 and len(list((root / "images" / "beta").iterdir())) == 1
+    assert {p: p.read_bytes() for p in (root / "images" / "alpha").iterdir()} == alpha

@@ -68,8 +68,8 @@ def test_each_step_on_an_injected_store(tmp_path, table, model):
     part = pd.read_parquet(io.BytesIO(store.read_bytes("manifest/part-alpha.parquet")))
     assert list(part.image_id) == [r.image_id for r in planned.plan_rows]
     assert all(store.exists(f"images/alpha/{i}.png") for i in part.image_id)
-    assert steps.completed_concept(ctx, "alpha") == gen.model_copy(update={"generated": 0, "skipped": True})
-    assert steps.missing_parts(ctx, ["alpha", "beta"]) == ["beta"]
+    assert steps.completed_concept(ctx, alpha) == gen.model_copy(update={"generated": 0, "skipped": True})
+    assert steps.missing_parts(ctx, ["alpha", "beta"]) == ["beta"] == steps.parts_to_redo(ctx, [alpha, beta])
     with pytest.raises(RuntimeError, match=r"manifest parts missing for concepts \['beta'\]"):
         steps.finalize(ctx, ["alpha", "beta"])
     assert not store.exists("manifest.parquet") and not (tmp_path / "unused").exists()

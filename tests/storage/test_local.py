@@ -50,6 +50,10 @@ def test_write_many_existing_list(tmp_path):
     assert len(st.list("")) == 301 and st.list("nothing") == []
     asked = ["images/c0/0000.png", "images/c0/0001.png", "images/c1/0001.png", "run.json", "missing/x", "_SUCCESS"]
     assert st.existing(asked) == {"images/c0/0000.png", "images/c1/0001.png", "run.json"}
+    st.delete(st.list("images/c0") + ["run.json", "missing/x"])  # absent keys are not an error
+    assert st.list("images/c0") == [] and not st.exists("run.json") and len(st.list("")) == 200
+    with pytest.raises(ValueError):
+        st.delete(["../outside"])
     assert st.write_many([]) == []
     with pytest.raises(ValueError, match="batch_size"):
         st.write_many([("a", b"")], batch_size=0)

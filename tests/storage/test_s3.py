@@ -47,6 +47,9 @@ def test_write_many_list_existing(s3_server, s3_bucket):
     assert len(st.list("")) == 301 and st.list("nothing") == [] and st.list("images/c") == []
     asked = ["images/c0/0000.png", "images/c0/0001.png", "images/c1/0001.png", "run.json", "missing/x", "_SUCCESS"]
     assert st.existing(asked) == {"images/c0/0000.png", "images/c1/0001.png", "run.json"}
+    st.delete(st.list("images/c0") + ["run.json", "missing/x"])  # absent keys are not an error
+    assert st.list("images/c0") == [] and not st.exists("run.json") and len(st.list("")) == 200
+    st.delete([])
 
 
 def test_missing_bucket_and_object(s3_server, s3_bucket):

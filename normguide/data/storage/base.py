@@ -132,6 +132,11 @@ class Storage:
     def list(self, prefix: str = "") -> list[str]:
         raise NotImplementedError
 
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete ``keys``; absent ones are not an error. Used only to discard a concept's
+        outputs when its row in the concept table changed (``steps.discard_concept``)."""
+        raise NotImplementedError
+
     def check_writable(self) -> None:
         raise NotImplementedError
 

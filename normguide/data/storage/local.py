@@ -112,6 +112,13 @@ class LocalStorage(Storage):
                     keys.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
         return sorted(keys)
 
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            try:
+                os.remove(self._path(key))
+            except FileNotFoundError:
+                pass
+
     def check_writable(self) -> None:
         """Create the root if needed and write and remove a probe file; ValueError if not."""
         try:

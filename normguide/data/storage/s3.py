@@ -394,6 +394,13 @@ class S3Storage(Storage):
         base = self._path_root() + "/"
         return sorted(p[len(base):] for p in found if p.startswith(base))
 
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete ``keys`` (batched DeleteObjects requests through s3fs, retried like a write)."""
+        keys = list(keys)
+        if keys:
+            paths = [self._path(k) for k in keys]
+            with_retry(lambda: self.fs.rm(paths), budget=self.retry_seconds, fail=self._fail(self.uri(keys[0])))
+
     def check_writable(self) -> None:
         """List the prefix, then put and delete a probe object under it. ValueError naming the
         endpoint and the bucket if the bucket is missing, the endpoint unreachable, the
