@@ -36,13 +36,14 @@ import pyarrow as pa
 from normguide.data import manifest as mf
 from normguide.export.source import (
     FinishedRun,
-    dumps,
+    finish_export,
     finished_export,
     image_keys,
     parquet_bytes,
     read_images,
     refuse_strangers,
     shard_ranges,
+    start_export,
 )
 
 if TYPE_CHECKING:
@@ -99,10 +100,11 @@ def export_hf(run: FinishedRun, shard_size: int) -> str:
     storage, manifest = run.storage, run.manifest
     files = method_files(manifest, shard_size)
     record = {"format": "hf", "run_id": run.run_id, "shard_size": shard_size, "samples": manifest.num_rows,
-              "files": {m: len(fs) for m, fs in files.items()}}
+              "files": {m: len(fs) for m, fs in files.items()}, "manifest_sha256": run.manifest_sha256}
     if finished_export(storage, FOLDER, record):
         return storage.uri(FOLDER)
     present = refuse_strangers(storage, FOLDER, [k for fs in files.values() for k, _ in fs])
+    start_export(storage, FOLDER, record)
     methods = manifest.column("method").to_pylist()
     for method, method_shards in files.items():
         rows_of_method = manifest.take(pa.array([i for i, m in enumerate(methods) if m == method], pa.int64()))
@@ -112,7 +114,7 @@ def export_hf(run: FinishedRun, shard_size: int) -> str:
             rows = rows_of_method.slice(r.start, len(r))
             table = hf_table(rows, read_images(storage, rows), run.concepts)
             storage.write_bytes(key, parquet_bytes(table, row_group_size=ROW_GROUP_SIZE))
-    storage.write_bytes(f"{FOLDER}/_SUCCESS", dumps(record))
+    finish_export(storage, FOLDER, record)
     return storage.uri(FOLDER)
 
 

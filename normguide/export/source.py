@@ -5,7 +5,9 @@ A shard is written as files under the format's folder, each written atomically b
 layer, and is complete once its last file exists (the formats write that file last). The
 folder's ``_SUCCESS`` (a small JSON record of the export's settings) is written after every
 shard, so a finished export is recognised by one existence check, and a request with other
-settings than the finished one is refused rather than mixed into it.
+settings than the finished one is refused rather than mixed into it. The record also holds the
+sha256 of the manifest the export was made from (and is written as ``_STARTED`` before the
+first shard), so the export of a run reopened since is made again, never left stale.
 """
 
 from __future__ import annotations
@@ -41,12 +43,15 @@ class FinishedRun:
         run_id: the run's id (from run.json).
         manifest: ``manifest.parquet`` as read (the columns of ``normguide.data.manifest``).
         concepts: the concept ids, sorted: the names of the ``label`` ClassLabel, in label order.
+        manifest_sha256: the sha256 of ``manifest.parquet``'s bytes: an export records it, so the
+            export of a run reopened since (concepts added or changed) is made again.
     """
 
     storage: Storage
     run_id: str
     manifest: pa.Table
     concepts: tuple[str, ...]
+    manifest_sha256: str = ""
 
 
 def open_finished_run(storage: Storage, run_id: str) -> FinishedRun:
@@ -56,9 +61,11 @@ def open_finished_run(storage: Storage, run_id: str) -> FinishedRun:
     if missing:
         raise ValueError(f"run {run_id!r} at {storage.root} is not finalized: it has no {' and no '.join(missing)} "
                          "(finish it with `normguide run` before exporting)")
-    manifest = mf.parquet_to_table(storage.read_bytes("manifest.parquet"))
+    data = storage.read_bytes("manifest.parquet")
+    manifest = mf.parquet_to_table(data)
     concepts = tuple(sorted(set(manifest.column("concept_id").to_pylist())))
-    return FinishedRun(storage=storage, run_id=run_id, manifest=manifest, concepts=concepts)
+    return FinishedRun(storage=storage, run_id=run_id, manifest=manifest, concepts=concepts,
+                       manifest_sha256=sha256_hex(data))
 
 
 def image_keys(rows: pa.Table) -> list[str]:
@@ -109,30 +116,66 @@ def dumps(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, indent=2, sort_keys=True).encode()
 
 
+#: The export settings a user chooses; an existing export with others is refused, not replaced.
+SETTINGS = ("format", "shard_size")
+#: Written when an export starts (its record), so a killed export's files say which manifest
+#: they were made from; removed once ``_SUCCESS`` is written.
+EXPORT_STARTED = "_STARTED"
+
+
 def finished_export(storage: Storage, folder: str, record: dict[str, Any]) -> bool:
-    """Whether ``<folder>/_SUCCESS`` exists with these settings. ValueError naming the folder when
-    it exists with other settings (a re-export with another shard size must start from an
-    empty folder: the old shards would otherwise be mixed into the new ones)."""
-    key = f"{folder}/{EXPORT_SUCCESS}"
-    if not storage.exists(key):
-        return False
+    """Whether ``<folder>/_SUCCESS`` exists with this record (the export is done); else make the
+    folder ready for it and return False (then :func:`start_export` once the files there are
+    checked).
+
+    ``record`` holds the export's settings (:data:`SETTINGS`) and what it was made from (the run
+    id, ``manifest_sha256`` and counts). ValueError naming the folder when an export there has
+    other settings (a re-export with another shard size must start from an empty folder: the old
+    shards would otherwise be mixed into the new ones). An export, finished or killed, of an
+    earlier manifest of the run (the run was reopened since: concepts added or changed) is
+    deleted, with a warning, and made again. Files with no record at all (an export killed before
+    records were kept) are resumed as before, or refused by :func:`refuse_strangers`."""
+    import logging
+
+    done_key, started_key = f"{folder}/{EXPORT_SUCCESS}", f"{folder}/{EXPORT_STARTED}"
+    present = storage.list(folder)
+    found = next((k for k in (done_key, started_key) if k in present), None)
     try:
-        before = json.loads(storage.read_bytes(key))
+        before = json.loads(storage.read_bytes(found)) if found else None
     except ValueError:
         before = {}
-    if before == record:
+    if found == done_key and before == record:
         return True
-    changed = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
-    raise ValueError(f"{storage.uri(folder)} already holds a {record.get('format')} export with other settings "
-                     f"({', '.join(f'{k}: {before.get(k)!r} there, {record.get(k)!r} asked' for k in changed)}); "
-                     f"remove {storage.uri(folder)} to export again, or ask for the same settings")
+    if before is not None:
+        changed = sorted(k for k in SETTINGS if before.get(k) != record.get(k))
+        if changed:
+            raise ValueError(f"{storage.uri(folder)} already holds a {record.get('format')} export with other settings "
+                             f"({', '.join(f'{k}: {before.get(k)!r} there, {record.get(k)!r} asked' for k in changed)}); "
+                             f"remove {storage.uri(folder)} to export again, or ask for the same settings")
+    if before is not None and before != record:
+        logging.getLogger("normguide").warning(
+            "%s holds a %s export of an earlier manifest of this run (the run was reopened since); it is "
+            "deleted and made again", storage.uri(folder), record.get("format"))
+        storage.delete(sorted(present, key=lambda k: k != done_key))  # _SUCCESS first
+    return False
+
+
+def start_export(storage: Storage, folder: str, record: dict[str, Any]) -> None:
+    """Record what the export about to be written is made from (``_STARTED``)."""
+    storage.write_bytes(f"{folder}/{EXPORT_STARTED}", dumps(record))
+
+
+def finish_export(storage: Storage, folder: str, record: dict[str, Any]) -> None:
+    """Write ``<folder>/_SUCCESS`` (last) and drop the start marker."""
+    storage.write_bytes(f"{folder}/{EXPORT_SUCCESS}", dumps(record))
+    storage.delete([f"{folder}/{EXPORT_STARTED}"])
 
 
 def refuse_strangers(storage: Storage, folder: str, planned: Sequence[str]) -> set[str]:
     """The keys under ``folder`` (listed once); ValueError naming the files that the planned export
     would not write (left by an export with another shard size: loaders would read both)."""
     present = set(storage.list(folder))
-    strangers = sorted(present - set(planned) - {f"{folder}/{EXPORT_SUCCESS}"})
+    strangers = sorted(present - set(planned) - {f"{folder}/{EXPORT_SUCCESS}", f"{folder}/{EXPORT_STARTED}"})
     if strangers:
         shown = ", ".join(storage.uri(k) for k in strangers[:3]) + (" ..." if len(strangers) > 3 else "")
         raise ValueError(f"{storage.uri(folder)} holds {len(strangers)} file(s) this export would not write ({shown}), "

@@ -30,12 +30,14 @@ import pyarrow as pa
 from normguide.export.source import (
     FinishedRun,
     dumps,
+    finish_export,
     finished_export,
     json_rows,
     parquet_bytes,
     read_images,
     refuse_strangers,
     shard_ranges,
+    start_export,
 )
 
 FOLDER = "webdataset"
@@ -83,7 +85,7 @@ def export_webdataset(run: FinishedRun, shard_size: int) -> str:
     storage, manifest = run.storage, run.manifest
     ranges = shard_ranges(manifest.num_rows, shard_size)
     record = {"format": "webdataset", "run_id": run.run_id, "shard_size": shard_size, "samples": manifest.num_rows,
-              "shards": len(ranges)}
+              "shards": len(ranges), "manifest_sha256": run.manifest_sha256}
     if finished_export(storage, FOLDER, record):
         return storage.uri(FOLDER)
 
@@ -91,6 +93,7 @@ def export_webdataset(run: FinishedRun, shard_size: int) -> str:
     names = [shard_name(i) for i in range(len(ranges))]
     planned = [f"{FOLDER}/{n}{ext}" for n in names for ext in (".tar", ".parquet", ".stats.json")]
     present = refuse_strangers(storage, FOLDER, planned)
+    start_export(storage, FOLDER, record)
     keys_all = [sample_key(c, i) for c, i in zip(manifest.column("concept_id").to_pylist(),
                                                    manifest.column("image_id").to_pylist())]
 
@@ -127,5 +130,5 @@ def export_webdataset(run: FinishedRun, shard_size: int) -> str:
                                               "index_bytes": len(index_bytes)}))
 
     # 3. The export's own marker, last
-    storage.write_bytes(f"{FOLDER}/_SUCCESS", dumps(record))
+    finish_export(storage, FOLDER, record)
     return storage.uri(FOLDER)

@@ -207,3 +207,41 @@ def test_plan_says_which_concepts_a_rerun_makes_again(tmp_path, model):
     assert "existing run: 1 concept(s) done, 0 to generate, 1 changed since (made again): beta (num_images, prompt)" \
         in res.output
     assert _files(tmp_path / "o", ".") == before
+
+
+def test_the_exports_of_a_reopened_run_follow_its_new_manifest(tmp_path, model, caplog):
+    """The hf and webdataset exports record the manifest they were made from: a run reopened by
+    a changed or an added concept makes them again (they were silently stale, or refused)."""
+    import webdataset as wds
+
+    table = _rows(tmp_path / "in")
+    root = tmp_path / "o" / "nightly"
+    first = run_dataset(_config(table, tmp_path / "o", export=["hf", "webdataset"], export_shard_size=2), model=model)
+    assert first.status == "complete" and first.report_error is None
+
+    def prompts() -> tuple[set[str], set[str]]:
+        hf = set(pd.read_parquet(root / "hf" / "nao").prompt)
+        tars = sorted(str(p) for p in (root / "webdataset").glob("shard-*.tar"))
+        samples = list(wds.WebDataset(tars, shardshuffle=False))
+        return hf, {json.loads(s["json"])["prompt"] for s in samples}
+
+    _rows(tmp_path / "in", beta_prompt="a changed beta")  # same image count: same number of shards
+    with caplog.at_level(logging.WARNING, logger="normguide"):
+        again = run_dataset(_config(table, tmp_path / "o", export=["hf", "webdataset"], export_shard_size=2),
+                            model=model)
+    assert again.status == "complete" and again.report_error is None, again.report_error
+    want = {"a photo of a alpha", "a changed beta"}
+    assert prompts() == (want, want)
+    assert sum("export of an earlier manifest" in r.getMessage() for r in caplog.records) == 2
+    assert not list(root.rglob("_STARTED"))
+
+    # an added concept: more samples than the finished exports hold
+    rows = pq.read_table(table).to_pylist()
+    make_reference(tmp_path / "in" / "refs" / "gamma" / "0.png", seed=5)
+    rows.append({"concept_id": "gamma", "name": "gamma", "reference_uris": ["refs/gamma/0.png"], "prompt": None,
+                 "num_images": None})
+    write_concept_table(rows, table)
+    third = run_dataset(_config(table, tmp_path / "o", export=["hf", "webdataset"], export_shard_size=2), model=model)
+    assert third.status == "complete" and third.report_error is None, third.report_error
+    assert prompts() == (want | {"a photo of a gamma"},) * 2
+    assert len(pd.read_parquet(root / "hf" / "nao")) == len(pd.read_parquet(root / "manifest.parquet")) == 9
