@@ -542,7 +542,16 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
     if not storage.exists(run_record.RUN_JSON):
         raise RuntimeError(f"cannot finalize run {ctx.run_id!r}: {storage.uri(run_record.RUN_JSON)!r} is missing")
     parts = [storage.read_bytes(mf.part_key(c)) for c in concept_ids]
-    storage.write_bytes("manifest.parquet", mf.consolidate(parts))
+    manifest = mf.consolidate(parts)
+    if storage.exists("manifest.parquet") and storage.read_bytes("manifest.parquet") != manifest:
+        # a reopened run: the evaluation scored the earlier manifest; the card must not show it
+        stale = sorted(storage.existing([EVAL_METRICS, EVAL_REPORT, EVAL_PLOT]))
+        if stale:
+            _log.warning("the evaluation of the earlier manifest (%s) is removed: the run was reopened; it is "
+                         "evaluated again when evaluation is on, or with `normguide evaluate`",
+                         ", ".join(storage.uri(k) for k in stale))
+            storage.delete(stale)
+    storage.write_bytes("manifest.parquet", manifest)
     storage.write_bytes(run_record.RUN_JSON, run_record.finished_record(
         storage.read_bytes(run_record.RUN_JSON), concepts=concept_ids, images=sum(mf.num_rows(p) for p in parts),
         table_digest=ctx.config.table_digest()))

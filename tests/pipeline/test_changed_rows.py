@@ -245,3 +245,23 @@ def test_the_exports_of_a_reopened_run_follow_its_new_manifest(tmp_path, model, 
     assert third.status == "complete" and third.report_error is None, third.report_error
     assert prompts() == (want | {"a photo of a gamma"},) * 2
     assert len(pd.read_parquet(root / "hf" / "nao")) == len(pd.read_parquet(root / "manifest.parquet")) == 9
+
+
+def test_a_reopened_run_drops_the_evaluation_of_its_earlier_manifest(tmp_path, model):
+    table = _rows(tmp_path / "in")
+    root = tmp_path / "o" / "nightly"
+    assert run_dataset(_config(table, tmp_path / "o"), model=model).status == "complete"
+    metrics = pd.DataFrame({"concept_id": ["(all)"], "method": ["nao"], "recognisability": [0.5]})
+    (root / "eval").mkdir()
+    metrics.to_parquet(root / "eval" / "metrics.parquet")
+    (root / "eval" / "report.md").write_text("# old evaluation\n")
+    # the same table again: the manifest is the same, the evaluation stays
+    (root / "_SUCCESS").unlink()
+    assert run_dataset(_config(table, tmp_path / "o"), model=model).status == "complete"
+    assert (root / "eval" / "metrics.parquet").exists()
+    assert "This run was not evaluated" not in (root / "README.md").read_text()  # the card shows it
+    # a changed row: the evaluation scored images that are gone
+    _rows(tmp_path / "in", beta_images=1)
+    assert run_dataset(_config(table, tmp_path / "o"), model=model).status == "complete"
+    assert not (root / "eval" / "metrics.parquet").exists() and not (root / "eval" / "report.md").exists()
+    assert "This run was not evaluated" in (root / "README.md").read_text()
