@@ -241,13 +241,21 @@ def _run_prefect(console, cfg: RunConfig, ids):
     from contextlib import nullcontext
 
     from prefect import tags
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, get_current_settings, temporary_settings
 
     from normguide.flows.generate_dataset import generate_dataset
     from normguide.pipeline import RunSummary
 
     finalize = ids is None or _is_whole_table(cfg, ids)
-    api = temporary_settings({PREFECT_API_URL: watchdog.api_url}) if watchdog and watchdog.api_url else nullcontext()
+    api = nullcontext()
+    if watchdog and watchdog.serving:  # the watchdog's ephemeral server; it serves no UI to link to
+        settings = get_current_settings()
+        try:
+            startup = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+        except (KeyError, ValueError):
+            startup = 300.0
+        url = watchdog.api_url(max(startup, settings.server.ephemeral.startup_timeout_seconds) + 30)
+        api = temporary_settings({PREFECT_API_URL: url, **({} if settings.ui_url else {PREFECT_UI_URL: ""})})
     with api, tags(watchdog.tag) if watchdog else nullcontext():  # the tag: how the watchdog finds the run
         state = generate_dataset(config=cfg, concept_ids=ids, finalize=finalize, return_state=True)
         summary = state.result(raise_on_failure=False)
@@ -273,13 +281,7 @@ def _start_watchdog():
 
     from normguide.prefect_watchdog import DONE, Watchdog
 
-    settings = get_current_settings()
-    serve = not prefect_server_configured() and settings.server.ephemeral.enabled
-    try:
-        startup = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
-    except (KeyError, ValueError):
-        startup = 300.0
-    watchdog = Watchdog.start(serve=serve, startup_timeout=max(startup, settings.server.ephemeral.startup_timeout_seconds))
+    watchdog = Watchdog.start(serve=not prefect_server_configured() and get_current_settings().server.ephemeral.enabled)
     _WATCHDOG["watchdog"] = watchdog
     atexit.register(watchdog.close, DONE)  # runs after Prefect's own exit hooks (they drain its logs)
     return watchdog
