@@ -4,7 +4,8 @@ Status, from ``run.json`` and ``_SUCCESS`` (and the run's lease, ``_LEASE``, whe
 
     complete     ``_SUCCESS`` exists
     running      run.json says so and the run's lease is live (or there is no lease to ask)
-    interrupted  run.json says so, or it says running but its lease expired (the run died)
+    interrupted  run.json says so, or it says running but its lease expired or its holder, a
+                 process of this host, is gone (the run died)
     failed       run.json says so (some concepts failed; its ``error`` says which)
 
 Counts per concept and method come from ``manifest.parquet``, or, before it exists, from the
@@ -63,7 +64,8 @@ def open_run(run_uri: str, *, endpoint_url: str | None = None) -> Storage:
 
 
 def _lease_state(store: Storage) -> str | None:
-    """'live', 'expired', or None (no lease, or no lease support in this version)."""
+    """'live', 'expired' (also when its holder is a process of this host that is gone: killed
+    with SIGKILL, its lease not yet run out), or None (no lease, or no lease support)."""
     try:
         from normguide.data.storage.lease import LEASE_NAME, LeaseInfo
     except ImportError:
@@ -71,7 +73,7 @@ def _lease_state(store: Storage) -> str | None:
     if not store.exists(LEASE_NAME):
         return None
     info = LeaseInfo.from_bytes(store.read_bytes(LEASE_NAME))
-    return "expired" if info is None or info.expired(time.time()) else "live"
+    return "expired" if info is None or info.expired(time.time()) or info.holder_gone() else "live"
 
 
 def _counts(store: Storage) -> tuple[dict[str, tuple[str, dict[str, int]]], str]:
@@ -100,7 +102,8 @@ def run_status(store: Storage) -> RunStatus:
     else:
         lease = _lease_state(store)
         if lease == "expired":
-            status, detail = "interrupted", "run.json says running but its lease expired: the run stopped; rerun to resume"
+            status, detail = "interrupted", ("run.json says running but its lease expired or its process is gone: "
+                                             "the run stopped; rerun to resume")
         else:
             status = "running"
             detail = (f"started {doc.get('started_at')}; " + ("its lease is live" if lease == "live" else

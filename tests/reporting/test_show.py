@@ -133,3 +133,30 @@ def test_publish_report_creates_the_artifact(finished_run, tmp_path, prefect_api
 
     found = asyncio.run(latest())
     assert found and any("digit-two" in (a.data or "") for a in found)
+
+
+def test_show_a_run_whose_process_was_killed_says_interrupted_at_once(finished_run, tmp_path):
+    """run.json still says running after a kill -9; its lease (not run out for minutes) names a
+    process of this host that is gone: show says interrupted, not running."""
+    import subprocess
+    import sys
+
+    root = finished_run.copy(tmp_path / "run")
+    (root / "_SUCCESS").unlink()
+    doc = json.loads((root / "run.json").read_text())
+    doc.update(status="running")
+    (root / "run.json").write_text(json.dumps(doc))
+    hold = ("import os, sys; from normguide.data.storage import Storage; "
+            "Storage.open(sys.argv[1]).acquire_lease(ttl_s=600, auto_renew=False, owner='run x'); os._exit(0)")
+    subprocess.run([sys.executable, "-c", hold, str(root)], check=True, timeout=120)
+    assert (root / "_LEASE").exists()
+    res = show(str(root))
+    assert res.exit_code == 1, res.output
+    assert "status: INTERRUPTED" in res.output and "its process is gone" in res.output
+    # a live holder (this process) is a running run
+    (root / "_LEASE").unlink()
+    from normguide.data.storage import Storage
+
+    with Storage.open(str(root)).acquire_lease(ttl_s=600, auto_renew=False, owner="run y"):
+        res = show(str(root))
+    assert "status: RUNNING" in res.output and "its lease is live" in res.output
