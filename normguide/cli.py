@@ -536,12 +536,13 @@ def _print_existing(console, ctx, concepts) -> None:
     except (ValueError, OSError) as exc:
         console.print(f"(could not read the existing run: {exc})", highlight=False, soft_wrap=True)
         return
-    done = sum(st == "done" for st in states.values())
-    missing = sum(st == "missing" for st in states.values())
-    changed = {cid: st.split(": ", 1)[1] for cid, st in states.items() if st.startswith("changed")}
+    done = sum(st == [] for st in states.values())
+    missing = sum(st is None for st in states.values())
+    changed = {cid: st for cid, st in states.items() if st}
     line = f"existing run: {done} concept(s) done, {missing} to generate"
     if changed:
-        line += f", {len(changed)} changed since (made again): " + "; ".join(f"{c} ({f})" for c, f in changed.items())
+        line += f", {len(changed)} changed since (made again): " + "; ".join(
+            f"{c} ({', '.join(cols)})" for c, cols in changed.items())
     console.print(line, highlight=False, soft_wrap=True)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,8 @@ from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.images import sha256_hex
 from normguide.data.storage import Storage
+
+_log = logging.getLogger("normguide")
 
 #: Concurrent image reads per shard (the reads are IO-bound; S3 latency dominates).
 READ_THREADS = 16
@@ -135,8 +138,6 @@ def finished_export(storage: Storage, folder: str, record: dict[str, Any]) -> bo
     earlier manifest of the run (the run was reopened since: concepts added or changed) is
     deleted, with a warning, and made again. Files with no record at all (an export killed before
     records were kept) are resumed as before, or refused by :func:`refuse_strangers`."""
-    import logging
-
     done_key, started_key = f"{folder}/{EXPORT_SUCCESS}", f"{folder}/{EXPORT_STARTED}"
     present = storage.list(folder)
     found = next((k for k in (done_key, started_key) if k in present), None)
@@ -153,7 +154,7 @@ def finished_export(storage: Storage, folder: str, record: dict[str, Any]) -> bo
                              f"({', '.join(f'{k}: {before.get(k)!r} there, {record.get(k)!r} asked' for k in changed)}); "
                              f"remove {storage.uri(folder)} to export again, or ask for the same settings")
     if before is not None and before != record:
-        logging.getLogger("normguide").warning(
+        _log.warning(
             "%s holds a %s export of an earlier manifest of this run (the run was reopened since); it is "
             "deleted and made again", storage.uri(folder), record.get("format"))
         storage.delete(sorted(present, key=lambda k: k != done_key))  # _SUCCESS first

@@ -308,19 +308,18 @@ def missing_parts(ctx: RunContext, concept_ids: list[str]) -> list[str]:
     return [c for c in concept_ids if mf.part_key(c) not in have]
 
 
-def part_states(ctx: RunContext, concepts: list[Concept]) -> dict[str, str]:
-    """Per concept id: ``missing`` (no manifest part yet), ``changed: <columns>`` (its part was
-    made for a row of the concept table that has changed since), or ``done`` (its images are not
-    checked here; :func:`completed_concept` does that). Read-only: the run that redoes a changed
-    concept discards its old outputs. Reads every existing part (8 at a time)."""
+def part_states(ctx: RunContext, concepts: list[Concept]) -> dict[str, list[str] | None]:
+    """Per concept id: None when it has no manifest part yet; else the columns of its row that
+    changed since its part was made ([]: none; its images are not checked here,
+    :func:`completed_concept` does that). Read-only: the run that redoes a changed concept
+    discards its old outputs. Reads every existing part (8 at a time)."""
     have = ctx.storage.existing([mf.part_key(c.concept_id) for c in concepts])
 
-    def state(concept: Concept) -> str:
+    def state(concept: Concept) -> list[str] | None:
         if mf.part_key(concept.concept_id) not in have:
-            return "missing"
+            return None
         table = _read_part(ctx, concept.concept_id, warn=False)
-        changed = changed_fields(mf.part_concept(table), concept) if table is not None else []
-        return f"changed: {', '.join(changed)}" if changed else "done"
+        return changed_fields(mf.part_concept(table), concept) if table is not None else []
 
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="normguide-parts") as pool:
         return {c.concept_id: st for c, st in zip(concepts, pool.map(state, concepts))}
@@ -328,7 +327,7 @@ def part_states(ctx: RunContext, concepts: list[Concept]) -> dict[str, str]:
 
 def parts_to_redo(ctx: RunContext, concepts: list[Concept]) -> list[str]:
     """Concept ids whose manifest part is missing, or was made for a row that has changed since."""
-    return [cid for cid, st in part_states(ctx, concepts).items() if st != "done"]
+    return [cid for cid, changed in part_states(ctx, concepts).items() if changed is None or changed]
 
 
 def discard_concept(ctx: RunContext, concept: Concept, changed: list[str], *, found: str) -> None:
