@@ -7,6 +7,7 @@ NormguideError                       the root: catch this to catch every normgui
 │   ├── ReferenceImageError          a reference image is missing, empty, too large or undecodable
 │   ├── ModelLoadError               a model spec that cannot be loaded
 │   ├── NotARunError                 a location that holds no normguide run
+│   ├── TemplateError                a prompt template that is not plain text with {name}
 │   ├── LeaseHeld                    another live run holds the output root's lease
 │   └── ObjectTooLarge               an input object over the size limit
 ├── StorageError (a RuntimeError)    a storage call failed for good (past the retry budget, or refused)

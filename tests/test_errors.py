@@ -10,13 +10,14 @@ from normguide.data.images import ReferenceImageError
 from normguide.data.schema import ConceptTableError
 from normguide.data.storage import LeaseHeld, LeaseLost, StorageError
 from normguide.data.storage.s3 import ObjectTooLarge
+from normguide.data.text import TemplateError
 from normguide.diffusion import PrecisionError
 from normguide.diffusion.loading import ModelLoadError
 from normguide.reporting.show import NotARunError
 
 KINDS = {
     ConceptTableError: errors.InputError, ReferenceImageError: errors.InputError, ModelLoadError: errors.InputError,
-    NotARunError: errors.InputError, LeaseHeld: errors.InputError, ObjectTooLarge: errors.InputError,
+    NotARunError: errors.InputError, TemplateError: errors.InputError, LeaseHeld: errors.InputError, ObjectTooLarge: errors.InputError,
     StorageError: errors.StorageError, PrecisionError: errors.RunFailure, LeaseLost: errors.RunFailure,
 }
 
