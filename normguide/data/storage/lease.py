@@ -58,6 +58,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
+from normguide.errors import InputError, RunFailure
+
 if TYPE_CHECKING:
     from normguide.data.storage.base import Storage
 
@@ -87,7 +89,7 @@ def _iso(t: float) -> str:
         return repr(t)
 
 
-class LeaseDamaged(ValueError):
+class LeaseDamaged(InputError):
     """The lease object is not a lease this version can read (hand-edited, or foreign): the
     message names the object and what is wrong with it."""
 
@@ -285,7 +287,7 @@ def check_held(storage: Storage, *, finalizing: bool = False) -> None:
             lease.claim_all()
 
 
-class LeaseHeld(ValueError):
+class LeaseHeld(InputError):
     """Another live run holds a claim that overlaps this one. The message names the root, the
     holder (host, pid, label), its claim, when it started and when it expires."""
 
@@ -301,7 +303,7 @@ class LeaseHeld(ValueError):
         )
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(RunFailure):
     """A held claim was taken over or removed by someone else, or expired before it could be
     renewed: the run must stop writing."""
 
