@@ -111,8 +111,9 @@ def write_report(ctx: RunContext, *, evaluation: EvaluationRecord | None = None,
 
     # 4. The summary and the card
     storage.write_bytes(INDEX_KEY, index_markdown(record, absolute=False).encode())
-    storage.write_bytes(CARD_KEY, card_mod.dataset_card(run, record, schema=manifest_table.schema,
-                                                        export_yaml=exports.card_yaml, snippets=exports.snippets).encode())
+    storage.write_bytes(CARD_KEY, card_mod.dataset_card(
+        run, record, schema=manifest_table.schema, export_yaml=exports.card_yaml, snippets=exports.snippets,
+        manifest_bytes=storage.sizes(["manifest.parquet"]).get("manifest.parquet", 0)).encode())
     return record
 
 
@@ -231,6 +232,10 @@ def find_exports(ctx: RunContext, manifest: pa.Table) -> Exports:
     except ImportError:
         export = None
     endpoint = ctx.config.storage.endpoint_url
+    # the card's loading lines work from where the dataset is: relative to the run's folder for a
+    # local run (a copied or moved folder still loads), the s3:// URI for a run on S3
+    s3 = storage.root.startswith("s3://")
+    where = storage.uri if s3 else (lambda key: f"./{key}")
     snippets, yaml_fields = {}, None
     if hf_files:
         try:
@@ -238,13 +243,14 @@ def find_exports(ctx: RunContext, manifest: pa.Table) -> Exports:
         except ImportError:  # the datasets package is not installed
             yaml_fields = None
         yaml_fields = yaml_fields or card_mod.derived_hf_yaml(hf_files)
+        card_mod.set_split_bytes(yaml_fields, storage.sizes(hf_files))
         if export is not None:
-            snippets["hf"] = export.load_snippet("hf", storage.uri("hf"), endpoint_url=endpoint)
+            snippets["hf"] = export.load_snippet("hf", where("hf"), endpoint_url=endpoint)
     if shards:
         snippets["webdataset"] = (
-            export.load_snippet("webdataset", storage.uri("webdataset"), endpoint_url=endpoint, num_shards=len(shards))
+            export.load_snippet("webdataset", where("webdataset"), endpoint_url=endpoint, num_shards=len(shards))
             if export is not None else
-            f'webdataset.WebDataset("{storage.uri("webdataset")}/shard-{{00000..{len(shards) - 1:05d}}}.tar")'
+            f'webdataset.WebDataset("{where("webdataset")}/shard-{{00000..{len(shards) - 1:05d}}}.tar")'
         )
     return Exports(formats=formats, card_yaml=yaml_fields, snippets=snippets)
 
