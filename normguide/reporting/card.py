@@ -288,6 +288,10 @@ def dataset_card(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Sch
     lines += [
         "## Contact sheets",
         "",
+        "The report to look at in a browser is [`report/index.html`](report/index.html): these pictures, the "
+        "evaluation, and a page per concept showing every image with its manifest fields (relative links: it "
+        "works from a local disk or a static host such as an S3 website).",
+        "",
         "Each sheet shows a concept's real reference images (top, on a light orange band) and below them each "
         "method's generated images, captioned with what they are (`centroid`; `i to j, t=…`: the point at "
         "fraction t of the path between references i and j, numbered from 0; `c to j, t=…`: on the path from "
@@ -312,6 +316,7 @@ def dataset_card(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Sch
         "manifest.parquet                   one row per image (all concepts)",
         "images/<concept_id>/<image_id>.png the images; image_id = <method>-<kind>-<index>",
         "seeds/<concept_id>.safetensors     inverted seeds, centroids and planned seeds",
+        "report/index.html                  the report to look at in a browser (a page per concept)",
         "report/index.md                    summary; report/<concept_id>/ contact sheet and seed-norm plot",
         *(["eval/                              metrics.parquet, report.md, metrics.png"] if record.evaluation else []),
         *(["hf/<method>/train-*.parquet        Hugging Face datasets export"] if "hf" in record.formats else []),

@@ -28,7 +28,7 @@ def _table(folder, rows):
     refs = []
     for i, im in enumerate(digits.reference_images(2, n=1)):
         im.save(folder / f"ref-{i}.png")
-        refs.append(str(folder / f"ref-{i}.png"))
+        refs.append(f"ref-{i}.png")  # relative to the table
     write_concept_table([{"concept_id": cid, "name": name, "reference_uris": refs} for cid, name in rows],
                         folder / "concepts.parquet")
     return folder / "concepts.parquet"
@@ -91,6 +91,11 @@ def test_run_records_the_warnings_in_run_json_and_the_card(tmp_path, caplog):
     assert any(t.startswith("1 concept(s) (cat)") and "next: loading the model demo" in t for t in text)
     record = json.loads((tmp_path / "out" / summary.run_id / "run.json").read_text())
     assert len(record["warnings"]) == 2 and "'cat'" in record["warnings"][0]
+    # source_refs as written in the table (relative), not this machine's resolved path
+    import pandas as pd
+
+    manifest = pd.read_parquet(tmp_path / "out" / summary.run_id / "manifest.parquet")
+    assert {tuple(r) for r in manifest.source_refs} == {("ref-0.png",)}
     card = (tmp_path / "out" / summary.run_id / "README.md").read_text()
     assert "## Warnings" in card and "draws only handwritten digits" in card
 
