@@ -103,7 +103,9 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
     norms = flat.norm(dim=-1)
     z = prior.zscore(flat)
     logp = prior.log_prob(norms)
-    refs = seeds.meta["reference_uris"]
+    # as written in the concept table (a relative path stays relative: no path of this machine in
+    # the dataset); resolved only where a reference is read (the seeds file keeps the resolved ones)
+    refs = (seeds.meta.get("concept") or {}).get("reference_uris") or seeds.meta["reference_uris"]
     rec_err = seeds.reconstruction_errors
     shared = asdict(ctx)
     rows = []

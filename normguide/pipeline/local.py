@@ -20,6 +20,7 @@ from normguide.data.storage import LeaseLost, Storage
 from normguide.pipeline import steps
 from normguide.pipeline.context import ModelProvider, RunContext
 from normguide.pipeline.results import ConceptOutcome, RunSummary
+from normguide.progress import announce
 
 log = logging.getLogger("normguide")
 
@@ -96,6 +97,7 @@ def run_dataset(
     # 2. The concept table and its reference images (still no model, nothing written)
     concepts = steps.load_concepts(ctx, concept_ids)
     steps.check_references(ctx, concepts)
+    announce(steps.outline(ctx, concepts))
 
     # 3. The run's lease (a second run of the same output waits for nothing: it is refused with
     #    the holder named), then the model and run.json

@@ -81,13 +81,17 @@ def start(ctx: RunContext) -> PreparedRun:
     """Load the model (a bad model fails before any concept) and start run.json: a new record,
     or a resumed one marked ``running`` again."""
     storage = ctx.storage
+    warnings = drawing_warnings(ctx)
+    for line in warnings:
+        _log.warning("%s", line)
+    progress.announce(f"loading the model {ctx.config.model}")
     model = ctx.model()
     check_lease(ctx)
     if not storage.exists(run_record.RUN_JSON):
         storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.config, output_root=storage.root, model={
             "id": model.model_id, "revision": model.revision, "family": model.family, "is_demo": model.is_demo,
             "note": model.note, "seed_shape": list(model.seed_shape), "scheduler": model.scheduler,
-        }))
+        }, warnings=warnings))
     else:
         record = storage.read_bytes(run_record.RUN_JSON)
         if json.loads(record).get("status") != "running":
@@ -95,6 +99,20 @@ def start(ctx: RunContext) -> PreparedRun:
     return PreparedRun(run_id=ctx.run_id, output_root=storage.root, complete=False,
                        model=model_label(model.model_id, model.is_demo, model.note),
                        is_demo=model.is_demo, model_note=model.note)
+
+
+def drawing_warnings(ctx: RunContext, concepts: list[Concept] | None = None) -> list[str]:
+    """What the model cannot draw of the concept table (``normguide.vocabulary``): prompt words
+    its tokenizer does not know, and for the demo concepts that are not digits. Warnings, never
+    errors; loads no model (the tokenizer only, without torch)."""
+    from normguide.vocabulary import drawing_warnings as check
+
+    try:
+        rows = load_concepts(ctx) if concepts is None else concepts
+        return check(ctx.config.model, rows, ctx.config.prompt_template)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run must not stop the run
+        _log.debug("drawing check skipped: %s", exc)
+        return []
 
 
 def acquire_lease(ctx: RunContext, concept_ids: list[str] | None, *, owner: str, coordinator: bool = False):
@@ -194,6 +212,27 @@ def check_references(ctx: RunContext, concepts: list[Concept]) -> None:
             problems.append(str(exc))
     if problems:
         raise ReferenceImageError(f"{len(problems)} concept(s) have unusable reference images:\n  " + "\n  ".join(problems))
+
+
+def outline(ctx: RunContext, concepts: list[Concept]) -> str:
+    """What the run will do next, in one line: a new run names its concepts, images and steps; a
+    resumed one says how many concepts are complete ("resuming: 1 of 3 concepts complete").
+    One listing of the manifest parts; no model."""
+    cfg = ctx.config
+    ids = [c.concept_id for c in concepts]
+    missing = missing_parts(ctx, ids)
+    images = sum((c.num_images or cfg.plan.num_images) for c in concepts)
+    steps_text = (f"inversion {cfg.inversion.num_inference_steps} steps per reference, generation "
+                  f"{cfg.generation.num_inference_steps} steps per image")
+    if ctx.storage.exists(run_record.RUN_JSON):
+        done = len(ids) - len(missing)
+        head = f"resuming: {done} of {len(ids)} concept(s) complete"
+        if missing:
+            head += f"; next: {', '.join(missing)} ({steps_text})"
+        return head
+    return (f"{len(ids)} concept(s) ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}), "
+            f"{images * len(cfg.plan.methods)} image(s) with method(s) {', '.join(cfg.plan.methods)}; {steps_text}; "
+            f"next: loading the model {cfg.model}, then inverting {ids[0] if ids else '-'}")
 
 
 # -- 3. per concept ------------------------------------------------------------------------------
@@ -701,6 +740,17 @@ def export(ctx: RunContext) -> dict[str, str]:
     from normguide.export import export_run
 
     return export_run(ctx, ctx.config.export, shard_size=ctx.config.export_shard_size)
+
+
+def export_and_report(ctx: RunContext, formats, *, shard_size: int | None = None) -> dict[str, str]:
+    """Export a finalized run to ``formats`` (``normguide export``, any time after the run), then
+    rewrite its report and dataset card so they name and load what now exists (the card's
+    ``configs`` point at the hf files). Needs no model."""
+    from normguide.export import export_run
+
+    uris = export_run(ctx, formats, shard_size=shard_size)
+    report(ctx)
+    return uris
 
 
 def report(ctx: RunContext, evaluation=None):
