@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from normguide.data.parquet_io import read_metadata, read_table
+
 MANIFEST_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
@@ -165,7 +167,7 @@ def rows_to_parquet(rows: list[dict], *, concept: dict | None = None) -> bytes:
 
 
 def parquet_to_table(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
+    return read_table(data)
 
 
 def part_concept(table: pa.Table) -> dict | None:
@@ -180,7 +182,7 @@ def part_concept(table: pa.Table) -> dict | None:
 
 def num_rows(data: bytes) -> int:
     """Row count of a Parquet part from its footer alone."""
-    return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+    return read_metadata(data).num_rows
 
 
 def consolidate(parts: list[bytes]) -> bytes:

@@ -42,6 +42,7 @@ from normguide.data.images import (
     encode_png,
     sha256_hex,
 )
+from normguide.data.parquet_io import read_frame
 from normguide.data.schema import Concept, ConceptTableError, changed_fields, parse_concept_table
 from normguide.data.seeds import SeedsFile, seeds_key
 from normguide.data.storage import check_uri_scheme
@@ -85,6 +86,7 @@ def start(ctx: RunContext) -> PreparedRun:
         _log.warning("%s", line)
     progress.announce(f"loading the model {ctx.config.model}")
     model = ctx.model()
+    check_lease(ctx)
     if not storage.exists(run_record.RUN_JSON):
         storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.config, output_root=storage.root, model={
             "id": model.model_id, "revision": model.revision, "family": model.family, "is_demo": model.is_demo,
@@ -113,17 +115,21 @@ def drawing_warnings(ctx: RunContext, concepts: list[Concept] | None = None) -> 
         return []
 
 
-def lease_name(concept_ids: list[str] | None) -> str:
-    """The lease a driver holds while it writes: ``_LEASE`` for a whole run (and a fan-out's
-    parent), one per shard for a shard's concepts, so shards run side by side while two runs
-    of the same dataset (or of the same shard) cannot."""
-    from normguide.data.storage import LEASE_NAME
+def acquire_lease(ctx: RunContext, concept_ids: list[str] | None, *, owner: str, coordinator: bool = False):
+    """The run's claim in the output root's lease (``normguide.data.storage.lease``): every
+    concept for a whole run (``concept_ids`` None), those concepts for a subset or shard, or a
+    fan-out parent's ``coordinator`` claim. A live run whose claim overlaps is named in
+    :class:`LeaseHeld`. The steps then check it before each write (:func:`check_lease`)."""
+    return ctx.storage.acquire_lease(owner=owner, concepts=concept_ids, coordinator=coordinator)
 
-    if concept_ids is None:
-        return LEASE_NAME
-    import hashlib
 
-    return f"{LEASE_NAME}-shard-{hashlib.sha256(chr(0).join(sorted(concept_ids)).encode()).hexdigest()[:12]}"
+def check_lease(ctx: RunContext, *, finalizing: bool = False) -> None:
+    """Before a write: raise ``LeaseLost`` if this process's lease on the run root was lost
+    (one read of the lease object); ``finalizing`` upgrades a subset's claim to every concept
+    (``LeaseHeld`` while another writer is live). No lease held in this process: no check."""
+    from normguide.data.storage.lease import check_held
+
+    check_held(ctx.storage, finalizing=finalizing)
 
 
 def record_status(ctx: RunContext, status: str, error: str | None = None) -> None:
@@ -132,6 +138,7 @@ def record_status(ctx: RunContext, status: str, error: str | None = None) -> Non
     of a failure, which must stay the error the user sees."""
     storage = ctx.storage
     try:
+        check_lease(ctx)  # a lost lease: another run owns run.json now
         if not storage.exists(run_record.RUN_JSON) or storage.exists(run_record.SUCCESS):
             return
         record = storage.read_bytes(run_record.RUN_JSON)
@@ -379,6 +386,7 @@ def discard_concept(ctx: RunContext, concept: Concept, changed: list[str], *, fo
     cid = concept.concept_id
     _log.warning("concept %r changed in the concept table since %s was written (%s); its images, "
                  "seeds and manifest part are discarded and made again", cid, found, ", ".join(changed))
+    check_lease(ctx)
     storage.delete([run_record.SUCCESS])
     storage.delete([mf.part_key(cid)])
     storage.delete([k for k in storage.list(f"images/{cid}") if k.startswith(f"images/{cid}/")])
@@ -446,6 +454,7 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
         "inversion_guidance": inv.guidance_scale, "seed_shape": list(model.seed_shape),
         "precision_fallback": fallbacks,
     })
+    check_lease(ctx)
     ctx.storage.write_bytes(seeds_key(cid), seeds.to_bytes())
     return seeds
 
@@ -464,6 +473,7 @@ def plan(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> SeedsFile:
         pair_paths=p.pair_paths, centroid_paths=p.centroid_paths, include_inversions=p.include_inversions,
         t_values=p.t_values, base_seed=ctx.config.seed,
     ))
+    check_lease(ctx)
     ctx.storage.write_bytes(seeds_key(concept.concept_id), planned.to_bytes())
     return planned
 
@@ -507,6 +517,7 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
                       normguide_version=__version__),
         seeds, keys, [records[i] for i in range(len(rows))],
     )
+    check_lease(ctx)
     storage.write_bytes(mf.part_key(cid), mf.rows_to_parquet(part, concept=concept.definition()))
     z = [r["seed_zscore"] for r in part]
     return GeneratedConcept(concept_id=cid, images=len(rows), generated=len(todo), skipped=False,
@@ -553,6 +564,7 @@ def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: li
             if pending is not None:
                 records.update(pending.result())
             # PNG encoding, hashing and the upload of this batch overlap the generation of the next
+            check_lease(ctx)  # before each batch's write: a run that lost its lease writes no more
             pending = writer.submit(_encode_and_write, ctx.storage, [keys[i] for i in idx], idx, images,
                                     images.precision_fallback)
             bar.advance(len(images))
@@ -577,6 +589,7 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
     missing = missing_parts(ctx, concept_ids)
     if missing:
         raise RuntimeError(f"cannot finalize run {ctx.run_id!r}: manifest parts missing for concepts {missing}")
+    check_lease(ctx, finalizing=True)  # every writer of the root excluded from here on
     if not storage.exists(run_record.RUN_JSON):
         raise RuntimeError(f"cannot finalize run {ctx.run_id!r}: {storage.uri(run_record.RUN_JSON)!r} is missing")
     parts = [storage.read_bytes(mf.part_key(c)) for c in concept_ids]
@@ -690,7 +703,7 @@ def evaluate(ctx: RunContext, *, judge=None):
         raise ValueError("no judge to evaluate with: this model has no built-in one; set evaluation.clip_model "
                          "to a local CLIP directory (or evaluation.judge)")
     # 2. The manifest, its images, and each concept's references
-    manifest = pd.read_parquet(io.BytesIO(storage.read_bytes("manifest.parquet")))
+    manifest = read_frame(storage.read_bytes("manifest.parquet"))
     images = [_decode(storage.read_bytes(key), storage.uri(key))
               for key in (mf.image_key(c, i) for c, i in zip(manifest.concept_id, manifest.image_id))]
     names = dict(zip(manifest.concept_id, manifest.name))
@@ -705,6 +718,7 @@ def evaluate(ctx: RunContext, *, judge=None):
     judge_name = getattr(judge, "name", type(judge).__name__)
     buf = io.BytesIO()
     metrics.to_parquet(buf, index=False)
+    check_lease(ctx)
     storage.write_bytes(EVAL_METRICS, buf.getvalue())
     storage.write_bytes(EVAL_REPORT, ev.report_markdown(metrics, run_id=ctx.run_id, judge_name=judge_name).encode())
     storage.write_bytes(EVAL_PLOT, ev.plot_metrics(metrics))
