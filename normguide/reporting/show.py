@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from normguide.data import manifest as mf
+from normguide.data import layout
 from normguide.data import run_record
 from normguide.data.storage import Storage
 from normguide.data.text import printable
@@ -69,19 +70,19 @@ def _lease_state(store: Storage) -> str | None:
     """'live', 'expired' (also when its holder is a process of this host that is gone: killed
     with SIGKILL, its lease not yet run out), or None (no lease, or no lease support)."""
     try:
-        from normguide.data.storage.lease import LEASE_NAME, LeaseInfo
+        from normguide.data.storage.lease import LeaseInfo
     except ImportError:
         return None
-    if not store.exists(LEASE_NAME):
+    if not store.exists(layout.LEASE):
         return None
-    info = LeaseInfo.from_bytes(store.read_bytes(LEASE_NAME))
+    info = LeaseInfo.from_bytes(store.read_bytes(layout.LEASE))
     return "expired" if info is None or info.expired(time.time()) or info.holder_gone() else "live"
 
 
 def _counts(store: Storage) -> tuple[dict[str, tuple[str, dict[str, int]]], str]:
-    if store.exists("manifest.parquet"):
-        return counts_by_concept(pd.read_parquet(io.BytesIO(store.read_bytes("manifest.parquet")))), "manifest.parquet"
-    parts = [k for k in store.list("manifest") if k.startswith("manifest/part-") and k.endswith(".parquet")]
+    if store.exists(layout.MANIFEST):
+        return counts_by_concept(pd.read_parquet(io.BytesIO(store.read_bytes(layout.MANIFEST)))), layout.MANIFEST
+    parts = [k for k in store.list(layout.MANIFEST_DIR) if layout.is_part_key(k)]
     frames = [mf.parquet_to_table(store.read_bytes(k)).select(["concept_id", "name", "method"]).to_pandas() for k in parts]
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["concept_id", "name", "method"])
     return counts_by_concept(manifest), f"{len(parts)} manifest part(s) (not finalized)"

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
+from normguide.data import layout
 from normguide.errors import InputError, RunFailure
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ __all__ = ["FALLBACK_SETTLE_S", "LEASE_NAME", "LEASE_TTL_S", "Lease", "LeaseHeld
            "acquire_lease"]
 
 #: Default key of the lease object under the output root.
-LEASE_NAME = "_LEASE"
+LEASE_NAME = layout.LEASE
 #: Default lease lifetime: renewed every third of it, so a live run keeps it through two
 #: failed renewals; a crashed run's lease is taken over at most this long after the crash.
 LEASE_TTL_S = 120.0
