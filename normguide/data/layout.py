@@ -8,8 +8,8 @@ through this module; none spells them itself.
 <run root>/
 ├── run.json                                RUN_JSON: config (secrets masked), model id + revision, versions,
 │                                           table digest, status (running|complete|failed|interrupted), times
-├── _LEASE                                  LEASE: who is writing now (host, pid, owner token, expiry);
-├── _LEASE-shard-<hash12>                   shard_lease(): a shard's lease while the fan-out runs it
+├── _LEASE                                  LEASE: who is writing now: one claim per writer (host, pid,
+│                                           owner token, its concepts or the coordinator, expiry)
 ├── seeds/<concept_id>.safetensors          seeds_key(): inverted seeds, centroid, planned seeds, their
 │                                           health; metadata (JSON) in the safetensors header
 ├── images/<concept_id>/<image_id>.png      image_key(); image_id = <method>-<kind>-<index:05d>
@@ -23,6 +23,8 @@ through this module; none spells them itself.
 ├── eval/metrics.png                        EVAL_PLOT      and its plot
 ├── README.md                               CARD: the dataset card (Hugging Face dataset-card format)
 ├── report/index.md                         REPORT_INDEX: summary linking everything
+├── report/index.html                       REPORT_HTML: the report to look at in a browser
+├── report/<concept_id>/index.html          concept_page_key(): a page per concept
 ├── report/<concept_id>/contact_sheet.png   sheet_key()
 ├── report/<concept_id>/seed_norms.png      norms_key()
 ├── hf/<method>/train-NNNNN-of-NNNNN.parquet  hf_file_key(): Hugging Face datasets export
@@ -39,8 +41,6 @@ Pure names: no IO and nothing of normguide imported, so every layer may use it.
 
 from __future__ import annotations
 
-import hashlib
-
 # --- the run ------------------------------------------------------------------------------------
 RUN_JSON = "run.json"
 SUCCESS = "_SUCCESS"
@@ -51,15 +51,6 @@ IMAGES_DIR = "images"
 SEEDS_DIR = "seeds"
 #: A probe a storage writes and deletes to check the root is writable (never left behind).
 WRITE_CHECK = ".normguide-write-check"
-
-
-def shard_lease(concept_ids: list[str] | None) -> str:
-    """The lease a driver holds while it writes: :data:`LEASE` for a whole run (and a fan-out's
-    parent), ``_LEASE-shard-<hash>`` for a shard (its concept ids), so the shards of one run
-    write side by side while two runs of the same shard exclude each other."""
-    if concept_ids is None:
-        return LEASE
-    return f"{LEASE}-shard-{hashlib.sha256(chr(0).join(sorted(concept_ids)).encode()).hexdigest()[:12]}"
 
 
 def seeds_key(concept_id: str) -> str:
@@ -95,6 +86,12 @@ EVAL_PLOT = f"{EVAL_DIR}/metrics.png"
 CARD = "README.md"
 REPORT_DIR = "report"
 REPORT_INDEX = f"{REPORT_DIR}/index.md"
+REPORT_HTML = f"{REPORT_DIR}/index.html"
+
+
+def concept_page_key(concept_id: str) -> str:
+    """A concept's page of the HTML report."""
+    return f"{REPORT_DIR}/{concept_id}/index.html"
 
 
 def sheet_key(concept_id: str) -> str:

@@ -122,9 +122,23 @@ def write_report(ctx: RunContext, *, evaluation: EvaluationRecord | None = None,
 
     # 4. The summary and the card
     storage.write_bytes(INDEX_KEY, index_markdown(record, absolute=False).encode())
-    storage.write_bytes(CARD_KEY, card_mod.dataset_card(run, record, schema=manifest_table.schema,
-                                                        export_yaml=exports.card_yaml, snippets=exports.snippets).encode())
+    write_html(ctx, record, manifest, warnings=list(run.get("warnings") or []))
+    storage.write_bytes(CARD_KEY, card_mod.dataset_card(
+        run, record, schema=manifest_table.schema, export_yaml=exports.card_yaml, snippets=exports.snippets,
+        manifest_bytes=storage.sizes([layout.MANIFEST]).get(layout.MANIFEST, 0)).encode())
     return record
+
+
+def write_html(ctx: RunContext, record: ReportRecord, manifest: pd.DataFrame, *, warnings: list[str]) -> None:
+    """``report/index.html`` and ``report/<concept_id>/index.html`` (:mod:`normguide.reporting.html`)."""
+    from normguide.reporting import html
+
+    storage = ctx.storage
+    for cid, rows in manifest.groupby("concept_id", sort=False):
+        storage.write_bytes(html.concept_page_key(str(cid)), html.concept_html(str(cid), rows).encode())
+    storage.write_bytes(html.HTML_INDEX_KEY, html.index_html(
+        record, warnings=warnings, has_eval_plot=record.evaluation_plot_uri is not None,
+        has_eval_report=record.evaluation_report_uri is not None).encode())
 
 
 def _read_seeds(ctx: RunContext, concept_id: str) -> SeedsFile:
@@ -191,12 +205,13 @@ def contact_sheet(ctx: RunContext, seeds: SeedsFile, rows: pd.DataFrame, *, titl
     n_refs = len(seeds.meta["reference_uris"])
     bands = [Band("REFERENCES", ("real images", f"{n_refs} image(s)" + (f", {len(refs)} shown" if len(refs) < n_refs else ""),
                                  "inverted to seeds"), tuple(refs), reference=True)]
+    table_refs = (seeds.meta.get("concept") or {}).get("reference_uris") or seeds.meta["reference_uris"]  # as source_refs
     for method, group in rows.groupby("method", sort=False):
         shown = _display_order(group, max_per_method)
         tiles = []
         for row in shown.itertuples():
             with Image.open(io.BytesIO(storage.read_bytes(mf.image_key(row.concept_id, row.image_id)))) as im:
-                tiles.append(Tile(im.convert("RGB"), caption(row, seeds.meta["reference_uris"])))
+                tiles.append(Tile(im.convert("RGB"), caption(row, table_refs)))
         count = f"{len(group)} generated" + (f", {len(shown)} shown" if len(shown) < len(group) else "")
         desc = SEED_METHODS[method].description if method in SEED_METHODS else ""
         bands.append(Band(str(method), (count, desc), tuple(tiles)))
@@ -242,6 +257,10 @@ def find_exports(ctx: RunContext, manifest: pa.Table) -> Exports:
     except ImportError:
         export = None
     endpoint = ctx.config.storage.endpoint_url
+    # the card's loading lines work from where the dataset is: relative to the run's folder for a
+    # local run (a copied or moved folder still loads), the s3:// URI for a run on S3
+    s3 = storage.root.startswith("s3://")
+    where = storage.uri if s3 else (lambda key: f"./{key}")
     snippets, yaml_fields = {}, None
     if hf_files:
         try:
@@ -249,13 +268,14 @@ def find_exports(ctx: RunContext, manifest: pa.Table) -> Exports:
         except ImportError:  # the datasets package is not installed
             yaml_fields = None
         yaml_fields = yaml_fields or card_mod.derived_hf_yaml(hf_files)
+        card_mod.set_split_bytes(yaml_fields, storage.sizes(hf_files))
         if export is not None:
-            snippets["hf"] = export.load_snippet("hf", storage.uri(layout.HF_DIR), endpoint_url=endpoint)
+            snippets["hf"] = export.load_snippet("hf", where(layout.HF_DIR), endpoint_url=endpoint)
     if shards:
         snippets["webdataset"] = (
-            export.load_snippet("webdataset", storage.uri(layout.WEBDATASET_DIR), endpoint_url=endpoint, num_shards=len(shards))
+            export.load_snippet("webdataset", where(layout.WEBDATASET_DIR), endpoint_url=endpoint, num_shards=len(shards))
             if export is not None else
-            f'webdataset.WebDataset("{storage.uri(layout.WEBDATASET_DIR)}/shard-{{00000..{len(shards) - 1:05d}}}.tar")'
+            f'webdataset.WebDataset("{where(layout.WEBDATASET_DIR)}/shard-{{00000..{len(shards) - 1:05d}}}.tar")'
         )
     return Exports(formats=formats, card_yaml=yaml_fields, snippets=snippets)
 
@@ -283,6 +303,7 @@ def index_markdown(record: ReportRecord, *, absolute: bool) -> str:
         f"- output: `{record.output_root}`",
         f"- {record.images} images, {len(record.concepts)} concept(s); dataset card: [README.md]({link(record.card_uri)})",
         f"- formats: {', '.join(record.formats)}",
+        f"- the report to look at in a browser: [report/index.html]({link(record.output_root.rstrip('/') + '/report/index.html')})",
         "",
         "## Images per concept and method",
         "",

@@ -10,7 +10,7 @@ from normguide.data import layout
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONSTANTS = {name: value for name, value in vars(layout).items() if name.isupper() and isinstance(value, str)}
-KEY_FUNCTIONS = ["shard_lease", "seeds_key", "image_key", "part_key", "sheet_key", "norms_key", "hf_file_key",
+KEY_FUNCTIONS = ["seeds_key", "image_key", "part_key", "sheet_key", "norms_key", "concept_page_key", "hf_file_key",
                  "wds_shard_key", "export_success_key", "export_started_key"]
 
 
@@ -30,9 +30,7 @@ def test_keys_are_the_ones_the_docstring_shows():
     assert layout.hf_file_key("nao", 0, 2) == "hf/nao/train-00000-of-00002.parquet"
     assert layout.wds_shard_key(3, ".tar") == "webdataset/shard-00003.tar"
     assert layout.export_success_key("hf") == "hf/_SUCCESS"
-    assert layout.shard_lease(None) == "_LEASE"
-    assert layout.shard_lease(["b", "a"]) == layout.shard_lease(["a", "b"]) != layout.shard_lease(["a"])
-    assert layout.shard_lease(["a"]).startswith("_LEASE-shard-")
+    assert layout.concept_page_key("c") == "report/c/index.html"
     for key in (layout.RUN_JSON, layout.SUCCESS, layout.MANIFEST, layout.EVAL_METRICS, layout.CARD, layout.REPORT_INDEX):
         assert key in layout.__doc__
 
