@@ -24,6 +24,7 @@ import yaml
 from normguide import __version__
 from normguide.errors import BAD_INPUT, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, exit_code
 from normguide.config import RunConfig, load_config
+from normguide.data import layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -162,7 +163,7 @@ def _checked(console, cfg: RunConfig, ids):
         if prepared.complete:
             return RunSummary(run_id=prepared.run_id, output_root=prepared.output_root, model=prepared.model,
                               is_demo=prepared.is_demo, model_note=prepared.model_note, finalized=True,
-                              already_complete=True, manifest_uri=ctx.storage.uri("manifest.parquet"))
+                              already_complete=True, manifest_uri=ctx.storage.uri(layout.MANIFEST))
         concepts = steps.load_concepts(ctx, ids)
         steps.check_references(ctx, concepts)
         console.print(steps.outline(ctx, concepts), highlight=False, soft_wrap=True)
@@ -447,13 +448,13 @@ def _existing_run(run_uri: str, endpoint_url: Optional[str]):
 
     storage_config = {"endpoint_url": endpoint_url} if endpoint_url else {}
     store = Storage.open(run_uri.rstrip("/"), storage_config=RunConfig(storage=storage_config).storage)
-    if not store.exists("run.json"):
+    if not store.exists(layout.RUN_JSON):
         raise ValueError(f"{run_uri} is not a normguide run: it has no run.json")
-    doc = json.loads(store.read_bytes("run.json"))
+    doc = json.loads(store.read_bytes(layout.RUN_JSON))
     try:
         cfg = RunConfig.model_validate({**doc["config"], "storage": storage_config})
     except Exception as exc:  # noqa: BLE001 - a record we cannot read is named
-        raise ValueError(f"{store.uri('run.json')} is not a readable normguide run record: {exc}") from None
+        raise ValueError(f"{store.uri(layout.RUN_JSON)} is not a readable normguide run record: {exc}") from None
     return cfg, store
 
 
@@ -574,11 +575,10 @@ def plan_command(
 def _print_existing(console, ctx, concepts) -> None:
     """What a run would do with what the output already holds: concepts done, still to make, or
     made again because their row in the table changed (read-only)."""
-    from normguide.data import run_record
     from normguide.pipeline import steps
 
     try:
-        if not ctx.storage.exists(run_record.RUN_JSON):
+        if not ctx.storage.exists(layout.RUN_JSON):
             return
         states = steps.part_states(ctx, concepts)
     except (ValueError, OSError) as exc:
