@@ -70,6 +70,7 @@ def uptime() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs of each command first (warm disk cache)")
     parser.add_argument("--busy", type=int, default=0, help="other processes keeping cores busy (yes > /dev/null)")
     parser.add_argument("--log", type=Path, help="write the last default run's output here")
     args = parser.parse_args()
@@ -81,7 +82,8 @@ def main() -> None:
     log = ""
     try:
         for name, cmd in (("normguide run", ["run"]), ("normguide run --quick", ["run", "--quick"])):
-            one_run(cmd, env)  # warm-up: disk cache, bytecode
+            for _ in range(args.warmup):  # warm-up: disk cache, bytecode
+                one_run(cmd, env)
             results[name] = []
             for i in range(args.runs):
                 numbers, out = one_run(cmd, env)
@@ -94,7 +96,7 @@ def main() -> None:
             p.kill()
     print(f"load after: {uptime()}")
     print()
-    print(f"| command ({args.runs} runs, warm; busy processes: {len(busy)}) | wall s median (min-max) | "
+    print(f"| command ({args.runs} run(s), {args.warmup} warm-up; busy processes: {len(busy)}) | wall s median (min-max) | "
           "to first model call s | to first line s |")
     print("| --- | ---: | ---: | ---: |")
     for name, rows in results.items():

@@ -87,15 +87,14 @@ class Reporter(Protocol):
 class LogReporter:
     """Log lines while a stage runs (the default, and the CLI's when not on a terminal): one when it
     starts, one every ``interval`` seconds while it runs (done/total, rate, ETA), also between
-    batches (a heartbeat thread), and one when it ends. Quiet enough for a log file, often enough
-    that a long CPU run never looks stuck."""
+    batches (a heartbeat thread per stage, in the stage's context, so a Prefect task's lines stay
+    its own), and one when it ends. Quiet enough for a log file, often enough that a long CPU run
+    never looks stuck."""
 
     def __init__(self, logger: logging.Logger = log, level: int = logging.INFO, interval: float = 10.0):
         self.logger, self.level, self.interval = logger, level, interval
-        self._running: dict[int, tuple[Stage, list[float]]] = {}
+        self._running: dict[int, tuple[list[float], threading.Event]] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> LogReporter:  # a reporter is used as a context, like the CLI's live bars
         return self
@@ -107,38 +106,36 @@ class LogReporter:
         self.logger.log(self.level, "%s", text)
 
     def started(self, stage: Stage) -> None:
+        import contextvars
+
         self.logger.log(self.level, "%s: %s of %d %ss started", stage.concept_id, stage.name, stage.total, stage.unit)
+        last, stop = [time.perf_counter()], threading.Event()
         with self._lock:
-            self._running[id(stage)] = (stage, [time.perf_counter()])
-            if self._thread is None or not self._thread.is_alive():
-                self._wake.clear()
-                self._thread = threading.Thread(target=self._beat, name="normguide-progress", daemon=True)
-                self._thread.start()
+            self._running[id(stage)] = (last, stop)
+        threading.Thread(target=contextvars.copy_context().run, args=(self._beat, stage, last, stop),
+                         name="normguide-progress", daemon=True).start()
 
     def advanced(self, stage: Stage) -> None:
         with self._lock:
             entry = self._running.get(id(stage))
-        if entry is not None and stage.done < stage.total and time.perf_counter() - entry[1][0] >= self.interval:
-            entry[1][0] = time.perf_counter()
+        if entry is not None and stage.done < stage.total and time.perf_counter() - entry[0][0] >= self.interval:
+            entry[0][0] = time.perf_counter()
             self.logger.log(self.level, "%s", stage.describe_running())
 
     def finished(self, stage: Stage, ok: bool) -> None:
         with self._lock:
-            self._running.pop(id(stage), None)
-            if not self._running:
-                self._wake.set()
+            entry = self._running.pop(id(stage), None)
+        if entry is not None:
+            entry[1].set()
         if ok:
             self.logger.log(self.level, "%s", stage.describe())
 
-    def _beat(self) -> None:
-        """Every ``interval``: a line for each stage silent that long (a batch still running)."""
-        while not self._wake.wait(min(1.0, self.interval)):
-            now = time.perf_counter()
-            with self._lock:
-                due = [(s, last) for s, last in self._running.values() if now - last[0] >= self.interval]
-            for s, last in due:
-                last[0] = now
-                self.logger.log(self.level, "%s", s.describe_running())
+    def _beat(self, stage: Stage, last: list[float], stop: threading.Event) -> None:
+        """While ``stage`` runs: a line whenever it has been silent for ``interval`` (a batch still running)."""
+        while not stop.wait(min(1.0, self.interval)):
+            if time.perf_counter() - last[0] >= self.interval:
+                last[0] = time.perf_counter()
+                self.logger.log(self.level, "%s", stage.describe_running())
 
 
 _reporter: Reporter = LogReporter()
