@@ -8,7 +8,7 @@ The demo model (``normguide.demo``) saw the digits 2, 5 and 8 only 8 times each 
 are the rare concepts. Per experiment seed (its own ``--references`` real references per digit,
 drawn from the held-out reference pool):
 
-1. invert the references (DDIM, 50 steps, guidance 1; batched, ``batch_invariant=False``);
+1. invert the references (DDIM, ``--inversion-steps`` 50, guidance 1; batched, ``batch_invariant=False``);
 2. plan ``--images`` seeds per concept for every method (``normguide.data.plan``, run seed = the
    experiment seed): nao, nao-fitted, slerp, lerp, cog, norm-mean, circle (Diff-II) and random
    (prompt only); the same identical inversions for every method;
@@ -80,7 +80,7 @@ def _one_seed(model, seed: int, args, longtail_data) -> tuple[list[dict], dict]:
     prior = ChiPrior(model.d)
     plans = {}
     for label, images in refs.items():
-        inv = invert_images(model, images, digits.prompt_for(label), num_inference_steps=50, guidance_scale=1.0,
+        inv = invert_images(model, images, digits.prompt_for(label), num_inference_steps=args.inversion_steps, guidance_scale=1.0,
                             batch_size=64, reconstruction=False, batch_invariant=False).seeds
         cid = f"digit-{digits.CLASS_NAMES[label]}"
         plans[label] = plan_seeds(inv, concept_id=cid, methods=METHODS, num_images=args.images, base_seed=seed)
@@ -95,7 +95,7 @@ def _one_seed(model, seed: int, args, longtail_data) -> tuple[list[dict], dict]:
             cid = f"digit-{digits.CLASS_NAMES[label]}"
             out = [im for b in generate_images(model, plan.seeds, digits.prompt_for(label), num_inference_steps=args.steps,
                                                guidance_scale=g, batch_size=64, batch_invariant=False) for im in b]
-            z = prior.zscore(plan.seeds.reshape(len(plan.rows), -1).double().norm(dim=-1)).tolist()
+            z = prior.zscore(plan.seeds.reshape(len(plan.rows), -1).double()).tolist()
             for row, im, zz in zip(plan.rows, out, z):
                 man.append({"concept_id": cid, "name": digits.CLASS_NAMES[label], "method": row.method, "seed_zscore": zz})
                 imgs.append(im)
@@ -108,7 +108,7 @@ def _one_seed(model, seed: int, args, longtail_data) -> tuple[list[dict], dict]:
         # long-tail augmentation
         feats = pixel_features(imgs)
         syn = {meth: lt.Labelled(feats[(manifest.method == meth).to_numpy()],
-                                 manifest.name[manifest.method == meth].to_numpy().astype(str)) for meth in METHODS}
+                                 manifest["name"][manifest.method == meth].to_numpy().astype(str)) for meth in METHODS}
         ref_imgs = [im for c in refs for im in refs[c]]
         ref_lab = [digits.CLASS_NAMES[c] for c in refs for _ in refs[c]]
         table = lt.augmentation_table(real_train, real_test_lt, rare, references=lt.Labelled.of(pixel_features(ref_imgs), ref_lab),
@@ -207,6 +207,7 @@ def main() -> None:
     ap.add_argument("--references", type=int, default=5, help="reference images per concept")
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 7.5])
     ap.add_argument("--steps", type=int, default=25, help="DDIM steps for generation")
+    ap.add_argument("--inversion-steps", type=int, default=50, help="DDIM steps for inversion (guidance 1)")
     ap.add_argument("--classifiers", nargs="+", default=["linear", "svm"])
     ap.add_argument("--out", type=Path, default=Path("/tmp/normguide-quality"))
     ap.add_argument("--sheets", type=Path, default=REPO / "examples" / "figures" / "quality")
