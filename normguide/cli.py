@@ -24,6 +24,7 @@ import yaml
 from normguide import __version__
 from normguide.errors import BAD_INPUT, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, exit_code
 from normguide.config import RunConfig, load_config
+from normguide.data import layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -111,6 +112,7 @@ def run(
     guidance: Optional[float] = typer.Option(None, help="Generation guidance scale (1 to 100).", show_default=str(_D.generation.guidance_scale)),
     inversion_steps: Optional[int] = typer.Option(None, help="DDIM inversion steps.", show_default=str(_D.inversion.num_inference_steps)),
     batch_size: Optional[int] = typer.Option(None, help="Batch size for inversion and generation.", show_default=f"{_D.inversion.batch_size} / {_D.generation.batch_size}"),
+    batch_invariant: Optional[bool] = typer.Option(None, "--batch-invariant/--no-batch-invariant", help="Run the models one sample at a time inside a batch (inversion and generation), so an image's bytes do not depend on its batch mates; slower (docs/determinism.md).", show_default="no: batched, as diffusers"),
     reconstruction: Optional[bool] = typer.Option(None, "--reconstruction/--no-reconstruction", help="Record each seed's reconstruction error.", show_default=str(_D.inversion.reconstruction).lower()),
     export: Optional[str] = typer.Option(None, help="Comma-separated export formats written after the run: hf, webdataset.", show_default="none"),
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL for s3:// inputs and outputs.", show_default="AWS"),
@@ -125,7 +127,8 @@ def run(
         cfg = _build_config(config, _step_options(
             config, concepts, output, model, run_id, prompt_template, seed, methods, num_images, steps, guidance,
             inversion_steps, batch_size, reconstruction, endpoint_url,
-            device=device, dtype=dtype, compile=compile, export=_split(export)), quick=quick)
+            device=device, dtype=dtype, compile=compile, export=_split(export),
+            **{"generation.batch_invariant": batch_invariant, "inversion.batch_invariant": batch_invariant}), quick=quick)
         cfg = cfg.pinned()  # reads the table once: a missing one is named here
     except ValueError as exc:
         raise _fail(console, str(exc)) from None
@@ -160,7 +163,7 @@ def _checked(console, cfg: RunConfig, ids):
         if prepared.complete:
             return RunSummary(run_id=prepared.run_id, output_root=prepared.output_root, model=prepared.model,
                               is_demo=prepared.is_demo, model_note=prepared.model_note, finalized=True,
-                              already_complete=True, manifest_uri=ctx.storage.uri("manifest.parquet"))
+                              already_complete=True, manifest_uri=ctx.storage.uri(layout.MANIFEST))
         concepts = steps.load_concepts(ctx, ids)
         steps.check_references(ctx, concepts)
         console.print(steps.outline(ctx, concepts), highlight=False, soft_wrap=True)
@@ -445,13 +448,13 @@ def _existing_run(run_uri: str, endpoint_url: Optional[str]):
 
     storage_config = {"endpoint_url": endpoint_url} if endpoint_url else {}
     store = Storage.open(run_uri.rstrip("/"), storage_config=RunConfig(storage=storage_config).storage)
-    if not store.exists("run.json"):
+    if not store.exists(layout.RUN_JSON):
         raise ValueError(f"{run_uri} is not a normguide run: it has no run.json")
-    doc = json.loads(store.read_bytes("run.json"))
+    doc = json.loads(store.read_bytes(layout.RUN_JSON))
     try:
         cfg = RunConfig.model_validate({**doc["config"], "storage": storage_config})
     except Exception as exc:  # noqa: BLE001 - a record we cannot read is named
-        raise ValueError(f"{store.uri('run.json')} is not a readable normguide run record: {exc}") from None
+        raise ValueError(f"{store.uri(layout.RUN_JSON)} is not a readable normguide run record: {exc}") from None
     return cfg, store
 
 
@@ -572,11 +575,10 @@ def plan_command(
 def _print_existing(console, ctx, concepts) -> None:
     """What a run would do with what the output already holds: concepts done, still to make, or
     made again because their row in the table changed (read-only)."""
-    from normguide.data import run_record
     from normguide.pipeline import steps
 
     try:
-        if not ctx.storage.exists(run_record.RUN_JSON):
+        if not ctx.storage.exists(layout.RUN_JSON):
             return
         states = steps.part_states(ctx, concepts)
     except (ValueError, OSError) as exc:
@@ -609,38 +611,10 @@ def _seed_shape(cfg: RunConfig) -> tuple[int, int, int]:
 
 def _dry_plans(cfg: RunConfig, concepts, shape):
     """Per concept, rows (method, kind, count, t values, pairs, z range) of the seed plan made
-    from N(0, I) stand-ins for its inverted seeds."""
-    import math
+    from N(0, I) stand-ins for its inverted seeds (the geometry once per reference count)."""
+    from normguide.data.dry_plan import dry_plans
 
-    import torch
-
-    from normguide.data.plan import plan_seeds
-    from normguide.geometry import ChiPrior
-
-    d = math.prod(shape)
-    prior = ChiPrior(d)
-    out = []
-    for c in concepts:
-        k = len(c.reference_uris)
-        stand_in = torch.randn(k, *shape, generator=torch.Generator().manual_seed(0))
-        p = cfg.plan
-        plan = plan_seeds(stand_in, concept_id=c.concept_id, methods=p.methods, num_images=c.num_images or p.num_images,
-                          include_centroid=p.include_centroid, pair_paths=p.pair_paths, centroid_paths=p.centroid_paths,
-                          include_inversions=p.include_inversions, t_values=p.t_values, base_seed=cfg.seed)
-        z = prior.zscore(plan.seeds.reshape(len(plan.rows), -1).double()).tolist()
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, r in enumerate(plan.rows):
-            groups.setdefault((r.method, r.kind), []).append(i)
-        rows = []
-        for (method, kind), idx in groups.items():
-            ts = sorted({plan.rows[i].t for i in idx if plan.rows[i].t is not None})
-            pairs = sorted({tuple(plan.rows[i].pair) for i in idx if plan.rows[i].pair is not None})
-            zs = [z[i] for i in idx]
-            rows.append((method, kind, str(len(idx)), ", ".join(f"{t:.2f}" for t in ts) or "-",
-                         " ".join(("c" if a < 0 else str(a)) + "-" + str(b) for a, b in pairs) or "-",
-                         f"{min(zs):+.2f}..{max(zs):+.2f}"))
-        out.append((c, rows))
-    return out
+    return dry_plans(cfg, concepts, shape)
 
 
 @app.command("config")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from normguide.data import layout
 from normguide.data.parquet_io import read_metadata, read_table
 
 MANIFEST_SCHEMA = pa.schema(
@@ -138,12 +139,9 @@ def _precision_fallback(seeds: SeedsFile, sources, generation: str | None) -> st
     return ",".join(parts) or None
 
 
-def part_key(concept_id: str) -> str:
-    return f"manifest/part-{concept_id}.parquet"
-
-
-def image_key(concept_id: str, image_id: str) -> str:
-    return f"images/{concept_id}/{image_id}.png"
+# the keys live in normguide.data.layout; these names are kept for callers
+part_key = layout.part_key
+image_key = layout.image_key
 
 
 #: Key of a manifest part's Parquet metadata holding its concept's row (JSON of

@@ -10,10 +10,11 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from normguide.data import layout
 from normguide.config import RunConfig
 
-RUN_JSON = "run.json"
-SUCCESS = "_SUCCESS"
+RUN_JSON = layout.RUN_JSON  # names kept for callers; the keys live in normguide.data.layout
+SUCCESS = layout.SUCCESS
 
 
 def now() -> datetime:

@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from normguide.config import EXPORT_FORMATS
+from normguide.data import layout
 
 
 def export_command(
@@ -37,7 +38,7 @@ def export_command(
     try:
         cfg, store = _existing_run(run_uri, endpoint_url)
         uris = steps.export_and_report(RunContext.create(cfg, storage=store), format, shard_size=shard_size)
-        shards = json.loads(store.read_bytes("webdataset/_SUCCESS"))["shards"] if "webdataset" in uris else 1
+        shards = json.loads(store.read_bytes(layout.export_success_key(layout.WEBDATASET_DIR)))["shards"] if "webdataset" in uris else 1
     except (ValueError, FileNotFoundError, StorageError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

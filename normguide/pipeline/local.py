@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from normguide.config import RunConfig
+from normguide.data import layout
 from normguide.data.schema import Concept
 from normguide.data.storage import LeaseLost, Storage
 from normguide.pipeline import steps
@@ -91,7 +92,7 @@ def run_dataset(
     if prepared.complete:
         log.info("run %s is already complete at %s: nothing to do", prepared.run_id, prepared.output_root)
         summary = RunSummary(**head, finalized=True, already_complete=True,
-                             manifest_uri=ctx.storage.uri("manifest.parquet"))
+                             manifest_uri=ctx.storage.uri(layout.MANIFEST))
         return publish(ctx, summary) if steps.wants_report(ctx, already_complete=True) else summary
 
     # 2. The concept table and its reference images (still no model, nothing written)

@@ -34,6 +34,7 @@ from PIL import Image
 from pyarrow import ArrowException
 
 from normguide import __version__, progress
+from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.images import (
@@ -389,7 +390,7 @@ def discard_concept(ctx: RunContext, concept: Concept, changed: list[str], *, fo
     check_lease(ctx)
     storage.delete([run_record.SUCCESS])
     storage.delete([mf.part_key(cid)])
-    storage.delete([k for k in storage.list(f"images/{cid}") if k.startswith(f"images/{cid}/")])
+    storage.delete([k for k in storage.list(layout.images_prefix(cid)) if k.startswith(f"{layout.images_prefix(cid)}/")])
     storage.delete([seeds_key(cid)])
 
 
@@ -583,7 +584,7 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
     the concepts whose part is missing (nothing is written then). Needs no model.
     """
     storage = ctx.storage
-    manifest_uri = storage.uri("manifest.parquet")
+    manifest_uri = storage.uri(layout.MANIFEST)
     if is_complete(ctx):
         return manifest_uri
     missing = missing_parts(ctx, concept_ids)
@@ -594,7 +595,7 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
         raise RuntimeError(f"cannot finalize run {ctx.run_id!r}: {storage.uri(run_record.RUN_JSON)!r} is missing")
     parts = [storage.read_bytes(mf.part_key(c)) for c in concept_ids]
     manifest = mf.consolidate(parts)
-    if storage.exists("manifest.parquet") and storage.read_bytes("manifest.parquet") != manifest:
+    if storage.exists(layout.MANIFEST) and storage.read_bytes(layout.MANIFEST) != manifest:
         # a reopened run: the evaluation scored the earlier manifest; the card must not show it
         stale = sorted(storage.existing([EVAL_METRICS, EVAL_REPORT, EVAL_PLOT]))
         if stale:
@@ -602,7 +603,7 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
                          "evaluated again when evaluation is on, or with `normguide evaluate`",
                          ", ".join(storage.uri(k) for k in stale))
             storage.delete(stale)
-    storage.write_bytes("manifest.parquet", manifest)
+    storage.write_bytes(layout.MANIFEST, manifest)
     storage.write_bytes(run_record.RUN_JSON, run_record.finished_record(
         storage.read_bytes(run_record.RUN_JSON), concepts=concept_ids, images=sum(mf.num_rows(p) for p in parts),
         table_digest=ctx.config.table_digest()))
@@ -611,7 +612,7 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
 
 
 # -- 5. evaluate -------------------------------------------------------------------------------
-EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = "eval/metrics.parquet", "eval/report.md", "eval/metrics.png"
+EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = layout.EVAL_METRICS, layout.EVAL_REPORT, layout.EVAL_PLOT
 
 
 def _judge_kind(ctx: RunContext) -> str | None:
@@ -695,7 +696,7 @@ def evaluate(ctx: RunContext, *, judge=None):
 
     storage = ctx.storage
     # 1. Check inputs: a finalized run and a judge
-    if not storage.exists("manifest.parquet"):
+    if not storage.exists(layout.MANIFEST):
         raise ValueError(f"run at {storage.root} has no manifest.parquet: it is missing or not complete "
                          "(finish it with `normguide run` first)")
     judge = judge or evaluation_judge(ctx)
@@ -703,7 +704,7 @@ def evaluate(ctx: RunContext, *, judge=None):
         raise ValueError("no judge to evaluate with: this model has no built-in one; set evaluation.clip_model "
                          "to a local CLIP directory (or evaluation.judge)")
     # 2. The manifest, its images, and each concept's references
-    manifest = read_frame(storage.read_bytes("manifest.parquet"))
+    manifest = read_frame(storage.read_bytes(layout.MANIFEST))
     images = [_decode(storage.read_bytes(key), storage.uri(key))
               for key in (mf.image_key(c, i) for c, i in zip(manifest.concept_id, manifest.image_id))]
     names = dict(zip(manifest.concept_id, manifest.name))
@@ -764,4 +765,4 @@ def report(ctx: RunContext, evaluation=None):
 def wants_report(ctx: RunContext, already_complete: bool) -> bool:
     """A finalized run gets its report; a complete run seen again only when its card is missing
     or exports are configured (an export added later is written then; the card names it)."""
-    return not already_complete or bool(ctx.config.export) or not ctx.storage.exists("README.md")
+    return not already_complete or bool(ctx.config.export) or not ctx.storage.exists(layout.CARD)

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
+from normguide.data import layout
 from normguide.data.manifest import MANIFEST_SCHEMA
 from normguide.data.text import printable
 from normguide.reporting.records import (
@@ -77,7 +78,7 @@ def derived_hf_yaml(hf_files: Sequence[str]) -> dict[str, Any]:
     method, the first the default; used when ``normguide.export`` does not provide the header."""
     methods = list(dict.fromkeys(k.split("/")[1] for k in hf_files if k.count("/") >= 2 and k.endswith(".parquet")))
     configs = [{"config_name": m, **({"default": True} if i == 0 else {}),
-                "data_files": [{"split": "train", "path": f"hf/{m}/train-*.parquet"}]} for i, m in enumerate(methods)]
+                "data_files": [{"split": "train", "path": f"{layout.HF_DIR}/{m}/{layout.HF_SPLIT}-*.parquet"}]} for i, m in enumerate(methods)]
     return {"configs": configs} if configs else {}
 
 
@@ -110,7 +111,7 @@ def card_yaml(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Schema
         "size_categories": [size_category(record.images)],
         "pretty_name": pretty,
         "configs": [{"config_name": "default",
-                     "data_files": [{"split": "train", "path": "manifest.parquet"}]}],
+                     "data_files": [{"split": "train", "path": layout.MANIFEST}]}],
         "dataset_info": {"features": manifest_features(schema),
                          "splits": [{"name": "train", "num_bytes": manifest_bytes, "num_examples": record.images}]},
     }
@@ -198,7 +199,7 @@ def _load_snippets(record: ReportRecord, snippets: Mapping[str, str]) -> list[st
             "```python",
             "import webdataset",
             "",
-            "ds = " + snippets.get("webdataset", f'webdataset.WebDataset("{root}/webdataset/shard-00000.tar")'),
+            "ds = " + snippets.get("webdataset", f'webdataset.WebDataset("{root}/{layout.wds_shard_key(0, ".tar")}")'),
             "for sample in ds.decode(\"pil\"):",
             "    image, row = sample[\"png\"], sample[\"json\"]",
             "```",

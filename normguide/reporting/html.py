@@ -22,16 +22,16 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from normguide.data import layout
 from normguide.reporting.records import (
     CARD_KEY,
     EVAL_PLOT_KEY,
     EVAL_REPORT_KEY,
-    REPORT_DIR,
     ReportRecord,
 )
 from normguide.reporting.tables import METRIC_MEANINGS
 
-HTML_INDEX_KEY = f"{REPORT_DIR}/index.html"
+HTML_INDEX_KEY = layout.REPORT_HTML
 #: Most images of one method shown on a concept's page (the rest are in the manifest).
 MAX_IMAGES_PER_METHOD = 500
 
@@ -50,8 +50,7 @@ figure dt { color: #666; } figure dd { margin: 0; overflow-wrap: anywhere; }
 """
 
 
-def concept_page_key(concept_id: str) -> str:
-    return f"{REPORT_DIR}/{concept_id}/index.html"
+concept_page_key = layout.concept_page_key
 
 
 def _href(path: str) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from normguide.data import manifest as mf
+from normguide.data import layout
 from normguide.data import run_record
 from normguide.data.parquet_io import read_frame
 from normguide.data.storage import Storage
@@ -73,9 +74,9 @@ def _lease_state(store: Storage) -> str | None:
 
 
 def _counts(store: Storage) -> tuple[dict[str, tuple[str, dict[str, int]]], str]:
-    if store.exists("manifest.parquet"):
-        return counts_by_concept(read_frame(store.read_bytes("manifest.parquet"))), "manifest.parquet"
-    parts = [k for k in store.list("manifest") if k.startswith("manifest/part-") and k.endswith(".parquet")]
+    if store.exists(layout.MANIFEST):
+        return counts_by_concept(read_frame(store.read_bytes(layout.MANIFEST))), layout.MANIFEST
+    parts = [k for k in store.list(layout.MANIFEST_DIR) if layout.is_part_key(k)]
     frames = [mf.parquet_to_table(store.read_bytes(k)).select(["concept_id", "name", "method"]).to_pandas() for k in parts]
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["concept_id", "name", "method"])
     return counts_by_concept(manifest), f"{len(parts)} manifest part(s) (not finalized)"

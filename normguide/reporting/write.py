@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
+from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.images import ReferenceImageError, decode_reference
@@ -72,11 +73,11 @@ def write_report(ctx: RunContext, *, evaluation: EvaluationRecord | None = None,
     # 1. Check inputs: a finalized run
     if max_per_method < 1:
         raise ValueError(f"max_per_method must be ≥ 1, got {max_per_method}")
-    if not storage.exists("manifest.parquet"):
+    if not storage.exists(layout.MANIFEST):
         raise ValueError(f"run at {storage.root} has no manifest.parquet: it is missing or not complete "
                          "(finish it with `normguide run` first)")
     run = json.loads(storage.read_bytes(run_record.RUN_JSON)) if storage.exists(run_record.RUN_JSON) else {}
-    manifest_table = mf.parquet_to_table(storage.read_bytes("manifest.parquet"))
+    manifest_table = mf.parquet_to_table(storage.read_bytes(layout.MANIFEST))
     manifest = manifest_table.to_pandas()
     model = run.get("model") or {}
     run_id = str(run.get("run_id") or ctx.run_id)  # the recorded id: a config read back may resolve differently
@@ -124,7 +125,7 @@ def write_report(ctx: RunContext, *, evaluation: EvaluationRecord | None = None,
     write_html(ctx, record, manifest, warnings=list(run.get("warnings") or []))
     storage.write_bytes(CARD_KEY, card_mod.dataset_card(
         run, record, schema=manifest_table.schema, export_yaml=exports.card_yaml, snippets=exports.snippets,
-        manifest_bytes=storage.sizes(["manifest.parquet"]).get("manifest.parquet", 0)).encode())
+        manifest_bytes=storage.sizes([layout.MANIFEST]).get(layout.MANIFEST, 0)).encode())
     return record
 
 
@@ -248,8 +249,8 @@ def find_exports(ctx: RunContext, manifest: pa.Table) -> Exports:
     ``hf`` export's card YAML and a loading line per format, from ``normguide.export`` when it
     is installed (its ``hf_card_yaml`` needs the ``datasets`` package), else derived here."""
     storage = ctx.storage
-    hf_files = [k for k in storage.list("hf") if k.endswith(".parquet")]
-    shards = [k for k in storage.list("webdataset") if k.endswith(".tar")]
+    hf_files = [k for k in storage.list(layout.HF_DIR) if k.endswith(".parquet")]
+    shards = [k for k in storage.list(layout.WEBDATASET_DIR) if k.endswith(".tar")]
     formats = ["manifest"] + (["hf"] if hf_files else []) + (["webdataset"] if shards else [])
     try:
         from normguide import export
@@ -269,12 +270,12 @@ def find_exports(ctx: RunContext, manifest: pa.Table) -> Exports:
         yaml_fields = yaml_fields or card_mod.derived_hf_yaml(hf_files)
         card_mod.set_split_bytes(yaml_fields, storage.sizes(hf_files))
         if export is not None:
-            snippets["hf"] = export.load_snippet("hf", where("hf"), endpoint_url=endpoint)
+            snippets["hf"] = export.load_snippet("hf", where(layout.HF_DIR), endpoint_url=endpoint)
     if shards:
         snippets["webdataset"] = (
-            export.load_snippet("webdataset", where("webdataset"), endpoint_url=endpoint, num_shards=len(shards))
+            export.load_snippet("webdataset", where(layout.WEBDATASET_DIR), endpoint_url=endpoint, num_shards=len(shards))
             if export is not None else
-            f'webdataset.WebDataset("{where("webdataset")}/shard-{{00000..{len(shards) - 1:05d}}}.tar")'
+            f'webdataset.WebDataset("{where(layout.WEBDATASET_DIR)}/shard-{{00000..{len(shards) - 1:05d}}}.tar")'
         )
     return Exports(formats=formats, card_yaml=yaml_fields, snippets=snippets)
 
@@ -294,7 +295,7 @@ def index_markdown(record: ReportRecord, *, absolute: bool) -> str:
         if not uri.startswith(root):
             return uri
         key = uri[len(root):]
-        return key[len("report/"):] if key.startswith("report/") else "../" + key
+        return key[len(layout.REPORT_DIR) + 1:] if key.startswith(f"{layout.REPORT_DIR}/") else "../" + key
 
     lines = [
         f"# normguide run `{record.run_id}`",

@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from normguide.data import layout
 from normguide.data.storage.lease import LEASE_NAME, LEASE_TTL_S, Lease, acquire_lease
 from normguide.data.storage.retry import RETRY_SECONDS
 from normguide.data.storage.uris import check_key, check_output_root, is_s3
@@ -24,7 +25,7 @@ __all__ = ["WRITE_CHECK_NAME", "Storage", "as_bytes", "batched"]
 T = TypeVar("T")
 
 #: Name stem of the probe object that check_writable writes and removes.
-WRITE_CHECK_NAME = ".normguide-write-check"
+WRITE_CHECK_NAME = layout.WRITE_CHECK
 
 
 def batched(items: Iterable[T], n: int) -> Iterator[list[T]]:

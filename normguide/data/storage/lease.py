@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
+from normguide.data import layout
 from normguide.errors import InputError, RunFailure
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ __all__ = ["FALLBACK_SETTLE_S", "LEASE_NAME", "LEASE_TTL_S", "Lease", "LeaseDama
            "LeaseLost", "acquire_lease", "check_held", "held_leases", "lease_state", "read_holders"]
 
 #: Key of the lease object under the output root.
-LEASE_NAME = "_LEASE"
+LEASE_NAME = layout.LEASE
 #: Default claim lifetime: renewed every third of it, so a live run keeps it through two
 #: failed renewals; a crashed run's claim is taken over at most this long after the crash.
 LEASE_TTL_S = 120.0
