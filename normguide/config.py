@@ -48,7 +48,8 @@ class InversionConfig(_Section):
         False, description="One sample at a time inside a batch, so a seed does not depend on its batch mates "
         "(off: batched, bare diffusers' bytes at the same batch size); see generation.")
     reconstruction: bool = Field(
-        True, description="Denoise each seed again and record its reconstruction error (off for speed)."
+        False, description="Denoise each seed again and record its reconstruction error (the round trip: one more "
+        "denoising pass per reference, about as much again as the inversion; off by default, on for a gate or a study)."
     )
 
     @field_validator("guidance_scale")
