@@ -432,7 +432,7 @@ def evaluate(
 
     console = Console()
     try:
-        cfg, store = _existing_run(run_uri, endpoint_url)
+        cfg, store = existing_run(run_uri, endpoint_url)
         cfg = cfg.with_overrides(**{"evaluation.clip_model": clip_model, "evaluation.real_test": real_test,
                                     "evaluation.judge": "clip" if clip_model else None})
         record = steps.evaluate(RunContext.create(cfg, storage=store))
@@ -442,15 +442,14 @@ def evaluate(
     _print_evaluation(console, record)
 
 
-def _existing_run(run_uri: str, endpoint_url: Optional[str]):
+def existing_run(run_uri: str, endpoint_url: Optional[str]):
     """The RunConfig recorded in a run's run.json (credentials from the environment, never
-    from the record, which masks them) and the run's store."""
-    from normguide.data.storage import Storage
+    from the record, which masks them) and the run's store (opened by
+    :func:`normguide.data.run_record.open_run`, as ``show`` opens it)."""
+    from normguide.data import run_record
 
     storage_config = {"endpoint_url": endpoint_url} if endpoint_url else {}
-    store = Storage.open(run_uri.rstrip("/"), storage_config=RunConfig(storage=storage_config).storage)
-    if not store.exists(layout.RUN_JSON):
-        raise ValueError(f"{run_uri} is not a normguide run: it has no run.json")
+    store = run_record.open_run(run_uri, storage_config=RunConfig(storage=storage_config).storage)
     doc = json.loads(store.read_bytes(layout.RUN_JSON))
     try:
         cfg = RunConfig.model_validate({**doc["config"], "storage": storage_config})
@@ -636,10 +635,12 @@ def show_config(
 def _register_commands() -> None:
     """``export`` and ``show`` live beside what they drive (their modules import nothing heavy)."""
     from normguide.export.cli import export_command
+    from normguide.pipeline.norm_response import norm_response_command
     from normguide.reporting.cli import show_command, verify_command
 
     app.command("export")(export_command)
     app.command("show")(show_command)
+    app.command("norm-response")(norm_response_command)
     app.command("verify")(verify_command)
 
 
