@@ -623,7 +623,8 @@ def _real_test_images(ctx: RunContext, judge, concepts: dict[str, str]) -> dict[
     if source:
         table = parse_concept_table(ctx.read_input(source), source=source)
         found = {c.concept_id: c for c in table.concepts if c.concept_id in concepts}
-        return {cid: [_decode(ctx.read_input(u), u) for u in c.reference_uris] for cid, c in found.items()}
+        return {cid: [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in c.reference_uris]
+                for cid, c in found.items()}
     from normguide.evaluation import DigitsJudge, digits_real_test
 
     return digits_real_test(concepts) if isinstance(judge, DigitsJudge) else None
@@ -660,7 +661,7 @@ def evaluate(ctx: RunContext, *, judge=None):
         seeds = read_seeds(ctx, cid)
         if seeds is None:
             raise ValueError(f"concept {cid!r}: no seeds file {storage.uri(seeds_key(cid))}, so its references are unknown")
-        references[cid] = [_decode(ctx.read_input(u), u) for u in seeds.meta["reference_uris"]]
+        references[cid] = [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in seeds.meta["reference_uris"]]
     # 3. Metrics, report and plot
     metrics = ev.evaluate(manifest, images, references, judge, _real_test_images(ctx, judge, names), names)
     judge_name = getattr(judge, "name", type(judge).__name__)
