@@ -19,7 +19,7 @@ EVAL_REPORT_KEY = "eval/report.md"
 EVAL_PLOT_KEY = "eval/metrics.png"
 EVAL_METRICS_KEY = "eval/metrics.parquet"
 #: The headline evaluation metrics of the summary tables (columns of eval/metrics.parquet).
-HEADLINE_METRICS = ("recognisability", "coverage", "tstr_accuracy", "vendi", "seed_zscore_mean")
+HEADLINE_METRICS = ("recognisability", "none_of_these", "coverage", "tstr_accuracy", "vendi", "seed_zscore_mean")
 
 
 def sheet_key(concept_id: str) -> str:
