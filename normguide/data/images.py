@@ -26,6 +26,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from normguide.errors import InputError
+
 #: Smallest side accepted (a 1x1 "image" is almost certainly a placeholder or an error).
 MIN_SIDE = 16
 #: Largest pixel count accepted, checked from the header before decoding (8000 x 8000).
@@ -36,7 +38,7 @@ WHITE = (255, 255, 255)
 _TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
-class ReferenceImageError(ValueError):
+class ReferenceImageError(InputError):
     """A reference image could not be used; the message names the concept and the file."""
 
 

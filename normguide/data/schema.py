@@ -24,13 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from normguide.data.text import control_characters, describe
+from normguide.errors import InputError
 
 REQUIRED_COLUMNS = ("concept_id", "name", "reference_uris")
 OPTIONAL_COLUMNS = ("prompt", "num_images")
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
-class ConceptTableError(ValueError):
+class ConceptTableError(InputError):
     """The concept table violates the schema; ``problems`` lists every violation."""
 
     def __init__(self, source: str, problems: list[str]):

@@ -20,6 +20,8 @@ from __future__ import annotations
 import unicodedata
 from string import Formatter
 
+from normguide.errors import InputError
+
 #: The fields a prompt template may use.
 TEMPLATE_FIELDS = ("name",)
 
@@ -28,7 +30,7 @@ _ALLOWED_FORMAT = frozenset("\u200c\u200d")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
-class TemplateError(ValueError):
+class TemplateError(InputError):
     """A prompt template uses more than plain ``{name}`` substitution."""
 
 

@@ -25,11 +25,12 @@ from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.storage import Storage
 from normguide.data.text import printable
+from normguide.errors import InputError
 from normguide.reporting.records import CARD_KEY, EVAL_METRICS_KEY, EVAL_REPORT_KEY, INDEX_KEY, REPORT_DIR
 from normguide.reporting.tables import counts_by_concept, counts_markdown, evaluation_markdown, headline_evaluation
 
 
-class NotARunError(ValueError):
+class NotARunError(InputError):
     """The location holds no normguide run (no run.json, or one that is not a run record)."""
 
 
