@@ -9,11 +9,13 @@ such a prompt up front instead, naming the concept, before any model work on it.
 
 from __future__ import annotations
 
+from normguide.errors import InputError
+
 #: Tokenizers without a real maximum report a huge sentinel (transformers' VERY_LARGE_INTEGER).
 _NO_LIMIT = 1_000_000
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(InputError):
     """A prompt has more tokens than the model reads (or than ``limits.max_prompt_tokens``)."""
 
 
