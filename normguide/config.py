@@ -259,6 +259,8 @@ class RunConfig(BaseModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     export: tuple[str, ...] = Field((), description="Export formats written after the run: hf, webdataset.")
     export_shard_size: int = Field(DEFAULT_EXPORT_SHARD_SIZE, ge=1, description="Samples per export shard.")
+    strict_references: bool = Field(False, description="Refuse the whole run (exit 2) when any reference image is "
+                                    "unusable; default: skip only the concepts whose references are bad (exit 1).")
     _table_digest: str | None = PrivateAttr(None)
 
     @field_validator("run_id")
@@ -318,7 +320,7 @@ class RunConfig(BaseModel):
         (:meth:`table_digest`), and a run with a fixed run id follows the table as it changes
         (new concepts reopen a complete run)."""
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
-                                                 "export_shard_size", "compile", "limits"})
+                                                 "export_shard_size", "compile", "limits", "strict_references"})
         d["inversion"].pop("batch_size", None)
         d["generation"].pop("batch_size", None)
         d["generation"].pop("vae_batch_size", None)

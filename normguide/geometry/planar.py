@@ -26,7 +26,7 @@ import math
 import numpy as np
 import torch
 
-from .energy import gauss_legendre
+from .quadrature import gauss_legendre
 
 DEFAULT_NODES = 64       # internal polyline nodes N per geodesic
 INTERNAL_QUAD = 8        # Gauss–Legendre nodes per internal (short) chord

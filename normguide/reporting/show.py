@@ -25,13 +25,11 @@ from normguide.data import run_record
 from normguide.data.parquet_io import read_frame
 from normguide.data.storage import Storage
 from normguide.data.text import printable
-from normguide.errors import InputError
 from normguide.reporting.records import CARD_KEY, EVAL_METRICS_KEY, EVAL_REPORT_KEY, INDEX_KEY, REPORT_DIR
 from normguide.reporting.tables import counts_by_concept, counts_markdown, evaluation_markdown, headline_evaluation
 
 
-class NotARunError(InputError):
-    """The location holds no normguide run (no run.json, or one that is not a run record)."""
+NotARunError = run_record.NotARunError  # the name callers know; the class lives with run.json
 
 
 @dataclass(frozen=True)
@@ -59,28 +57,7 @@ def open_run(run_uri: str, *, endpoint_url: str | None = None) -> Storage:
     environment); :class:`NotARunError` when it has no run.json."""
     from normguide.config import StorageConfig
 
-    store = Storage.open(run_uri.rstrip("/"), storage_config=StorageConfig(endpoint_url=endpoint_url))
-    if not store.exists(run_record.RUN_JSON):
-        if missing := _missing_bucket(store):
-            raise NotARunError(f"{run_uri} cannot be a run: {missing}")
-        raise NotARunError(f"{run_uri} is not a normguide run: it has no run.json")
-    return store
-
-
-def _missing_bucket(store: Storage) -> str | None:
-    """'the bucket 'b' does not exist (endpoint ...)' when ``store`` is on S3 and its bucket is
-    missing, else None (one listing request)."""
-    bucket = getattr(store, "bucket", None)
-    if bucket is None:
-        return None
-    from normguide.data.storage.errors import classify
-
-    try:
-        store.fs.call_s3("list_objects_v2", Bucket=bucket, MaxKeys=1)
-    except Exception as exc:  # noqa: BLE001 - only a missing bucket is named here
-        if classify(exc) == "no_bucket":
-            return f"the bucket {bucket!r} does not exist (S3 endpoint {store.endpoint})"
-    return None
+    return run_record.open_run(run_uri, storage_config=StorageConfig(endpoint_url=endpoint_url))
 
 
 def _lease_state(store: Storage) -> str | None:
