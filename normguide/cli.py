@@ -635,10 +635,12 @@ def show_config(
 def _register_commands() -> None:
     """``export`` and ``show`` live beside what they drive (their modules import nothing heavy)."""
     from normguide.export.cli import export_command
+    from normguide.pipeline.norm_response import norm_response_command
     from normguide.reporting.cli import show_command
 
     app.command("export")(export_command)
     app.command("show")(show_command)
+    app.command("norm-response")(norm_response_command)
 
 
 _register_commands()
