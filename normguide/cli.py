@@ -636,11 +636,12 @@ def _register_commands() -> None:
     """``export`` and ``show`` live beside what they drive (their modules import nothing heavy)."""
     from normguide.export.cli import export_command
     from normguide.pipeline.norm_response import norm_response_command
-    from normguide.reporting.cli import show_command
+    from normguide.reporting.cli import show_command, verify_command
 
     app.command("export")(export_command)
     app.command("show")(show_command)
     app.command("norm-response")(norm_response_command)
+    app.command("verify")(verify_command)
 
 
 _register_commands()

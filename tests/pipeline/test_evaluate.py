@@ -78,7 +78,7 @@ def test_evaluate_command_on_a_local_and_an_s3_run(tmp_path, table, model, s3_se
         assert "recognisability" in res.output and "eval/report.md" in res.output
         store = RunContext.create(cfg).storage
         metrics = pd.read_parquet(io.BytesIO(store.read_bytes("eval/metrics.parquet")))
-        assert len(metrics) == 6
+        assert len(metrics) == 9  # (2 concepts + "(all)") x (nao, random, references)
 
 
 def test_evaluate_bad_input_is_named(tmp_path, table, model):
