@@ -596,10 +596,13 @@ def _print_existing(console, ctx, concepts) -> None:
 
 def _seed_shape(cfg: RunConfig) -> tuple[int, int, int]:
     """The model's seed shape, from a local pipeline's unet config when there is one (no
-    weights loaded), else from loading the model (the demo loads in about a second)."""
-    path = Path(cfg.model)
+    weights loaded; the shipped demo's too, which spares importing diffusers), else from loading
+    the model."""
+    from normguide.diffusion.loading import trained_demo_dir
+
+    path = trained_demo_dir() if cfg.model == "demo" else Path(cfg.model)
     unet = path / "unet" / "config.json"
-    if cfg.model != "demo" and unet.is_file():
+    if unet.is_file():
         conf = json.loads(unet.read_text())
         size = conf.get("sample_size", 64)
         h, w = (size, size) if isinstance(size, int) else tuple(size)
