@@ -22,13 +22,14 @@ import typer
 import yaml
 
 from normguide import __version__
+from normguide.errors import BAD_INPUT, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, exit_code
 from normguide.config import RunConfig, load_config
+from normguide.data import layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Synthetic image datasets from norm-guided diffusion seeds.")
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _DEBUG = {"on": False}
 _D = RunConfig.model_construct()  # the defaults, for --help (constructing reads no table)
 
@@ -41,8 +42,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (and Prefect's own logs) on errors."),
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks (and Prefect's own logs) on errors."),
 ) -> None:
     _DEBUG["on"] = debug
 
@@ -57,9 +58,25 @@ def _fail(console, message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _build_config(config_file: Optional[Path], overrides: dict) -> RunConfig:
+def _build_config(config_file: Optional[Path], overrides: dict, quick: bool = False) -> RunConfig:
     base = load_config(config_file) if config_file else RunConfig()
+    if quick:  # the preset on top of the defaults (or the file), options given here on top of it
+        from normguide.presets import QUICK
+
+        base = base.with_overrides(**QUICK)
     return base.with_overrides(**overrides)
+
+
+def _step_options(config, concepts, output, model, run_id, prompt_template, seed, methods, num_images, steps,
+                  guidance, inversion_steps, batch_size, reconstruction, endpoint_url, **more) -> dict:
+    """The dotted-path overrides of the options `run` and `plan` share (same options, same run id)."""
+    return {"concepts": concepts, "output": output, "model": model, "run_id": run_id,
+            "prompt_template": prompt_template, "seed": seed,
+            "plan.methods": _split(methods), "plan.num_images": num_images,
+            "generation.num_inference_steps": steps, "generation.guidance_scale": guidance,
+            "inversion.num_inference_steps": inversion_steps,
+            "generation.batch_size": batch_size, "inversion.batch_size": batch_size,
+            "inversion.reconstruction": reconstruction, "storage.endpoint_url": endpoint_url, **more}
 
 
 def _split(value: Optional[str]) -> Optional[tuple[str, ...]]:
@@ -95,26 +112,24 @@ def run(
     guidance: Optional[float] = typer.Option(None, help="Generation guidance scale (1 to 100).", show_default=str(_D.generation.guidance_scale)),
     inversion_steps: Optional[int] = typer.Option(None, help="DDIM inversion steps.", show_default=str(_D.inversion.num_inference_steps)),
     batch_size: Optional[int] = typer.Option(None, help="Batch size for inversion and generation.", show_default=f"{_D.inversion.batch_size} / {_D.generation.batch_size}"),
+    batch_invariant: Optional[bool] = typer.Option(None, "--batch-invariant/--no-batch-invariant", help="Run the models one sample at a time inside a batch (inversion and generation), so an image's bytes do not depend on its batch mates; slower (docs/determinism.md).", show_default="no: batched, as diffusers"),
     reconstruction: Optional[bool] = typer.Option(None, "--reconstruction/--no-reconstruction", help="Record each seed's reconstruction error.", show_default=str(_D.inversion.reconstruction).lower()),
     export: Optional[str] = typer.Option(None, help="Comma-separated export formats written after the run: hf, webdataset.", show_default="none"),
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL for s3:// inputs and outputs.", show_default="AWS"),
     prefect: Optional[bool] = typer.Option(None, "--prefect/--no-prefect", help="Run as a Prefect flow (tracking, UI, retries) or in this process; both write the same bytes.", show_default="Prefect when a server is configured (PREFECT_API_URL), else in this process"),
+    strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", help="Refuse the whole run (exit 2) if any reference image is unusable, instead of skipping only the concepts whose references are bad (exit 1).", show_default="no: skip those concepts"),
+    quick: bool = typer.Option(False, "--quick", metavar="", help="A quick look: 10 inversion and 10 generation steps, 4 images per concept and method, no reconstruction pass, into ./outputs-quick (options given here still override). The full default run takes a few times longer."),
 ) -> None:
     """Generate a dataset and print where it is and a summary."""
     from rich.console import Console
 
     console = Console()
     try:
-        cfg = _build_config(config, {
-            "concepts": concepts, "output": output, "model": model, "run_id": run_id,
-            "device": device, "dtype": dtype, "compile": compile, "prompt_template": prompt_template, "seed": seed,
-            "plan.methods": _split(methods), "plan.num_images": num_images,
-            "generation.num_inference_steps": steps, "generation.guidance_scale": guidance,
-            "inversion.num_inference_steps": inversion_steps,
-            "generation.batch_size": batch_size, "inversion.batch_size": batch_size,
-            "inversion.reconstruction": reconstruction, "storage.endpoint_url": endpoint_url,
-            "export": _split(export),
-        })
+        cfg = _build_config(config, _step_options(
+            config, concepts, output, model, run_id, prompt_template, seed, methods, num_images, steps, guidance,
+            inversion_steps, batch_size, reconstruction, endpoint_url,
+            device=device, dtype=dtype, compile=compile, export=_split(export), strict_references=strict,
+            **{"generation.batch_invariant": batch_invariant, "inversion.batch_invariant": batch_invariant}), quick=quick)
         cfg = cfg.pinned()  # reads the table once: a missing one is named here
     except ValueError as exc:
         raise _fail(console, str(exc)) from None
@@ -149,10 +164,11 @@ def _checked(console, cfg: RunConfig, ids):
         if prepared.complete:
             return RunSummary(run_id=prepared.run_id, output_root=prepared.output_root, model=prepared.model,
                               is_demo=prepared.is_demo, model_note=prepared.model_note, finalized=True,
-                              already_complete=True, manifest_uri=ctx.storage.uri("manifest.parquet"))
+                              already_complete=True, manifest_uri=ctx.storage.uri(layout.MANIFEST))
         concepts = steps.load_concepts(ctx, ids)
         steps.check_references(ctx, concepts)
-    except (ValueError, FileNotFoundError, PermissionError) as exc:
+        console.print(steps.outline(ctx, concepts), highlight=False, soft_wrap=True)
+    except BAD_INPUT as exc:
         raise _fail(console, str(exc)) from None
     return None
 
@@ -170,10 +186,12 @@ class RichReporter:
     """progress.Reporter: one live bar per running stage (concept, stage, done/total, rate)."""
 
     def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=True)
+                              TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                              console=console, transient=True)
         self._ids: dict[int, object] = {}
         self._console = console
 
@@ -183,6 +201,9 @@ class RichReporter:
 
     def __exit__(self, *exc):
         self._bars.stop()
+
+    def note(self, text: str) -> None:
+        self._console.print(text, highlight=False, soft_wrap=True)
 
     def started(self, stage) -> None:
         self._ids[id(stage)] = self._bars.add_task(f"{stage.concept_id} · {stage.name}", total=stage.total, rate="")
@@ -216,7 +237,7 @@ def _run_local(console, cfg: RunConfig, ids):
                                progress=lambda n, total, o: console.print(
                                    f"[{n}/{total}] {o.concept_id}: {o.status}, {o.images} image(s), "
                                    f"{o.generated} generated", highlight=False))
-    except (ValueError, FileNotFoundError, PermissionError) as exc:  # bad input or configuration
+    except BAD_INPUT as exc:  # bad input or configuration
         raise _fail(console, str(exc)) from None
     finally:
         progress.set_reporter(old)
@@ -260,7 +281,7 @@ def _run_prefect(console, cfg: RunConfig, ids):
         state = generate_dataset(config=cfg, concept_ids=ids, finalize=finalize, return_state=True)
         summary = state.result(raise_on_failure=False)
     if not isinstance(summary, RunSummary):  # the flow failed before it could summarise
-        raise _fail(console, f"run failed: {summary}", EXIT_BAD_INPUT if isinstance(summary, ValueError) else EXIT_FAILED)
+        raise _fail(console, f"run failed: {summary}", exit_code(summary) if isinstance(summary, BaseException) else EXIT_FAILED)
     return summary
 
 
@@ -298,7 +319,13 @@ class _interrupts:
         import signal
 
         self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        self.terminated = False
+
+        def on_term(*_):
+            self.terminated = True
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_term)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -311,8 +338,10 @@ class _interrupts:
         signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))  # a second Ctrl-C: now
         from normguide.pipeline import RunContext, steps
 
-        steps.record_status(RunContext.create(self.cfg), "interrupted", error="interrupted by the user (Ctrl-C)")
-        self.console.print(f"[yellow]interrupted:[/yellow] run {self.cfg.run_id} stopped; run.json says "
+        why = "terminated (SIGTERM)" if self.terminated else "interrupted by the user (Ctrl-C)"
+        steps.record_status(RunContext.create(self.cfg), "interrupted", error=why)
+        label = "terminated (SIGTERM)" if self.terminated else "interrupted"
+        self.console.print(f"[yellow]{label}:[/yellow] run {self.cfg.run_id} stopped; run.json says "
                            "'interrupted'; rerun the same command to resume", highlight=False, soft_wrap=True)
         _stop_children()
         sys.stdout.flush()
@@ -403,7 +432,7 @@ def evaluate(
 
     console = Console()
     try:
-        cfg, store = _existing_run(run_uri, endpoint_url)
+        cfg, store = existing_run(run_uri, endpoint_url)
         cfg = cfg.with_overrides(**{"evaluation.clip_model": clip_model, "evaluation.real_test": real_test,
                                     "evaluation.judge": "clip" if clip_model else None})
         record = steps.evaluate(RunContext.create(cfg, storage=store))
@@ -413,20 +442,19 @@ def evaluate(
     _print_evaluation(console, record)
 
 
-def _existing_run(run_uri: str, endpoint_url: Optional[str]):
+def existing_run(run_uri: str, endpoint_url: Optional[str]):
     """The RunConfig recorded in a run's run.json (credentials from the environment, never
-    from the record, which masks them) and the run's store."""
-    from normguide.data.storage import Storage
+    from the record, which masks them) and the run's store (opened by
+    :func:`normguide.data.run_record.open_run`, as ``show`` opens it)."""
+    from normguide.data import run_record
 
     storage_config = {"endpoint_url": endpoint_url} if endpoint_url else {}
-    store = Storage.open(run_uri.rstrip("/"), storage_config=RunConfig(storage=storage_config).storage)
-    if not store.exists("run.json"):
-        raise ValueError(f"{run_uri} is not a normguide run: it has no run.json")
-    doc = json.loads(store.read_bytes("run.json"))
+    store = run_record.open_run(run_uri, storage_config=RunConfig(storage=storage_config).storage)
+    doc = json.loads(store.read_bytes(layout.RUN_JSON))
     try:
         cfg = RunConfig.model_validate({**doc["config"], "storage": storage_config})
     except Exception as exc:  # noqa: BLE001 - a record we cannot read is named
-        raise ValueError(f"{store.uri('run.json')} is not a readable normguide run record: {exc}") from None
+        raise ValueError(f"{store.uri(layout.RUN_JSON)} is not a readable normguide run record: {exc}") from None
     return cfg, store
 
 
@@ -445,10 +473,13 @@ def validate(
     concepts: str = typer.Argument(..., help="Concept table (Parquet): a path or s3:// URI."),
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL.", show_default="AWS"),
     references: bool = typer.Option(True, "--references/--no-references", help="Also read and decode every reference image."),
+    model: str = typer.Option(_D.model, help="The model the table is meant for: its tokenizer is read (no weights) to warn of prompt words it does not know; for the demo, of concepts that are not digits."),
+    prompt_template: str = typer.Option(_D.prompt_template, help="Prompt for concepts without their own; {name} is the concept's name."),
 ) -> None:
     """Check a concept table as `run` would (schema, ids, reference images exist and decode,
     sizes, URI schemes) without a model; print its concepts. Exit 2 naming every problem."""
     from rich.console import Console
+    from rich.markup import escape
 
     from normguide.data.storage import Storage
     from normguide.pipeline import RunContext, steps
@@ -474,18 +505,34 @@ def validate(
         raise _fail(console, str(exc)) from None
     for c in rows:
         typer.echo(f"{c.concept_id}\t{c.name}\t{len(c.reference_uris)} reference(s)")
-    typer.echo(f"{len(rows)} concept(s) OK" + ("" if references else " (reference images not read)"))
+    from normguide.vocabulary import drawing_warnings
+
+    warnings = drawing_warnings(model, rows, prompt_template)
+    for line in warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(line)}", soft_wrap=True, highlight=False)
+    typer.echo(f"{len(rows)} concept(s) OK" + ("" if references else " (reference images not read)")
+               + (f", {len(warnings)} warning(s): the model may not draw what they ask (see above)" if warnings else ""))
 
 
 @app.command("plan")
 def plan_command(
     concepts: Optional[str] = typer.Option(None, help="Concept table (Parquet): a path or s3:// URI.", show_default="the shipped example"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML or JSON run configuration."),
+    output: Optional[str] = typer.Option(None, help="Output root, as for `run`.", show_default=_D.output),
+    model: Optional[str] = typer.Option(None, help="Model, as for `run`.", show_default=_D.model),
+    run_id: Optional[str] = typer.Option(None, help="Run id.", show_default="derived as `run` derives it"),
+    prompt_template: Optional[str] = typer.Option(None, help="Prompt for concepts without their own.", show_default=_D.prompt_template),
     methods: Optional[str] = typer.Option(None, help="Comma-separated seed methods.", show_default=",".join(_D.plan.methods)),
     num_images: Optional[int] = typer.Option(None, help="Images per concept and method.", show_default=str(_D.plan.num_images)),
+    steps: Optional[int] = typer.Option(None, help="Generation (denoising) steps.", show_default=str(_D.generation.num_inference_steps)),
+    guidance: Optional[float] = typer.Option(None, help="Generation guidance scale.", show_default=str(_D.generation.guidance_scale)),
+    inversion_steps: Optional[int] = typer.Option(None, help="DDIM inversion steps.", show_default=str(_D.inversion.num_inference_steps)),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size for inversion and generation.", show_default=f"{_D.inversion.batch_size} / {_D.generation.batch_size}"),
+    reconstruction: Optional[bool] = typer.Option(None, "--reconstruction/--no-reconstruction", help="Record each seed's reconstruction error.", show_default=str(_D.inversion.reconstruction).lower()),
     concept_ids: Optional[str] = typer.Option(None, "--concept-ids", help="Comma-separated concept ids.", show_default="all"),
     seed: Optional[int] = typer.Option(None, help="Base seed of the random method.", show_default=str(_D.seed)),
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL.", show_default="AWS"),
+    quick: bool = typer.Option(False, "--quick", metavar="", help="Plan the quick look of `run --quick`."),
 ) -> None:
     """Dry run: print the seed plan per concept (methods, images, t values, expected seed
     z-scores) without inverting or generating anything.
@@ -495,14 +542,16 @@ def plan_command(
     from rich.console import Console
     from rich.table import Table
 
-    from normguide.pipeline import RunContext, steps
+    from normguide.pipeline import RunContext
+    from normguide.pipeline import steps as run_steps
 
     console = Console()
     try:
-        cfg = _build_config(config, {"concepts": concepts, "plan.methods": _split(methods), "plan.num_images": num_images,
-                                     "seed": seed, "storage.endpoint_url": endpoint_url})
+        cfg = _build_config(config, _step_options(
+            config, concepts, output, model, run_id, prompt_template, seed, methods, num_images, steps, guidance,
+            inversion_steps, batch_size, reconstruction, endpoint_url), quick=quick)
         ctx = RunContext.create(cfg)
-        rows = steps.load_concepts(ctx, list(_split(concept_ids)) if concept_ids else None)
+        rows = run_steps.load_concepts(ctx, list(_split(concept_ids)) if concept_ids else None)
         shape = _seed_shape(cfg)
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(console, str(exc)) from None
@@ -510,14 +559,22 @@ def plan_command(
     console.print(f"run {cfg.resolved_run_id()} -> {ctx.storage.root}: {len(rows)} concept(s), "
                   f"seed shape {tuple(shape)}; nothing is written", highlight=False, soft_wrap=True)
     total = 0
-    for concept, groups in plans:
-        table = Table(title=f"{concept.concept_id} ({concept.name}, {len(concept.reference_uris)} reference(s))",
-                      title_justify="left")
+    if len(plans) > _PLAN_TABLES:  # many concepts: one table per distinct plan (printing is the cost)
+        shared: dict[tuple, list] = {}
+        for concept, groups in plans:
+            shared.setdefault(tuple(groups), []).append(concept)
+        items = [(f"{len(cs)} concept(s) with {len(cs[0].reference_uris)} reference(s): "
+                  f"{', '.join(c.concept_id for c in cs[:5])}{', ...' if len(cs) > 5 else ''}", list(g), len(cs))
+                 for g, cs in shared.items()]
+    else:
+        items = [(f"{c.concept_id} ({c.name}, {len(c.reference_uris)} reference(s))", g, 1) for c, g in plans]
+    for title, groups, count in items:
+        table = Table(title=title, title_justify="left")
         for col in ("method", "kind", "images", "t", "pairs", "expected z (min..max)"):
             table.add_column(col, no_wrap=True)
         for g in groups:
             table.add_row(*g)
-            total += int(g[2])
+            total += int(g[2]) * count
         console.print(table)
     console.print(f"{total} image(s) in all", highlight=False)
     _print_existing(console, ctx, rows)
@@ -526,11 +583,10 @@ def plan_command(
 def _print_existing(console, ctx, concepts) -> None:
     """What a run would do with what the output already holds: concepts done, still to make, or
     made again because their row in the table changed (read-only)."""
-    from normguide.data import run_record
     from normguide.pipeline import steps
 
     try:
-        if not ctx.storage.exists(run_record.RUN_JSON):
+        if not ctx.storage.exists(layout.RUN_JSON):
             return
         states = steps.part_states(ctx, concepts)
     except (ValueError, OSError) as exc:
@@ -548,10 +604,13 @@ def _print_existing(console, ctx, concepts) -> None:
 
 def _seed_shape(cfg: RunConfig) -> tuple[int, int, int]:
     """The model's seed shape, from a local pipeline's unet config when there is one (no
-    weights loaded), else from loading the model (the demo loads in about a second)."""
-    path = Path(cfg.model)
+    weights loaded; the shipped demo's too, which spares importing diffusers), else from loading
+    the model."""
+    from normguide.diffusion.loading import trained_demo_dir
+
+    path = trained_demo_dir() if cfg.model == "demo" else Path(cfg.model)
     unet = path / "unet" / "config.json"
-    if cfg.model != "demo" and unet.is_file():
+    if unet.is_file():
         conf = json.loads(unet.read_text())
         size = conf.get("sample_size", 64)
         h, w = (size, size) if isinstance(size, int) else tuple(size)
@@ -561,40 +620,16 @@ def _seed_shape(cfg: RunConfig) -> tuple[int, int, int]:
     return tuple(get_pipeline(cfg.model, device="cpu", dtype="float32").seed_shape)
 
 
+#: Above this many concepts, ``plan`` prints one table per distinct plan instead of one per concept.
+_PLAN_TABLES = 50
+
+
 def _dry_plans(cfg: RunConfig, concepts, shape):
     """Per concept, rows (method, kind, count, t values, pairs, z range) of the seed plan made
-    from N(0, I) stand-ins for its inverted seeds."""
-    import math
+    from N(0, I) stand-ins for its inverted seeds (the geometry once per reference count)."""
+    from normguide.data.dry_plan import dry_plans
 
-    import torch
-
-    from normguide.data.plan import plan_seeds
-    from normguide.geometry import ChiPrior
-
-    d = math.prod(shape)
-    prior = ChiPrior(d)
-    out = []
-    for c in concepts:
-        k = len(c.reference_uris)
-        stand_in = torch.randn(k, *shape, generator=torch.Generator().manual_seed(0))
-        p = cfg.plan
-        plan = plan_seeds(stand_in, concept_id=c.concept_id, methods=p.methods, num_images=c.num_images or p.num_images,
-                          include_centroid=p.include_centroid, pair_paths=p.pair_paths, centroid_paths=p.centroid_paths,
-                          include_inversions=p.include_inversions, t_values=p.t_values, base_seed=cfg.seed)
-        z = prior.zscore(plan.seeds.reshape(len(plan.rows), -1).double()).tolist()
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, r in enumerate(plan.rows):
-            groups.setdefault((r.method, r.kind), []).append(i)
-        rows = []
-        for (method, kind), idx in groups.items():
-            ts = sorted({plan.rows[i].t for i in idx if plan.rows[i].t is not None})
-            pairs = sorted({tuple(plan.rows[i].pair) for i in idx if plan.rows[i].pair is not None})
-            zs = [z[i] for i in idx]
-            rows.append((method, kind, str(len(idx)), ", ".join(f"{t:.2f}" for t in ts) or "-",
-                         " ".join(("c" if a < 0 else str(a)) + "-" + str(b) for a, b in pairs) or "-",
-                         f"{min(zs):+.2f}..{max(zs):+.2f}"))
-        out.append((c, rows))
-    return out
+    return dry_plans(cfg, concepts, shape)
 
 
 @app.command("config")
@@ -615,10 +650,13 @@ def show_config(
 def _register_commands() -> None:
     """``export`` and ``show`` live beside what they drive (their modules import nothing heavy)."""
     from normguide.export.cli import export_command
-    from normguide.reporting.cli import show_command
+    from normguide.pipeline.norm_response import norm_response_command
+    from normguide.reporting.cli import show_command, verify_command
 
     app.command("export")(export_command)
     app.command("show")(show_command)
+    app.command("norm-response")(norm_response_command)
+    app.command("verify")(verify_command)
 
 
 _register_commands()

@@ -41,13 +41,15 @@ def _check_guidance(value: float, field: str) -> float:
 class InversionConfig(_Section):
     """DDIM inversion of the reference images to seeds."""
 
-    num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM inversion steps.")
+    num_inference_steps: int = Field(50, ge=1, description="DDIM inversion steps (at most limits.max_steps).")
     guidance_scale: float = Field(1.0, description="Classifier-free guidance during inversion: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images inverted per batch.")
-    batch_invariant: bool | None = Field(
-        None, description="One sample at a time inside a batch (default: on for CPU, off for GPU); see generation.")
+    batch_invariant: bool = Field(
+        False, description="One sample at a time inside a batch, so a seed does not depend on its batch mates "
+        "(off: batched, bare diffusers' bytes at the same batch size); see generation.")
     reconstruction: bool = Field(
-        True, description="Denoise each seed again and record its reconstruction error (off for speed)."
+        False, description="Denoise each seed again and record its reconstruction error (the round trip: one more "
+        "denoising pass per reference, about as much again as the inversion; off by default, on for a gate or a study)."
     )
 
     @field_validator("guidance_scale")
@@ -55,16 +57,22 @@ class InversionConfig(_Section):
     def _guidance(cls, v: float) -> float:
         return _check_guidance(v, "inversion.guidance_scale")
 
+    @field_validator("batch_invariant", mode="before")
+    @classmethod
+    def _null_is_batched(cls, v):  # null: the default (configs and run.json records from before it was a bool)
+        return False if v is None else v
+
 
 class GenerationConfig(_Section):
     """Image generation from the planned seeds."""
 
-    num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM denoising steps.")
+    num_inference_steps: int = Field(50, ge=1, description="DDIM denoising steps (at most limits.max_steps).")
     guidance_scale: float = Field(7.5, description="Classifier-free guidance scale: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images generated per batch.")
-    batch_invariant: bool | None = Field(
-        None, description="Run the models one sample at a time inside a batch, so a seed gives the same bytes "
-        "whatever its batch (default: on for CPU, off for GPU, where batching is the throughput).")
+    batch_invariant: bool = Field(
+        False, description="Run the models one sample at a time inside a batch, so a seed gives the same bytes "
+        "whatever its batch and batch mates (slower: ~3-5x on CPU at batch 8-32); off: batches run whole, "
+        "with bare diffusers' bytes at the same batch size (docs/determinism.md).")
     vae_batch_size: int | None = Field(
         None, ge=1, description="Images decoded by the VAE at once (default: all on CPU; 8 at 512 px on CUDA).")
 
@@ -72,6 +80,11 @@ class GenerationConfig(_Section):
     @classmethod
     def _guidance(cls, v: float) -> float:
         return _check_guidance(v, "generation.guidance_scale")
+
+    @field_validator("batch_invariant", mode="before")
+    @classmethod
+    def _null_is_batched(cls, v):  # null: the default (configs and run.json records from before it was a bool)
+        return False if v is None else v
 
 
 class PlanConfig(_Section):
@@ -81,7 +94,7 @@ class PlanConfig(_Section):
         ("nao",), min_length=1,
         description="Seed methods (ablations); `normguide methods` lists them (normguide.data.plan.SEED_METHODS).",
     )
-    num_images: int = Field(8, ge=1, le=100_000, description="Images per concept and method (the concept's num_images overrides).")
+    num_images: int = Field(8, ge=1, description="Images per concept and method (the concept's num_images overrides; at most limits.max_images_per_concept).")
     include_centroid: bool = Field(True, description="Plan the centroid of the inverted seeds as the first image.")
     pair_paths: bool = Field(True, description="Sample interpolants on paths between pairs of inverted seeds.")
     centroid_paths: bool = Field(True, description="Sample interpolants on paths from the centroid to each seed.")
@@ -138,6 +151,24 @@ class EvaluationConfig(_Section):
         None, description="Concept table (Parquet) whose reference_uris are held-out REAL images per concept, "
         "for train-on-synthetic-test-on-real; the demo uses its own held-out digits."
     )
+
+
+class LimitsConfig(_Section):
+    """Bounds on what one run may ask of the machine (docs/limits.md). Each is checked before
+    any model work, with a one-line error naming the concept, table or setting; raise one when a
+    real workload needs it. Not part of the run id (they change no image)."""
+
+    max_concepts: int = Field(100_000, ge=1, description="Concepts (rows) in the concept table.")
+    max_references_per_concept: int = Field(1_000, ge=1, description="Reference images of one concept.")
+    max_images_per_concept: int = Field(
+        100_000, ge=1, description="Images of one concept and method (plan.num_images, the table's num_images).")
+    max_steps: int = Field(1_000, ge=1, description="Inversion and generation steps (num_inference_steps).")
+    max_prompt_chars: int = Field(
+        2_000, ge=1, description="Characters of a concept's prompt (its own, or the template with its name), checked "
+        "on the table before anything is loaded.")
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="Tokens of a prompt in the model's tokenizer, checked once the model is loaded; "
+        "default (and most): what the tokenizer reads (77 for CLIP), so no prompt is silently cut short.")
 
 
 #: Export formats written after a run is finalized (``export:`` in the config; normguide.export).
@@ -225,8 +256,11 @@ class RunConfig(BaseModel):
     plan: PlanConfig = Field(default_factory=PlanConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     export: tuple[str, ...] = Field((), description="Export formats written after the run: hf, webdataset.")
     export_shard_size: int = Field(DEFAULT_EXPORT_SHARD_SIZE, ge=1, description="Samples per export shard.")
+    strict_references: bool = Field(False, description="Refuse the whole run (exit 2) when any reference image is "
+                                    "unusable; default: skip only the concepts whose references are bad (exit 1).")
     _table_digest: str | None = PrivateAttr(None)
 
     @field_validator("run_id")
@@ -258,11 +292,25 @@ class RunConfig(BaseModel):
     @field_validator("prompt_template")
     @classmethod
     def _template(cls, v: str) -> str:
-        try:
-            v.format(name="x")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"prompt_template may only use the placeholder {{name}}: {exc!s}") from None
-        return v
+        from normguide.data.text import check_template  # only plain {name}: normguide.data.text
+
+        return check_template(v, where="prompt_template")
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> "RunConfig":
+        lim, bad = self.limits, []
+        for field, value, most, name in (
+            ("inversion.num_inference_steps", self.inversion.num_inference_steps, lim.max_steps, "max_steps"),
+            ("generation.num_inference_steps", self.generation.num_inference_steps, lim.max_steps, "max_steps"),
+            ("plan.num_images", self.plan.num_images, lim.max_images_per_concept, "max_images_per_concept"),
+            ("prompt_template", len(self.prompt_template), lim.max_prompt_chars, "max_prompt_chars"),
+        ):
+            if value > most:
+                what = f"is {value:,} characters long" if field == "prompt_template" else f"is {value:,}"
+                bad.append(f"{field} {what}, more than limits.{name} ({most:,})")
+        if bad:
+            raise ValueError("; ".join(bad))
+        return self
 
     # -- derived --------------------------------------------------------------------------
     def content_dict(self) -> dict[str, Any]:
@@ -272,7 +320,7 @@ class RunConfig(BaseModel):
         (:meth:`table_digest`), and a run with a fixed run id follows the table as it changes
         (new concepts reopen a complete run)."""
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
-                                                 "export_shard_size", "compile"})
+                                                 "export_shard_size", "compile", "limits", "strict_references"})
         d["inversion"].pop("batch_size", None)
         d["generation"].pop("batch_size", None)
         d["generation"].pop("vae_batch_size", None)
@@ -355,7 +403,30 @@ class RunConfig(BaseModel):
                 node[p] = dict(node[p])
                 node = node[p]
             node[leaf] = value
-        return RunConfig.model_validate(_unwrap_secrets(data))
+        from pydantic import ValidationError
+
+        try:
+            return RunConfig.model_validate(_unwrap_secrets(data))
+        except ValidationError as exc:
+            raise ValueError(f"invalid setting: {validation_line(exc)}") from None
+
+
+def validation_line(exc) -> str:
+    """A pydantic ``ValidationError`` as one line: ``field: what was wrong`` per error, joined by
+    ``; `` (the value shown cut short: a 100 KB prompt is not echoed)."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
+        msg = str(err.get("msg", "invalid"))
+        if msg.startswith("Value error, "):  # our validators' messages name the field and value already
+            text = msg.removeprefix("Value error, ")
+            parts.append(text if not err.get("loc") or text.startswith(loc.split(".")[0]) else f"{loc}: {text}")
+            continue
+        got = repr(err.get("input"))
+        if loc.startswith("storage"):  # never echo what may be a credential
+            got = "a value of type " + type(err.get("input")).__name__
+        parts.append(f"{loc}: {msg} (got {got if len(got) <= 60 else got[:57] + '...'})")
+    return "; ".join(p.replace("\n", " ") for p in parts)
 
 
 def secrets_refused(fields: list[str], where: str) -> str:
@@ -377,16 +448,57 @@ def _unwrap_secrets(obj: Any) -> Any:
     return obj
 
 
+#: Largest config file read (bytes): a run configuration is a few hundred bytes.
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (``*name``, ``<<: *name``): an 11-line file of
+    nested aliases expands to 10^9 nodes (a "billion laughs"), and a config needs none."""
+
+    def compose_node(self, parent, index):  # noqa: D102 - PyYAML's hook
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"an alias (*{event.anchor}) on line {event.start_mark.line + 1}: aliases and anchors "
+                "are not allowed in config files", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A PyYAML error as one line: what and where."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None and "line" not in problem:
+        problem += f" (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(problem or exc).split())
+
+
 def load_config(path: str | Path) -> RunConfig:
-    """Read a RunConfig from a YAML (.yaml/.yml) or JSON file; errors name the file and field."""
+    """Read a RunConfig from a YAML (.yaml/.yml) or JSON file; errors name the file and field.
+
+    Guards: a regular file of at most :data:`MAX_CONFIG_BYTES`; YAML is read with the safe
+    loader (no object tags) and without aliases (no alias bombs)."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"config file {str(p)!r} does not exist")
-    text = p.read_text()
+        raise ValueError(f"config file {str(p)!r} does not exist" if not p.exists() else
+                         f"config file {str(p)!r} is not a regular file")
+    with p.open("rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"config file {str(p)!r} is larger than {MAX_CONFIG_BYTES:,} bytes; a run configuration is a few hundred")
     try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"config file {str(p)!r} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"config file {str(p)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - safe, no aliases
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config file {str(p)!r} is not valid JSON: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {str(p)!r} is not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ValueError(f"config file {str(p)!r} is nested too deeply") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -396,4 +508,4 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ValueError(f"config file {str(p)!r} is invalid:\n{exc}") from None
+        raise ValueError(f"config file {str(p)!r} is invalid: {validation_line(exc)}") from None

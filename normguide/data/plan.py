@@ -24,6 +24,13 @@ sampled at interior fractions t of each path. The method decides the geometry:
     slerp       normalized_centroid           slerp
     lerp        mean_centroid                 lerp
     cog         cog_centroid                  cog
+    norm-mean   norm_keeping_centroid         norm_keeping_interpolate (the weighted mean's direction
+                                              at the weighted mean of the inputs' norms; COG/LOL
+                                              family, safe for many correlated inputs)
+    circle      -                             Diff-II's circle interpolation (circle_planner): each
+                                              image a pair of inversions (spread_pairs order) and
+                                              a uniformly random angle on the whole circle through
+                                              them, drawn from (run seed, concept); no centroid image
     random      -                             -  (N(0, I) seeds, one integer seed per image)
 
 Counting: ``num_images`` per method = the centroid (if planned) + interpolants; when t values are
@@ -43,7 +50,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from itertools import combinations
+from itertools import combinations, islice
 
 import torch
 
@@ -109,19 +116,41 @@ def random_seed_for(base_seed: int, concept_id: str, index: int) -> int:
 MAX_RANDOM_SEED = 2**53 - 1
 
 
-def spread_pairs(k: int) -> list[tuple[int, int]]:
-    """All pairs of ``k`` seeds, ordered so that every prefix uses the references as evenly as
-    possible: (0, 1), (2, 3), (0, 2), (1, 3), ... A budget smaller than the number of paths then
-    draws on every reference instead of only on seed 0's paths."""
-    remaining = list(combinations(range(k), 2))
+def spread_pairs(k: int, limit: int | None = None) -> list[tuple[int, int]]:
+    """All pairs of ``k`` seeds (the first ``limit`` of them, if given), ordered so that every
+    prefix uses the references as evenly as possible: (0, 1), (2, 3), (0, 2), (1, 3), ... A
+    budget smaller than the number of paths then draws on every reference instead of only on
+    seed 0's paths.
+
+    The order is greedy: next comes the remaining pair with the least (use_a + use_b,
+    max(use_a, use_b), a, b), ``use`` counting the pairs taken so far that contain a seed. A
+    pair's key only grows as pairs are taken, so a heap whose stale entries are pushed back
+    with their current key when popped gives that order in O(log P) per pair (P = k(k−1)/2),
+    where scanning every remaining pair cost O(P) each (1,000 seeds: minutes, not ms)."""
+    import heapq
+
+    total = k * (k - 1) // 2
+    n = total if limit is None else max(0, min(limit, total))
+    if n == 0:
+        return []
+    kk = k * k
+    # key = (s·k + m)·k² + a·k + b with s = use_a + use_b, m = max(use_a, use_b) < k; initially all
+    # uses are 0 and the keys a·k + b are already in heap (sorted) order
+    heap = [a * k + b for a, b in combinations(range(k), 2)]
     use = [0] * k
-    order = []
-    while remaining:
-        best = min(remaining, key=lambda p: (use[p[0]] + use[p[1]], max(use[p[0]], use[p[1]]), p))
-        remaining.remove(best)
-        use[best[0]] += 1
-        use[best[1]] += 1
-        order.append(best)
+    order: list[tuple[int, int]] = []
+    while len(order) < n:
+        key = heapq.heappop(heap)
+        ab = key % kk
+        a, b = divmod(ab, k)
+        ua, ub = use[a], use[b]
+        current = ((ua + ub) * k + max(ua, ub)) * kk + ab
+        if current != key:  # stale: its seeds were used since it was pushed
+            heapq.heappush(heap, current)
+            continue
+        order.append((a, b))
+        use[a] += 1
+        use[b] += 1
     return order
 
 
@@ -136,10 +165,10 @@ def path_points(
         ts = [j / (m + 1) for j in range(1, m + 1)]
     else:
         ts = list(t_values)
-    # midpoint-first: every path's most central t, then the next, ... (ties: smaller t first)
+    # midpoint-first: every path's most central t, then the next, ... (ties: smaller t first);
+    # generated lazily: 1,000 seeds have 499,500 pair paths, of which a small budget uses few
     order = sorted(range(len(ts)), key=lambda j: (abs(ts[j] - 0.5), ts[j]))
-    points = [(p, ts[j]) for j in order for p in range(n_paths)]
-    return points[:budget]
+    return list(islice(((p, ts[j]) for j in order for p in range(n_paths)), budget))
 
 
 
@@ -163,9 +192,10 @@ class SeedMethod:
             method computes both at once (NAO); else paths come from ``interpolate``.
         prior: ``inverted (K, d) -> prior`` for the method's norm prior; None: the chi prior
             of N(0, I_d) seeds (the geometry's default).
-        planner: ``(name, seeds (K, d), num_images) -> (rows, seeds (n, d), centroid (d,))`` for
-            a method that places its seeds its own way (paper-reference); the path settings
-            (include_centroid, pair_paths, centroid_paths, t_values) do not apply to it.
+        planner: ``(name, seeds (K, d), num_images, *, base_seed, concept_id) -> (rows,
+            seeds (n, d), centroid (d,))`` for a method that places its seeds its own way
+            (paper-reference, circle); the path settings (include_centroid, pair_paths,
+            centroid_paths, t_values) do not apply to it.
     """
 
     name: str
@@ -196,7 +226,7 @@ def _paper_interpolate(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, prior:
     return path[:, idx]
 
 
-def _paper_reference_planner(name: str, flat: torch.Tensor, num_images: int):
+def _paper_reference_planner(name: str, flat: torch.Tensor, num_images: int, **_context):
     """The reference call site (SeedSelect): the centroid of two inversions and both centroid
     paths' n − 2 interior points; ``num_images`` of those 2·(n − 2) points, evenly spread."""
     if flat.shape[0] != 2:
@@ -211,6 +241,34 @@ def _paper_reference_planner(name: str, flat: torch.Tensor, num_images: int):
         rows.append(PlannedSeed(image_id(name, "interpolant", idx), name, "interpolant", idx, pair=(-1, path),
                                 t=1 - (node + 1) / (_PAPER_NODES - 1), sources=(0, 1)))
     return rows, points[picks].to(torch.float32), centroid
+
+
+def circle_angles(base_seed: int, concept_id: str, n: int) -> torch.Tensor:
+    """The ``n`` angles (radians, uniform in [0, 2π)) of a concept's circle-method images: a
+    function of the run seed and the concept only (stable across runs and machines)."""
+    h = hashlib.sha256(f"circle:{base_seed}:{concept_id}".encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(h[:8], "big") & MAX_RANDOM_SEED)
+    return torch.rand(n, generator=gen, dtype=torch.float64) * (2 * math.pi)
+
+
+def _circle_planner(name: str, flat: torch.Tensor, num_images: int, *, base_seed: int = 0, concept_id: str = ""):
+    """Diff-II: image i uses the pair ``spread_pairs(K)[i mod P]`` and a random angle on the whole
+    circle through the two inversions (``geo.circle_interpolate``); ``t`` records angle / 2π.
+    The stored centroid (never generated) is the norm-keeping centroid."""
+    K = flat.shape[0]
+    if K < 2:
+        raise ValueError(f"method {name!r} (Diff-II's circle interpolation) needs at least 2 reference images per "
+                         f"concept; concept {concept_id!r} has {K}")
+    pairs = spread_pairs(K)
+    angles = circle_angles(base_seed, concept_id, num_images)
+    rows, seeds = [], []
+    for idx in range(num_images):
+        i, j = pairs[idx % len(pairs)]
+        seeds.append(geo.circle_interpolate(flat[i], flat[j], angles[idx : idx + 1])[0])
+        rows.append(PlannedSeed(image_id(name, "interpolant", idx), name, "interpolant", idx, pair=(i, j),
+                                t=float(angles[idx]) / (2 * math.pi), sources=(i, j)))
+    out = torch.stack(seeds).to(torch.float32) if seeds else flat.new_empty(0, flat.shape[1])
+    return rows, out, geo.norm_keeping_centroid(flat)
 
 
 SEED_METHODS: dict[str, SeedMethod] = {
@@ -244,6 +302,11 @@ SEED_METHODS: dict[str, SeedMethod] = {
                    centroid=lambda s, p: geo.mean_centroid(s), interpolate=lambda a, b, t, p: geo.lerp(a, b, t)),
         SeedMethod("cog", "COG / LOL (Bodin et al.): sqrt(K) times the mean",
                    centroid=lambda s, p: geo.cog_centroid(s), interpolate=lambda a, b, t, p: geo.cog(a, b, t)),
+        SeedMethod("norm-mean", "mean direction at the inputs' mean norm (COG/LOL family, safe for many correlated inputs)",
+                   centroid=lambda s, p: geo.norm_keeping_centroid(s),
+                   interpolate=lambda a, b, t, p: geo.norm_keeping_interpolate(a, b, t)),
+        SeedMethod("circle", "Diff-II: random angles on the whole circle through two inversions",
+                   planner=_circle_planner),
         SeedMethod("random", "prompt only: fresh N(0, I) seeds, one integer seed per image"),
     )
 }
@@ -294,7 +357,7 @@ def plan_seeds(
         if method.is_random:
             r, s = _plan_random(method.name, concept_id, num_images, shape, base_seed)
         elif method.planner is not None:
-            r, s, centroid = method.planner(method.name, flat, num_images)
+            r, s, centroid = method.planner(method.name, flat, num_images, base_seed=base_seed, concept_id=concept_id)
             centroids[method.name] = centroid.to(torch.float32).reshape(shape)
         else:
             r, s, centroid = _plan_geometric(
@@ -327,16 +390,18 @@ def _plan_geometric(method: SeedMethod, flat: torch.Tensor, *, num_images: int, 
     name = method.name
     prior = method.prior(flat) if method.prior is not None else None
 
-    # 1. Paths: pairs of seeds, then centroid -> each seed; the points the budget buys
-    pairs = spread_pairs(K) if pair_paths else []
-    n_paths = len(pairs) + (K if centroid_paths else 0)
+    # 1. Paths: pairs of seeds, then centroid -> each seed; the points the budget buys (only the
+    #    pairs it samples are ordered and solved: the first ones of spread_pairs' order)
+    n_pairs = K * (K - 1) // 2 if pair_paths else 0
+    n_paths = n_pairs + (K if centroid_paths else 0)
     points = path_points(n_paths, num_images - (1 if include_centroid else 0), t_values)
+    pairs = spread_pairs(K, max((p + 1 for p, _ in points if p < n_pairs), default=0))
     ts = sorted({t for _, t in points})
     t_index = {t: i for i, t in enumerate(ts)}
     t_tensor = torch.tensor(ts, dtype=torch.float64)
 
     # 2. Centroid and the path points the plan uses (paths nobody samples are not computed)
-    need_c_paths = any(p >= len(pairs) for p, _ in points)
+    need_c_paths = any(p >= n_pairs for p, _ in points)
     if need_c_paths and method.centroid_paths is not None:
         centroid, c_paths = method.centroid_paths(flat, t_tensor, prior)
     else:
@@ -344,7 +409,7 @@ def _plan_geometric(method: SeedMethod, flat: torch.Tensor, *, num_images: int, 
         c_paths = method.interpolate(centroid.expand(K, -1), flat, t_tensor, prior) if need_c_paths else None
     centroid = centroid.to(torch.float32)
     p_paths = None
-    if any(p < len(pairs) for p, _ in points):
+    if pairs:
         ia = torch.tensor([i for i, _ in pairs])
         ib = torch.tensor([j for _, j in pairs])
         p_paths = method.interpolate(flat[ia], flat[ib], t_tensor, prior)  # (P, T, d)
@@ -356,12 +421,12 @@ def _plan_geometric(method: SeedMethod, flat: torch.Tensor, *, num_images: int, 
         rows.append(PlannedSeed(image_id(name, "centroid", 0), name, "centroid", 0, sources=tuple(range(K))))
         seeds.append(centroid)
     for idx, (p, t) in enumerate(points):
-        if p < len(pairs):
+        if p < n_pairs:
             i, j = pairs[p]
             seeds.append(p_paths[p, t_index[t]])
             rows.append(PlannedSeed(image_id(name, "interpolant", idx), name, "interpolant", idx, pair=(i, j), t=t, sources=(i, j)))
         else:
-            j = p - len(pairs)
+            j = p - n_pairs
             seeds.append(c_paths[j, t_index[t]])
             rows.append(PlannedSeed(image_id(name, "interpolant", idx), name, "interpolant", idx, pair=(-1, j), t=t, sources=tuple(range(K))))
     out = torch.stack([s.to(torch.float32) for s in seeds]) if seeds else flat.new_empty(0, flat.shape[1])

@@ -14,7 +14,6 @@ Every violation is collected and reported at once, each with its column, the row
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 import re
@@ -23,13 +22,16 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from normguide.data.parquet_io import read_table
+from normguide.data.text import control_characters, describe
+from normguide.errors import InputError
+
 REQUIRED_COLUMNS = ("concept_id", "name", "reference_uris")
 OPTIONAL_COLUMNS = ("prompt", "num_images")
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-MAX_NUM_IMAGES = 100_000
 
 
-class ConceptTableError(ValueError):
+class ConceptTableError(InputError):
     """The concept table violates the schema; ``problems`` lists every violation."""
 
     def __init__(self, source: str, problems: list[str]):
@@ -62,7 +64,11 @@ class Concept:
     raw_reference_uris: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     def resolved_prompt(self, template: str) -> str:
-        return self.prompt if self.prompt else template.format(name=self.name)
+        """The concept's own prompt (verbatim), else ``template`` with ``{name}`` replaced as
+        plain text (:mod:`normguide.data.text`; anything else in it is refused)."""
+        from normguide.data.text import render_template
+
+        return self.prompt if self.prompt else render_template(template, name=self.name)
 
     def definition(self) -> dict:
         """What the concept's row says, as written (reference paths unresolved, so a table moved
@@ -108,13 +114,16 @@ def _is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def parse_concept_table(data: bytes, *, source: str) -> ConceptTable:
-    """Parse and validate Parquet bytes; relative reference paths resolve against ``source``'s folder."""
+def parse_concept_table(data: bytes, *, source: str, limits=None, template: str | None = None) -> ConceptTable:
+    """Parse and validate Parquet bytes; relative reference paths resolve against ``source``'s folder.
+    ``limits`` (a :class:`normguide.config.LimitsConfig`; default: its defaults) bounds concepts,
+    references, images and prompt length; ``template`` is the run's prompt template, so the
+    prompt of a concept without its own is measured as it will be."""
     try:
-        table = pq.read_table(io.BytesIO(data))
+        table = read_table(data)
     except Exception as exc:  # pyarrow raises several types for non-Parquet input
         raise ConceptTableError(source, [f"not a readable Parquet file: {exc}"]) from None
-    return validate_concept_table(table, source=source)
+    return validate_concept_table(table, source=source, limits=limits, template=template)
 
 
 def table_digest(data: bytes) -> str:
@@ -126,14 +135,24 @@ def table_digest(data: bytes) -> str:
     import json
 
     try:
-        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+        rows = read_table(data).to_pylist()
         blob = json.dumps(sorted(rows, key=lambda r: str(r.get("concept_id"))), sort_keys=True, default=str).encode()
     except Exception:  # noqa: BLE001 - unreadable tables are reported by parse_concept_table
         blob = data
     return hashlib.sha256(blob).hexdigest()
 
 
-def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
+def _default_limits():
+    from normguide.config import LimitsConfig
+
+    return LimitsConfig()
+
+
+def validate_concept_table(table: pa.Table, *, source: str, limits=None, template: str | None = None) -> ConceptTable:
+    limits = limits if limits is not None else _default_limits()
+    if table.num_rows > limits.max_concepts:  # before any row is converted
+        raise ConceptTableError(source, [f"the table has {table.num_rows:,} rows, more than limits.max_concepts "
+                                         f"({limits.max_concepts:,}); split it or raise the limit"])
     problems: list[str] = []
     cols = table.schema.names
     missing = [c for c in REQUIRED_COLUMNS if c not in cols]
@@ -181,19 +200,30 @@ def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
         name = row.get("name")
         if not isinstance(name, str) or not name.strip():
             problems.append(f"column 'name', {where}: expected a non-empty string, got {name!r}")
+        elif bad := control_characters(name):
+            problems.append(f"column 'name', {where}: contains the control character {describe(bad[0])}; "
+                            "names may not contain control or format characters (newlines, NUL, bidi overrides)")
         refs = row.get("reference_uris")
         if not refs:
             problems.append(f"column 'reference_uris', {where}: expected at least one reference image, got {refs!r}")
             refs = []
+        elif len(refs) > limits.max_references_per_concept:
+            problems.append(f"column 'reference_uris', {where}: {len(refs):,} reference images, more than "
+                            f"limits.max_references_per_concept ({limits.max_references_per_concept:,})")
         bad_refs = [r for r in refs if not isinstance(r, str) or not r.strip()]
         if bad_refs:
             problems.append(f"column 'reference_uris', {where}: empty or null entries {bad_refs!r}")
         prompt = row.get("prompt")
         if prompt is not None and not (isinstance(prompt, str) and prompt.strip()):
             problems.append(f"column 'prompt', {where}: expected a non-empty string or null, got {prompt!r}")
+        elif isinstance(prompt, str) and (bad := control_characters(prompt)):
+            problems.append(f"column 'prompt', {where}: contains the control character {describe(bad[0])}; "
+                            "prompts may not contain control or format characters (newlines, NUL, bidi overrides)")
         n = row.get("num_images")
-        if n is not None and not (1 <= n <= MAX_NUM_IMAGES):
-            problems.append(f"column 'num_images', {where}: expected an integer in 1..{MAX_NUM_IMAGES} or null, got {n!r}")
+        if n is not None and not (1 <= n <= limits.max_images_per_concept):
+            problems.append(f"column 'num_images', {where}: expected an integer in 1..{limits.max_images_per_concept} "
+                            f"(limits.max_images_per_concept) or null, got {n!r}")
+        problems += _prompt_length(name, prompt, template, limits.max_prompt_chars, where)
         concepts.append(
             Concept(
                 concept_id=cid if isinstance(cid, str) else str(cid),
@@ -207,6 +237,28 @@ def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
     if problems:
         raise ConceptTableError(source, problems)
     return ConceptTable(source=source, concepts=concepts)
+
+
+def _prompt_length(name, prompt, template: str | None, most: int, where: str) -> list[str]:
+    """The problem with the length of a concept's prompt as the model will get it (its own
+    prompt, else the template with its name), if any; the prompt itself is never echoed."""
+    if isinstance(prompt, str) and prompt.strip():
+        text, column = prompt, "prompt"
+    elif isinstance(name, str):
+        from normguide.data.text import TemplateError, render_template
+
+        try:
+            text = render_template(template, name=name) if template else name
+        except TemplateError:  # the config's validation names a bad template
+            text = name
+        column = "name"
+    else:
+        return []
+    if len(text) <= most:
+        return []
+    what = "its prompt" if column == "prompt" else ("its prompt (the template with its name)" if template else "its name")
+    return [f"column {column!r}, {where}: {what} is {len(text):,} characters long, more than "
+            f"limits.max_prompt_chars ({most:,})"]
 
 
 def _parent(source: str) -> str:

@@ -32,6 +32,7 @@ import torch
 
 from normguide.diffusion.demo import DEMO_FAMILIES, DEMO_REVISION_FORMAT, build_demo_pipeline
 from normguide.diffusion.devices import resolve_device, resolve_dtype
+from normguide.errors import InputError
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -107,7 +108,7 @@ class LoadedModel:
         return c * h * w
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """A model spec that cannot be loaded; the message names the spec and what was wrong."""
 
 
@@ -193,11 +194,15 @@ def content_revision(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+#: The shipped trained demo pipeline: package data of ``normguide.demo`` (its PIPELINE_DIR), named
+#: here by path so the loader does not import the package that trains and judges with it (that
+#: package sits above this one: its classifier and training script use the diffusion code).
+TRAINED_DEMO_DIR = Path(__file__).resolve().parents[1] / "demo" / "weights" / "pipeline"
+
+
 def trained_demo_dir() -> Path:
     """Where the shipped trained demo pipeline lives (inside the installed package)."""
-    from normguide.demo import PIPELINE_DIR
-
-    return PIPELINE_DIR
+    return TRAINED_DEMO_DIR
 
 
 def _hub_revision(repo_id: str) -> str:

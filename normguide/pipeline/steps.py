@@ -34,6 +34,7 @@ from PIL import Image
 from pyarrow import ArrowException
 
 from normguide import __version__, progress
+from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.images import (
@@ -42,6 +43,7 @@ from normguide.data.images import (
     encode_png,
     sha256_hex,
 )
+from normguide.data.parquet_io import read_frame
 from normguide.data.schema import Concept, ConceptTableError, changed_fields, parse_concept_table
 from normguide.data.seeds import SeedsFile, seeds_key
 from normguide.data.storage import check_uri_scheme
@@ -80,12 +82,17 @@ def start(ctx: RunContext) -> PreparedRun:
     """Load the model (a bad model fails before any concept) and start run.json: a new record,
     or a resumed one marked ``running`` again."""
     storage = ctx.storage
+    warnings = drawing_warnings(ctx)
+    for line in warnings:
+        _log.warning("%s", line)
+    progress.announce(f"loading the model {ctx.config.model}")
     model = ctx.model()
+    check_lease(ctx)
     if not storage.exists(run_record.RUN_JSON):
         storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.config, output_root=storage.root, model={
             "id": model.model_id, "revision": model.revision, "family": model.family, "is_demo": model.is_demo,
             "note": model.note, "seed_shape": list(model.seed_shape), "scheduler": model.scheduler,
-        }))
+        }, warnings=warnings))
     else:
         record = storage.read_bytes(run_record.RUN_JSON)
         if json.loads(record).get("status") != "running":
@@ -95,17 +102,35 @@ def start(ctx: RunContext) -> PreparedRun:
                        is_demo=model.is_demo, model_note=model.note)
 
 
-def lease_name(concept_ids: list[str] | None) -> str:
-    """The lease a driver holds while it writes: ``_LEASE`` for a whole run (and a fan-out's
-    parent), one per shard for a shard's concepts, so shards run side by side while two runs
-    of the same dataset (or of the same shard) cannot."""
-    from normguide.data.storage import LEASE_NAME
+def drawing_warnings(ctx: RunContext, concepts: list[Concept] | None = None) -> list[str]:
+    """What the model cannot draw of the concept table (``normguide.vocabulary``): prompt words
+    its tokenizer does not know, and for the demo concepts that are not digits. Warnings, never
+    errors; loads no model (the tokenizer only, without torch)."""
+    from normguide.vocabulary import drawing_warnings as check
 
-    if concept_ids is None:
-        return LEASE_NAME
-    import hashlib
+    try:
+        rows = load_concepts(ctx) if concepts is None else concepts
+        return check(ctx.config.model, rows, ctx.config.prompt_template)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run must not stop the run
+        _log.debug("drawing check skipped: %s", exc)
+        return []
 
-    return f"{LEASE_NAME}-shard-{hashlib.sha256(chr(0).join(sorted(concept_ids)).encode()).hexdigest()[:12]}"
+
+def acquire_lease(ctx: RunContext, concept_ids: list[str] | None, *, owner: str, coordinator: bool = False):
+    """The run's claim in the output root's lease (``normguide.data.storage.lease``): every
+    concept for a whole run (``concept_ids`` None), those concepts for a subset or shard, or a
+    fan-out parent's ``coordinator`` claim. A live run whose claim overlaps is named in
+    :class:`LeaseHeld`. The steps then check it before each write (:func:`check_lease`)."""
+    return ctx.storage.acquire_lease(owner=owner, concepts=concept_ids, coordinator=coordinator)
+
+
+def check_lease(ctx: RunContext, *, finalizing: bool = False) -> None:
+    """Before a write: raise ``LeaseLost`` if this process's lease on the run root was lost
+    (one read of the lease object); ``finalizing`` upgrades a subset's claim to every concept
+    (``LeaseHeld`` while another writer is live). No lease held in this process: no check."""
+    from normguide.data.storage.lease import check_held
+
+    check_held(ctx.storage, finalizing=finalizing)
 
 
 def record_status(ctx: RunContext, status: str, error: str | None = None) -> None:
@@ -114,6 +139,7 @@ def record_status(ctx: RunContext, status: str, error: str | None = None) -> Non
     of a failure, which must stay the error the user sees."""
     storage = ctx.storage
     try:
+        check_lease(ctx)  # a lost lease: another run owns run.json now
         if not storage.exists(run_record.RUN_JSON) or storage.exists(run_record.SUCCESS):
             return
         record = storage.read_bytes(run_record.RUN_JSON)
@@ -138,7 +164,8 @@ def load_concepts(ctx: RunContext, concept_ids: list[str] | None = None) -> list
     """Read and validate the concept table; every bad reference URI scheme is reported at once."""
     source = ctx.config.concepts
     check_uri_scheme(source, field="concepts")
-    concepts = parse_concept_table(ctx.read_input(source), source=source).select(concept_ids)
+    concepts = parse_concept_table(ctx.read_input(source), source=source, limits=ctx.config.limits,
+                                   template=ctx.config.prompt_template).select(concept_ids)
     problems = []
     for c in concepts:
         for uri in c.reference_uris:
@@ -171,22 +198,58 @@ def read_references(ctx: RunContext, concept: Concept) -> list[Image.Image]:
     return images
 
 
-def check_references(ctx: RunContext, concepts: list[Concept]) -> None:
+def check_references(ctx: RunContext, concepts: list[Concept]) -> dict[str, str]:
     """Read and decode every reference of ``concepts`` that still needs inverting (a concept
     with a seeds file or a manifest part is skipped), without a model: what ``run`` would
-    reject is found before any model or Prefect start. Raises one :class:`ReferenceImageError`
-    naming every bad reference of every concept."""
+    reject is found before any model or Prefect start.
+
+    Returns concept id -> what is wrong with its references (every bad file of the concept
+    named), for the concepts a run skips while it makes the others (each is logged as an
+    error). Raises one :class:`ReferenceImageError` naming every bad reference of every concept
+    instead when ``config.strict_references`` is set, or when no concept would be left to make.
+    """
     have = ctx.storage.existing([k for c in concepts for k in (seeds_key(c.concept_id), mf.part_key(c.concept_id))])
-    problems = []
+    bad: dict[str, str] = {}
     for c in concepts:
         if seeds_key(c.concept_id) in have or mf.part_key(c.concept_id) in have:
             continue
         try:
             read_references(ctx, c)
         except ReferenceImageError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ReferenceImageError(f"{len(problems)} concept(s) have unusable reference images:\n  " + "\n  ".join(problems))
+            bad[c.concept_id] = str(exc)
+    if bad and (ctx.config.strict_references or len(bad) == len(concepts)):
+        raise ReferenceImageError(f"{len(bad)} concept(s) have unusable reference images:\n  " + "\n  ".join(bad.values()))
+    for cid, why in bad.items():
+        _log.error("concept %s is skipped: %s", cid, why)
+    return bad
+
+
+def skipped_outcomes(bad: dict[str, str]) -> dict:
+    """The failed outcomes of the concepts :func:`check_references` skipped."""
+    from normguide.pipeline.results import ConceptOutcome
+
+    return {cid: ConceptOutcome.failed(cid, f"skipped, unusable reference images: {why}") for cid, why in bad.items()}
+
+
+def outline(ctx: RunContext, concepts: list[Concept]) -> str:
+    """What the run will do next, in one line: a new run names its concepts, images and steps; a
+    resumed one says how many concepts are complete ("resuming: 1 of 3 concepts complete").
+    One listing of the manifest parts; no model."""
+    cfg = ctx.config
+    ids = [c.concept_id for c in concepts]
+    missing = missing_parts(ctx, ids)
+    images = sum((c.num_images or cfg.plan.num_images) for c in concepts)
+    steps_text = (f"inversion {cfg.inversion.num_inference_steps} steps per reference, generation "
+                  f"{cfg.generation.num_inference_steps} steps per image")
+    if ctx.storage.exists(run_record.RUN_JSON):
+        done = len(ids) - len(missing)
+        head = f"resuming: {done} of {len(ids)} concept(s) complete"
+        if missing:
+            head += f"; next: {', '.join(missing)} ({steps_text})"
+        return head
+    return (f"{len(ids)} concept(s) ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}), "
+            f"{images * len(cfg.plan.methods)} image(s) with method(s) {', '.join(cfg.plan.methods)}; {steps_text}; "
+            f"next: loading the model {cfg.model}, then inverting {ids[0] if ids else '-'}")
 
 
 # -- 3. per concept ------------------------------------------------------------------------------
@@ -340,9 +403,10 @@ def discard_concept(ctx: RunContext, concept: Concept, changed: list[str], *, fo
     cid = concept.concept_id
     _log.warning("concept %r changed in the concept table since %s was written (%s); its images, "
                  "seeds and manifest part are discarded and made again", cid, found, ", ".join(changed))
+    check_lease(ctx)
     storage.delete([run_record.SUCCESS])
     storage.delete([mf.part_key(cid)])
-    storage.delete([k for k in storage.list(f"images/{cid}") if k.startswith(f"images/{cid}/")])
+    storage.delete([k for k in storage.list(layout.images_prefix(cid)) if k.startswith(f"{layout.images_prefix(cid)}/")])
     storage.delete([seeds_key(cid)])
 
 
@@ -374,18 +438,20 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
     import torch
 
     from normguide.diffusion import invert_images, prepare_image
+    from normguide.diffusion.prompts import check_prompt_tokens
 
     cid = concept.concept_id
     if (found := read_seeds(ctx, cid)) is not None:
         if not (changed := changed_fields(found.meta.get("concept"), concept)):
             return found
         discard_concept(ctx, concept, changed, found=ctx.storage.uri(seeds_key(cid)))
-    # 1. Read and check every reference (errors name the concept and the file)
+    # 1. Read and check the prompt and every reference (errors name the concept and the file)
     model = ctx.model()
+    prompt = concept.resolved_prompt(ctx.config.prompt_template)
+    check_prompt_tokens(model, prompt, concept_id=cid, setting=ctx.config.limits.max_prompt_tokens)
     images = [prepare_image(im, model.resolution) for im in read_references(ctx, concept)]
     # 2. DDIM inversion
     inv = ctx.config.inversion
-    prompt = concept.resolved_prompt(ctx.config.prompt_template)
     seeds_out, errors, fallbacks = [], [], []
     with progress.stage(cid, "inversion", total=len(images)) as bar:
         for start in range(0, len(images), inv.batch_size):  # one batch per call, so progress is per batch
@@ -407,6 +473,7 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
         "inversion_guidance": inv.guidance_scale, "seed_shape": list(model.seed_shape),
         "precision_fallback": fallbacks,
     })
+    check_lease(ctx)
     ctx.storage.write_bytes(seeds_key(cid), seeds.to_bytes())
     return seeds
 
@@ -425,6 +492,7 @@ def plan(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> SeedsFile:
         pair_paths=p.pair_paths, centroid_paths=p.centroid_paths, include_inversions=p.include_inversions,
         t_values=p.t_values, base_seed=ctx.config.seed,
     ))
+    check_lease(ctx)
     ctx.storage.write_bytes(seeds_key(concept.concept_id), planned.to_bytes())
     return planned
 
@@ -439,10 +507,13 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
     cid = concept.concept_id
     if (done := completed_concept(ctx, concept)) is not None:
         return done
+    from normguide.diffusion.prompts import check_prompt_tokens
+
     rows = seeds.plan_rows
     storage = ctx.storage
     model = ctx.model()
     prompt = concept.resolved_prompt(ctx.config.prompt_template)
+    check_prompt_tokens(model, prompt, concept_id=cid, setting=ctx.config.limits.max_prompt_tokens)
     gen = ctx.config.generation
 
     # 1. Which images are missing; the ones an earlier, interrupted run wrote are read back,
@@ -468,6 +539,7 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
                       normguide_version=__version__),
         seeds, keys, [records[i] for i in range(len(rows))],
     )
+    check_lease(ctx)
     storage.write_bytes(mf.part_key(cid), mf.rows_to_parquet(part, concept=concept.definition()))
     z = [r["seed_zscore"] for r in part]
     return GeneratedConcept(concept_id=cid, images=len(rows), generated=len(todo), skipped=False,
@@ -514,6 +586,7 @@ def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: li
             if pending is not None:
                 records.update(pending.result())
             # PNG encoding, hashing and the upload of this batch overlap the generation of the next
+            check_lease(ctx)  # before each batch's write: a run that lost its lease writes no more
             pending = writer.submit(_encode_and_write, ctx.storage, [keys[i] for i in idx], idx, images,
                                     images.precision_fallback)
             bar.advance(len(images))
@@ -532,17 +605,18 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
     the concepts whose part is missing (nothing is written then). Needs no model.
     """
     storage = ctx.storage
-    manifest_uri = storage.uri("manifest.parquet")
+    manifest_uri = storage.uri(layout.MANIFEST)
     if is_complete(ctx):
         return manifest_uri
     missing = missing_parts(ctx, concept_ids)
     if missing:
         raise RuntimeError(f"cannot finalize run {ctx.run_id!r}: manifest parts missing for concepts {missing}")
+    check_lease(ctx, finalizing=True)  # every writer of the root excluded from here on
     if not storage.exists(run_record.RUN_JSON):
         raise RuntimeError(f"cannot finalize run {ctx.run_id!r}: {storage.uri(run_record.RUN_JSON)!r} is missing")
     parts = [storage.read_bytes(mf.part_key(c)) for c in concept_ids]
     manifest = mf.consolidate(parts)
-    if storage.exists("manifest.parquet") and storage.read_bytes("manifest.parquet") != manifest:
+    if storage.exists(layout.MANIFEST) and storage.read_bytes(layout.MANIFEST) != manifest:
         # a reopened run: the evaluation scored the earlier manifest; the card must not show it
         stale = sorted(storage.existing([EVAL_METRICS, EVAL_REPORT, EVAL_PLOT]))
         if stale:
@@ -550,7 +624,7 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
                          "evaluated again when evaluation is on, or with `normguide evaluate`",
                          ", ".join(storage.uri(k) for k in stale))
             storage.delete(stale)
-    storage.write_bytes("manifest.parquet", manifest)
+    storage.write_bytes(layout.MANIFEST, manifest)
     storage.write_bytes(run_record.RUN_JSON, run_record.finished_record(
         storage.read_bytes(run_record.RUN_JSON), concepts=concept_ids, images=sum(mf.num_rows(p) for p in parts),
         table_digest=ctx.config.table_digest()))
@@ -559,7 +633,7 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
 
 
 # -- 5. evaluate -------------------------------------------------------------------------------
-EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = "eval/metrics.parquet", "eval/report.md", "eval/metrics.png"
+EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = layout.EVAL_METRICS, layout.EVAL_REPORT, layout.EVAL_PLOT
 
 
 def _judge_kind(ctx: RunContext) -> str | None:
@@ -623,7 +697,8 @@ def _real_test_images(ctx: RunContext, judge, concepts: dict[str, str]) -> dict[
     if source:
         table = parse_concept_table(ctx.read_input(source), source=source)
         found = {c.concept_id: c for c in table.concepts if c.concept_id in concepts}
-        return {cid: [_decode(ctx.read_input(u), u) for u in c.reference_uris] for cid, c in found.items()}
+        return {cid: [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in c.reference_uris]
+                for cid, c in found.items()}
     from normguide.evaluation import DigitsJudge, digits_real_test
 
     return digits_real_test(concepts) if isinstance(judge, DigitsJudge) else None
@@ -643,7 +718,7 @@ def evaluate(ctx: RunContext, *, judge=None):
 
     storage = ctx.storage
     # 1. Check inputs: a finalized run and a judge
-    if not storage.exists("manifest.parquet"):
+    if not storage.exists(layout.MANIFEST):
         raise ValueError(f"run at {storage.root} has no manifest.parquet: it is missing or not complete "
                          "(finish it with `normguide run` first)")
     judge = judge or evaluation_judge(ctx)
@@ -651,7 +726,7 @@ def evaluate(ctx: RunContext, *, judge=None):
         raise ValueError("no judge to evaluate with: this model has no built-in one; set evaluation.clip_model "
                          "to a local CLIP directory (or evaluation.judge)")
     # 2. The manifest, its images, and each concept's references
-    manifest = pd.read_parquet(io.BytesIO(storage.read_bytes("manifest.parquet")))
+    manifest = read_frame(storage.read_bytes(layout.MANIFEST))
     images = [_decode(storage.read_bytes(key), storage.uri(key))
               for key in (mf.image_key(c, i) for c, i in zip(manifest.concept_id, manifest.image_id))]
     names = dict(zip(manifest.concept_id, manifest.name))
@@ -660,17 +735,19 @@ def evaluate(ctx: RunContext, *, judge=None):
         seeds = read_seeds(ctx, cid)
         if seeds is None:
             raise ValueError(f"concept {cid!r}: no seeds file {storage.uri(seeds_key(cid))}, so its references are unknown")
-        references[cid] = [_decode(ctx.read_input(u), u) for u in seeds.meta["reference_uris"]]
+        references[cid] = [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in seeds.meta["reference_uris"]]
     # 3. Metrics, report and plot
-    metrics = ev.evaluate(manifest, images, references, judge, _real_test_images(ctx, judge, names), names)
+    metrics = ev.evaluate(manifest, images, references, judge, _real_test_images(ctx, judge, names), names,
+                          include_references=True)  # the baseline row: the references themselves
     judge_name = getattr(judge, "name", type(judge).__name__)
     buf = io.BytesIO()
     metrics.to_parquet(buf, index=False)
+    check_lease(ctx)
     storage.write_bytes(EVAL_METRICS, buf.getvalue())
     storage.write_bytes(EVAL_REPORT, ev.report_markdown(metrics, run_id=ctx.run_id, judge_name=judge_name).encode())
     storage.write_bytes(EVAL_PLOT, ev.plot_metrics(metrics))
     overall = metrics[metrics.concept_id == ev.ALL].set_index("method")
-    headline = ["recognisability", "coverage", "tstr_accuracy", "vendi"]
+    headline = ["recognisability", "none_of_these", "coverage", "tstr_accuracy", "vendi"]
     return EvaluationRecord(
         metrics_uri=storage.uri(EVAL_METRICS), report_uri=storage.uri(EVAL_REPORT), judge=judge_name,
         per_method={m: {c: (None if pd.isna(v) else float(v)) for c, v in row.items() if c in headline}
@@ -689,6 +766,17 @@ def export(ctx: RunContext) -> dict[str, str]:
     return export_run(ctx, ctx.config.export, shard_size=ctx.config.export_shard_size)
 
 
+def export_and_report(ctx: RunContext, formats, *, shard_size: int | None = None) -> dict[str, str]:
+    """Export a finalized run to ``formats`` (``normguide export``, any time after the run), then
+    rewrite its report and dataset card so they name and load what now exists (the card's
+    ``configs`` point at the hf files). Needs no model."""
+    from normguide.export import export_run
+
+    uris = export_run(ctx, formats, shard_size=shard_size)
+    report(ctx)
+    return uris
+
+
 def report(ctx: RunContext, evaluation=None):
     """Write the contact sheets, seed-norm plots, ``report/index.md`` and the dataset card
     ``README.md`` of a finalized run (``normguide.reporting``). Needs no model."""
@@ -700,4 +788,4 @@ def report(ctx: RunContext, evaluation=None):
 def wants_report(ctx: RunContext, already_complete: bool) -> bool:
     """A finalized run gets its report; a complete run seen again only when its card is missing
     or exports are configured (an export added later is written then; the card names it)."""
-    return not already_complete or bool(ctx.config.export) or not ctx.storage.exists("README.md")
+    return not already_complete or bool(ctx.config.export) or not ctx.storage.exists(layout.CARD)

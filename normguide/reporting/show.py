@@ -14,22 +14,22 @@ concepts' manifest parts written so far. Reads only small files; no model, no im
 
 from __future__ import annotations
 
-import io
 import json
-import time
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from normguide.data import manifest as mf
+from normguide.data import layout
 from normguide.data import run_record
+from normguide.data.parquet_io import read_frame
 from normguide.data.storage import Storage
+from normguide.data.text import printable
 from normguide.reporting.records import CARD_KEY, EVAL_METRICS_KEY, EVAL_REPORT_KEY, INDEX_KEY, REPORT_DIR
 from normguide.reporting.tables import counts_by_concept, counts_markdown, evaluation_markdown, headline_evaluation
 
 
-class NotARunError(ValueError):
-    """The location holds no normguide run (no run.json, or one that is not a run record)."""
+NotARunError = run_record.NotARunError  # the name callers know; the class lives with run.json
 
 
 @dataclass(frozen=True)
@@ -57,29 +57,21 @@ def open_run(run_uri: str, *, endpoint_url: str | None = None) -> Storage:
     environment); :class:`NotARunError` when it has no run.json."""
     from normguide.config import StorageConfig
 
-    store = Storage.open(run_uri.rstrip("/"), storage_config=StorageConfig(endpoint_url=endpoint_url))
-    if not store.exists(run_record.RUN_JSON):
-        raise NotARunError(f"{run_uri} is not a normguide run: it has no run.json")
-    return store
+    return run_record.open_run(run_uri, storage_config=StorageConfig(endpoint_url=endpoint_url))
 
 
 def _lease_state(store: Storage) -> str | None:
     """'live', 'expired' (also when its holder is a process of this host that is gone: killed
-    with SIGKILL, its lease not yet run out), or None (no lease, or no lease support)."""
-    try:
-        from normguide.data.storage.lease import LEASE_NAME, LeaseInfo
-    except ImportError:
-        return None
-    if not store.exists(LEASE_NAME):
-        return None
-    info = LeaseInfo.from_bytes(store.read_bytes(LEASE_NAME))
-    return "expired" if info is None or info.expired(time.time()) or info.holder_gone() else "live"
+    with SIGKILL, its lease not yet run out), 'damaged', or None (no lease)."""
+    from normguide.data.storage.lease import lease_state
+
+    return lease_state(store)
 
 
 def _counts(store: Storage) -> tuple[dict[str, tuple[str, dict[str, int]]], str]:
-    if store.exists("manifest.parquet"):
-        return counts_by_concept(pd.read_parquet(io.BytesIO(store.read_bytes("manifest.parquet")))), "manifest.parquet"
-    parts = [k for k in store.list("manifest") if k.startswith("manifest/part-") and k.endswith(".parquet")]
+    if store.exists(layout.MANIFEST):
+        return counts_by_concept(read_frame(store.read_bytes(layout.MANIFEST))), layout.MANIFEST
+    parts = [k for k in store.list(layout.MANIFEST_DIR) if layout.is_part_key(k)]
     frames = [mf.parquet_to_table(store.read_bytes(k)).select(["concept_id", "name", "method"]).to_pandas() for k in parts]
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["concept_id", "name", "method"])
     return counts_by_concept(manifest), f"{len(parts)} manifest part(s) (not finalized)"
@@ -150,4 +142,6 @@ def show_text(s: RunStatus) -> str:
         lines.append(f"{what}: {uri}")
     if s.complete and "dataset card" not in s.files:
         lines.append("dataset card and contact sheets: not written for this run")
-    return "\n".join(lines).rstrip() + "\n"
+    # text of the run's files (names, errors) may hold control characters (runs made before
+    # names were checked): escaped, so the terminal is never moved, recoloured or reordered
+    return "\n".join(printable(line) for line in lines).rstrip() + "\n"

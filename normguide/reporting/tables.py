@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from normguide.data.parquet_io import read_frame
+from normguide.data.text import printable
 from normguide.reporting.records import HEADLINE_METRICS
 
 
 def cell(value) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """A markdown table cell: ``|`` escaped, control characters escaped (``\\n``, ``\\u202e``)."""
+    return printable(value).replace("|", "\\|")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence], *, right_from: int = 1) -> list[str]:
@@ -49,7 +51,7 @@ def headline_evaluation(metrics_parquet: bytes) -> dict[str, dict[str, float | N
     """method -> {metric: value} from the evaluation's "(all)" rows (:data:`HEADLINE_METRICS`)."""
     from normguide.evaluation import ALL
 
-    metrics = pd.read_parquet(io.BytesIO(metrics_parquet))
+    metrics = read_frame(metrics_parquet)
     overall = metrics[metrics["concept_id"] == ALL]
     out = {}
     for _, row in overall.iterrows():
@@ -76,6 +78,7 @@ def evaluation_markdown(evaluation: Mapping[str, Mapping[str, float | None]]) ->
 #: One line per headline metric, for readers of the card.
 METRIC_MEANINGS = {
     "recognisability": "fraction of images the judge recognises as their concept (higher is better)",
+    "none_of_these": "fraction of images the judge abstains on: no concept at its confidence threshold, or features at the similarity floor (noise, blank) (lower is better)",
     "coverage": "fraction of real images with a generated image nearby: diversity that stays real (higher is better)",
     "tstr_accuracy": "accuracy on real test images of a classifier trained only on these synthetic images (higher is better)",
     "vendi": "effective number of distinct images per concept (higher is more diverse)",
