@@ -63,6 +63,9 @@ def prepare(ctx: RunContext) -> PreparedRun:
     table as it is now (``_SUCCESS`` and run.json's table digest; a table that gained or changed
     concepts since reopens the run). A complete run reports the model from its run.json; call
     :func:`start` before any model work otherwise."""
+    from normguide.pipeline.refine import check_feature_model
+
+    check_feature_model(ctx.config)  # a missing or non-CLIP refine.feature_model, before any work
     storage = ctx.storage
     storage.check_writable()
     record = storage.read_bytes(run_record.RUN_JSON) if storage.exists(run_record.RUN_JSON) else None
@@ -79,8 +82,11 @@ def prepare(ctx: RunContext) -> PreparedRun:
 def start(ctx: RunContext) -> PreparedRun:
     """Load the model (a bad model fails before any concept) and start run.json: a new record,
     or a resumed one marked ``running`` again."""
+    from normguide.pipeline.refine import check_model
+
     storage = ctx.storage
     model = ctx.model()
+    check_model(ctx.config, model)  # refinement of a family that cannot backpropagate
     if not storage.exists(run_record.RUN_JSON):
         storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.config, output_root=storage.root, model={
             "id": model.model_id, "revision": model.revision, "family": model.family, "is_demo": model.is_demo,
@@ -344,6 +350,7 @@ def discard_concept(ctx: RunContext, concept: Concept, changed: list[str], *, fo
     storage.delete([mf.part_key(cid)])
     storage.delete([k for k in storage.list(f"images/{cid}") if k.startswith(f"images/{cid}/")])
     storage.delete([seeds_key(cid)])
+    storage.delete([f"timings/refine-{cid}.json"])
 
 
 def read_seeds(ctx: RunContext, concept_id: str) -> SeedsFile | None:
@@ -500,7 +507,7 @@ def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: li
 
     gen = ctx.config.generation
     records: dict[int, mf.ImageRecord] = {}
-    batches = generate_images(ctx.model(), seeds.planned[todo], prompt, num_inference_steps=gen.num_inference_steps,
+    batches = generate_images(ctx.model(), seeds.generation_seeds[todo], prompt, num_inference_steps=gen.num_inference_steps,
                               guidance_scale=gen.guidance_scale, batch_size=gen.batch_size,
                               batch_invariant=gen.batch_invariant, vae_batch_size=gen.vae_batch_size)
     cid = seeds.concept_id
