@@ -225,7 +225,7 @@ class ClipJudge:
     ``model_type: clip``, weights, tokenizer files, preprocessor_config.json). Nothing is downloaded.
 
     - ``class_probs``: zero-shot: softmax over the names of ``logit_scale · cos(image, text)``, the
-      texts being ``prompt_template.format(name=...)`` ("a photo of a {name}").
+      texts being ``prompt_template`` with ``{name}`` replaced as plain text ("a photo of a {name}").
     - ``embed``: the L2-normalised image embeddings (CLIP's projection output).
     - ``label_names``: the run's concept names plus ``distractors`` (default none). With a single
       concept and no distractors recognisability is undefined (evaluation reports NaN).
@@ -240,9 +240,12 @@ class ClipJudge:
         prompt_template: str = "a photo of a {name}",
         distractors: Sequence[str] = (),
     ) -> None:
-        path = check_clip_directory(path, what="CLIP judge")
+        from normguide.data.text import check_template
+
+        check_template(prompt_template, where="CLIP judge prompt_template")  # only plain {name}
         if "{name}" not in prompt_template:
-            raise ValueError(f"prompt_template must contain '{{name}}', got {prompt_template!r}")
+            raise ValueError(f"CLIP judge prompt_template must contain '{{name}}', got {prompt_template!r}")
+        path = check_clip_directory(path, what="CLIP judge")
 
         import torch
         from transformers import AutoTokenizer, CLIPModel
@@ -281,7 +284,9 @@ class ClipJudge:
 
     def _text_features(self, class_names: Sequence[str]) -> np.ndarray:
         torch = self._torch
-        texts = [self.prompt_template.format(name=n) for n in class_names]
+        from normguide.data.text import render_template
+
+        texts = [render_template(self.prompt_template, where="CLIP judge prompt_template", name=n) for n in class_names]
         tok = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         with torch.inference_mode():
             pooled = self.model.text_model(
