@@ -18,7 +18,7 @@ API:
 
     load_demo_features(path=None) -> DigitFeatures   the shipped one (weights/features)
     DigitFeatures(images)            (B, 3, H, W) in [0, 1] -> (B, EMBED_DIM) codes, differentiable
-    train_features(x, *, seed=0, epochs=40, ...) -> (DigitFeatures, record)
+    train_features(x, *, seed=0, epochs=12, ...) -> (DigitFeatures, record)
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def load_demo_features(path: str | Path | None = None) -> DigitFeatures:
     return DigitFeatures(ae, config).eval().requires_grad_(False)
 
 
-def train_features(x: torch.Tensor, *, seed: int = 0, epochs: int = 40, batch_size: int = 64, lr: float = 2e-3,
+def train_features(x: torch.Tensor, *, seed: int = 0, epochs: int = 12, batch_size: int = 64, lr: float = 2e-3,
                    width: int = 16, log=print) -> DigitFeatures:
     """Train the autoencoder on ``x`` ((N, 1, 32, 32) in [0, 1], ``classifier.images_to_tensor``)
     to reconstruct each image from a randomly shifted, lightly noised copy of it (MSE on pixels,
@@ -130,7 +130,7 @@ def train_features(x: torch.Tensor, *, seed: int = 0, epochs: int = 40, batch_si
             opt.step()
             sched.step()
             loss_sum += loss.item() * len(xb)
-        if epoch % 10 == 9 or epoch == epochs - 1:
+        if epoch % 4 == 3 or epoch == epochs - 1:
             log(f"  features epoch {epoch + 1}/{epochs}: reconstruction mse {loss_sum / len(x):.5f}")
     config = {"width": width, "embed_dim": EMBED_DIM, "input_resolution": INPUT_RESOLUTION, "epochs": epochs,
               "batch_size": batch_size, "lr": lr, "seed": seed, "objective": "denoising autoencoder (pixel MSE)"}

@@ -91,7 +91,7 @@ HPARAMS: dict = {
 
 #: The refinement feature model (``normguide.demo.features``): trained by its own step, which writes
 #: only ``<out>/features`` (its weights, config and TRAINING.json), never the other weights.
-FEATURES_HPARAMS: dict = {"epochs": 40, "batch_size": 64, "lr": 2e-3, "width": 16}
+FEATURES_HPARAMS: dict = {"epochs": 12, "batch_size": 64, "lr": 2e-3, "width": 16}
 
 SMOKE = {"classifier": {"epochs": 1}, "vae": {"steps": 4}, "unet": {"steps": 6, "warmup_steps": 2},
          "eval": {"per_class": 2, "num_inference_steps": 4, "sheet_per_row": 2}}
