@@ -82,11 +82,11 @@ def generate_dataset_fan_out(
                 "already_done": [], "failed": [], "manifest_uri": None, "already_complete": True}
 
     # the run's lease, held while the shards run and until the manifest is consolidated: a second
-    # fan-out (or a plain run) of the same dataset is refused, naming the holder; each shard run
-    # takes its own shard lease
-    from normguide.pipeline import RunContext, steps
+    # fan-out (or a whole run) of the same dataset is refused, naming the holder; each shard run
+    # claims its own concepts; finalizing upgrades this claim to every concept (no writer left)
+    from normguide.pipeline import RunContext
 
-    with RunContext.create(config).storage.acquire_lease(steps.lease_name(None), owner=f"fan-out {config.run_id}"):
+    with RunContext.create(config).storage.acquire_lease(owner=f"fan-out {config.run_id}", coordinator=True):
         # 2. Split the concept table into shards with stable names
         concepts = load_concepts(config)
         concept_ids = [c.concept_id for c in concepts]

@@ -22,7 +22,6 @@ from prefect.states import Failed
 
 from normguide.config import RunConfig, secrets_refused
 from normguide.pipeline import ConceptOutcome, RunSummary
-from normguide.pipeline import steps
 from normguide.pipeline.local import error_text
 from normguide.tasks.concepts import generate_concepts
 from normguide.tasks.reporting import publish_report, publish_summary
@@ -102,7 +101,7 @@ def generate_dataset(
     check_references(config, concepts)
     # the run's lease (one per shard for a shard), held by this flow run's process to the end: a
     # second run of the same dataset is refused, naming the holder; a crashed one's expires
-    lease = _run_storage(config).acquire_lease(steps.lease_name(concept_ids), owner=f"run {config.run_id}")
+    lease = _run_storage(config).acquire_lease(owner=f"run {config.run_id}", concepts=concept_ids)
     try:
         return _leased(config, concepts, head, concepts_per_task=concepts_per_task, finalize=finalize)
     finally:

@@ -15,12 +15,14 @@ import logging
 from collections.abc import Callable
 
 from normguide.config import RunConfig
+from normguide.data import layout
 from normguide.data.schema import Concept
-from normguide.data.storage import Storage
+from normguide.data.storage import LeaseLost, Storage
 from normguide.pipeline import refine as refine_stage
 from normguide.pipeline import steps
 from normguide.pipeline.context import ModelProvider, RunContext
 from normguide.pipeline.results import ConceptOutcome, RunSummary
+from normguide.progress import announce
 
 log = logging.getLogger("normguide")
 
@@ -49,6 +51,8 @@ def run_concept_isolated(ctx: RunContext, concept: Concept, logger: logging.Logg
     one concept's failure never stops the others, in either driver."""
     try:
         return run_concept(ctx, concept)
+    except LeaseLost:  # not this concept's failure: the whole run must stop writing
+        raise
     except Exception as exc:  # noqa: BLE001 - isolated per concept, reported in the summary
         logger.error("concept %s failed: %s", concept.concept_id, error_text(exc))
         return ConceptOutcome.failed(concept.concept_id, error_text(exc))
@@ -90,16 +94,18 @@ def run_dataset(
     if prepared.complete:
         log.info("run %s is already complete at %s: nothing to do", prepared.run_id, prepared.output_root)
         summary = RunSummary(**head, finalized=True, already_complete=True,
-                             manifest_uri=ctx.storage.uri("manifest.parquet"))
+                             manifest_uri=ctx.storage.uri(layout.MANIFEST))
         return publish(ctx, summary) if steps.wants_report(ctx, already_complete=True) else summary
 
     # 2. The concept table and its reference images (still no model, nothing written)
     concepts = steps.load_concepts(ctx, concept_ids)
     steps.check_references(ctx, concepts)
+    announce(steps.outline(ctx, concepts))
 
     # 3. The run's lease (a second run of the same output waits for nothing: it is refused with
     #    the holder named), then the model and run.json
-    lease = ctx.storage.acquire_lease(steps.lease_name(concept_ids), owner=f"run {ctx.run_id}")
+    lease = steps.acquire_lease(ctx, [c.concept_id for c in concepts] if concept_ids is not None else None,
+                                owner=f"run {ctx.run_id}")
     try:
         return _run_leased(ctx, concepts, head, finalize=finalize, progress=progress)
     finally:

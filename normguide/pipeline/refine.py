@@ -33,7 +33,9 @@ FIELD = "refine.feature_model"
 
 
 def timing_key(concept_id: str) -> str:
-    return f"timings/refine-{concept_id}.json"
+    from normguide.data.layout import refine_timing_key
+
+    return refine_timing_key(concept_id)
 
 
 def _feature_kind(config: RunConfig) -> str:
@@ -105,7 +107,7 @@ def refine(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> SeedsFile:
     refinement is complete is returned as it is. No-op when refinement is off."""
     from normguide.diffusion import prepare_image
     from normguide.diffusion.refine import reference_targets, refine_seeds
-    from normguide.pipeline.steps import read_references
+    from normguide.pipeline.steps import check_lease, read_references
 
     cfg = ctx.config.refine
     if not cfg.enabled:
@@ -153,6 +155,7 @@ def refine(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> SeedsFile:
                     }
                     seconds[plan[i].image_id] = round(result.seconds[k], 4)
                 seeds = seeds.with_refinement(refined, record, rows)
+                check_lease(ctx)  # a run that lost its lease writes no more
                 ctx.storage.write_bytes(seeds_key(cid), seeds.to_bytes())
                 bar.advance(len(batch))
     _write_timings(ctx, cid, seconds)
@@ -166,7 +169,10 @@ def _finite(x: float) -> float | None:
 def _write_timings(ctx: RunContext, concept_id: str, seconds: dict[str, float]) -> None:
     """Seconds per refined image (its batch's time divided among its seeds), merged with the ones
     an interrupted earlier run recorded."""
+    from normguide.pipeline.steps import check_lease
+
     key = timing_key(concept_id)
+    check_lease(ctx)
     old: dict = {}
     if ctx.storage.exists(key):
         try:

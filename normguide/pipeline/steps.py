@@ -34,6 +34,7 @@ from PIL import Image
 from pyarrow import ArrowException
 
 from normguide import __version__, progress
+from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.images import (
@@ -42,6 +43,7 @@ from normguide.data.images import (
     encode_png,
     sha256_hex,
 )
+from normguide.data.parquet_io import read_frame
 from normguide.data.schema import Concept, ConceptTableError, changed_fields, parse_concept_table
 from normguide.data.seeds import SeedsFile, seeds_key
 from normguide.data.storage import check_uri_scheme
@@ -85,13 +87,18 @@ def start(ctx: RunContext) -> PreparedRun:
     from normguide.pipeline.refine import check_model
 
     storage = ctx.storage
+    warnings = drawing_warnings(ctx)
+    for line in warnings:
+        _log.warning("%s", line)
+    progress.announce(f"loading the model {ctx.config.model}")
     model = ctx.model()
     check_model(ctx.config, model)  # refinement of a family that cannot backpropagate
+    check_lease(ctx)
     if not storage.exists(run_record.RUN_JSON):
         storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.config, output_root=storage.root, model={
             "id": model.model_id, "revision": model.revision, "family": model.family, "is_demo": model.is_demo,
             "note": model.note, "seed_shape": list(model.seed_shape), "scheduler": model.scheduler,
-        }))
+        }, warnings=warnings))
     else:
         record = storage.read_bytes(run_record.RUN_JSON)
         if json.loads(record).get("status") != "running":
@@ -101,17 +108,35 @@ def start(ctx: RunContext) -> PreparedRun:
                        is_demo=model.is_demo, model_note=model.note)
 
 
-def lease_name(concept_ids: list[str] | None) -> str:
-    """The lease a driver holds while it writes: ``_LEASE`` for a whole run (and a fan-out's
-    parent), one per shard for a shard's concepts, so shards run side by side while two runs
-    of the same dataset (or of the same shard) cannot."""
-    from normguide.data.storage import LEASE_NAME
+def drawing_warnings(ctx: RunContext, concepts: list[Concept] | None = None) -> list[str]:
+    """What the model cannot draw of the concept table (``normguide.vocabulary``): prompt words
+    its tokenizer does not know, and for the demo concepts that are not digits. Warnings, never
+    errors; loads no model (the tokenizer only, without torch)."""
+    from normguide.vocabulary import drawing_warnings as check
 
-    if concept_ids is None:
-        return LEASE_NAME
-    import hashlib
+    try:
+        rows = load_concepts(ctx) if concepts is None else concepts
+        return check(ctx.config.model, rows, ctx.config.prompt_template)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run must not stop the run
+        _log.debug("drawing check skipped: %s", exc)
+        return []
 
-    return f"{LEASE_NAME}-shard-{hashlib.sha256(chr(0).join(sorted(concept_ids)).encode()).hexdigest()[:12]}"
+
+def acquire_lease(ctx: RunContext, concept_ids: list[str] | None, *, owner: str, coordinator: bool = False):
+    """The run's claim in the output root's lease (``normguide.data.storage.lease``): every
+    concept for a whole run (``concept_ids`` None), those concepts for a subset or shard, or a
+    fan-out parent's ``coordinator`` claim. A live run whose claim overlaps is named in
+    :class:`LeaseHeld`. The steps then check it before each write (:func:`check_lease`)."""
+    return ctx.storage.acquire_lease(owner=owner, concepts=concept_ids, coordinator=coordinator)
+
+
+def check_lease(ctx: RunContext, *, finalizing: bool = False) -> None:
+    """Before a write: raise ``LeaseLost`` if this process's lease on the run root was lost
+    (one read of the lease object); ``finalizing`` upgrades a subset's claim to every concept
+    (``LeaseHeld`` while another writer is live). No lease held in this process: no check."""
+    from normguide.data.storage.lease import check_held
+
+    check_held(ctx.storage, finalizing=finalizing)
 
 
 def record_status(ctx: RunContext, status: str, error: str | None = None) -> None:
@@ -120,6 +145,7 @@ def record_status(ctx: RunContext, status: str, error: str | None = None) -> Non
     of a failure, which must stay the error the user sees."""
     storage = ctx.storage
     try:
+        check_lease(ctx)  # a lost lease: another run owns run.json now
         if not storage.exists(run_record.RUN_JSON) or storage.exists(run_record.SUCCESS):
             return
         record = storage.read_bytes(run_record.RUN_JSON)
@@ -193,6 +219,27 @@ def check_references(ctx: RunContext, concepts: list[Concept]) -> None:
             problems.append(str(exc))
     if problems:
         raise ReferenceImageError(f"{len(problems)} concept(s) have unusable reference images:\n  " + "\n  ".join(problems))
+
+
+def outline(ctx: RunContext, concepts: list[Concept]) -> str:
+    """What the run will do next, in one line: a new run names its concepts, images and steps; a
+    resumed one says how many concepts are complete ("resuming: 1 of 3 concepts complete").
+    One listing of the manifest parts; no model."""
+    cfg = ctx.config
+    ids = [c.concept_id for c in concepts]
+    missing = missing_parts(ctx, ids)
+    images = sum((c.num_images or cfg.plan.num_images) for c in concepts)
+    steps_text = (f"inversion {cfg.inversion.num_inference_steps} steps per reference, generation "
+                  f"{cfg.generation.num_inference_steps} steps per image")
+    if ctx.storage.exists(run_record.RUN_JSON):
+        done = len(ids) - len(missing)
+        head = f"resuming: {done} of {len(ids)} concept(s) complete"
+        if missing:
+            head += f"; next: {', '.join(missing)} ({steps_text})"
+        return head
+    return (f"{len(ids)} concept(s) ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}), "
+            f"{images * len(cfg.plan.methods)} image(s) with method(s) {', '.join(cfg.plan.methods)}; {steps_text}; "
+            f"next: loading the model {cfg.model}, then inverting {ids[0] if ids else '-'}")
 
 
 # -- 3. per concept ------------------------------------------------------------------------------
@@ -346,11 +393,12 @@ def discard_concept(ctx: RunContext, concept: Concept, changed: list[str], *, fo
     cid = concept.concept_id
     _log.warning("concept %r changed in the concept table since %s was written (%s); its images, "
                  "seeds and manifest part are discarded and made again", cid, found, ", ".join(changed))
+    check_lease(ctx)
     storage.delete([run_record.SUCCESS])
     storage.delete([mf.part_key(cid)])
-    storage.delete([k for k in storage.list(f"images/{cid}") if k.startswith(f"images/{cid}/")])
+    storage.delete([k for k in storage.list(layout.images_prefix(cid)) if k.startswith(f"{layout.images_prefix(cid)}/")])
     storage.delete([seeds_key(cid)])
-    storage.delete([f"timings/refine-{cid}.json"])
+    storage.delete([layout.refine_timing_key(cid)])
 
 
 def read_seeds(ctx: RunContext, concept_id: str) -> SeedsFile | None:
@@ -414,6 +462,7 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
         "inversion_guidance": inv.guidance_scale, "seed_shape": list(model.seed_shape),
         "precision_fallback": fallbacks,
     })
+    check_lease(ctx)
     ctx.storage.write_bytes(seeds_key(cid), seeds.to_bytes())
     return seeds
 
@@ -432,6 +481,7 @@ def plan(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> SeedsFile:
         pair_paths=p.pair_paths, centroid_paths=p.centroid_paths, include_inversions=p.include_inversions,
         t_values=p.t_values, base_seed=ctx.config.seed,
     ))
+    check_lease(ctx)
     ctx.storage.write_bytes(seeds_key(concept.concept_id), planned.to_bytes())
     return planned
 
@@ -475,6 +525,7 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
                       normguide_version=__version__),
         seeds, keys, [records[i] for i in range(len(rows))],
     )
+    check_lease(ctx)
     storage.write_bytes(mf.part_key(cid), mf.rows_to_parquet(part, concept=concept.definition()))
     z = [r["seed_zscore"] for r in part]
     return GeneratedConcept(concept_id=cid, images=len(rows), generated=len(todo), skipped=False,
@@ -521,6 +572,7 @@ def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: li
             if pending is not None:
                 records.update(pending.result())
             # PNG encoding, hashing and the upload of this batch overlap the generation of the next
+            check_lease(ctx)  # before each batch's write: a run that lost its lease writes no more
             pending = writer.submit(_encode_and_write, ctx.storage, [keys[i] for i in idx], idx, images,
                                     images.precision_fallback)
             bar.advance(len(images))
@@ -539,17 +591,18 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
     the concepts whose part is missing (nothing is written then). Needs no model.
     """
     storage = ctx.storage
-    manifest_uri = storage.uri("manifest.parquet")
+    manifest_uri = storage.uri(layout.MANIFEST)
     if is_complete(ctx):
         return manifest_uri
     missing = missing_parts(ctx, concept_ids)
     if missing:
         raise RuntimeError(f"cannot finalize run {ctx.run_id!r}: manifest parts missing for concepts {missing}")
+    check_lease(ctx, finalizing=True)  # every writer of the root excluded from here on
     if not storage.exists(run_record.RUN_JSON):
         raise RuntimeError(f"cannot finalize run {ctx.run_id!r}: {storage.uri(run_record.RUN_JSON)!r} is missing")
     parts = [storage.read_bytes(mf.part_key(c)) for c in concept_ids]
     manifest = mf.consolidate(parts)
-    if storage.exists("manifest.parquet") and storage.read_bytes("manifest.parquet") != manifest:
+    if storage.exists(layout.MANIFEST) and storage.read_bytes(layout.MANIFEST) != manifest:
         # a reopened run: the evaluation scored the earlier manifest; the card must not show it
         stale = sorted(storage.existing([EVAL_METRICS, EVAL_REPORT, EVAL_PLOT]))
         if stale:
@@ -557,7 +610,7 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
                          "evaluated again when evaluation is on, or with `normguide evaluate`",
                          ", ".join(storage.uri(k) for k in stale))
             storage.delete(stale)
-    storage.write_bytes("manifest.parquet", manifest)
+    storage.write_bytes(layout.MANIFEST, manifest)
     storage.write_bytes(run_record.RUN_JSON, run_record.finished_record(
         storage.read_bytes(run_record.RUN_JSON), concepts=concept_ids, images=sum(mf.num_rows(p) for p in parts),
         table_digest=ctx.config.table_digest()))
@@ -566,7 +619,7 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
 
 
 # -- 5. evaluate -------------------------------------------------------------------------------
-EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = "eval/metrics.parquet", "eval/report.md", "eval/metrics.png"
+EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = layout.EVAL_METRICS, layout.EVAL_REPORT, layout.EVAL_PLOT
 
 
 def _judge_kind(ctx: RunContext) -> str | None:
@@ -650,7 +703,7 @@ def evaluate(ctx: RunContext, *, judge=None):
 
     storage = ctx.storage
     # 1. Check inputs: a finalized run and a judge
-    if not storage.exists("manifest.parquet"):
+    if not storage.exists(layout.MANIFEST):
         raise ValueError(f"run at {storage.root} has no manifest.parquet: it is missing or not complete "
                          "(finish it with `normguide run` first)")
     judge = judge or evaluation_judge(ctx)
@@ -658,7 +711,7 @@ def evaluate(ctx: RunContext, *, judge=None):
         raise ValueError("no judge to evaluate with: this model has no built-in one; set evaluation.clip_model "
                          "to a local CLIP directory (or evaluation.judge)")
     # 2. The manifest, its images, and each concept's references
-    manifest = pd.read_parquet(io.BytesIO(storage.read_bytes("manifest.parquet")))
+    manifest = read_frame(storage.read_bytes(layout.MANIFEST))
     images = [_decode(storage.read_bytes(key), storage.uri(key))
               for key in (mf.image_key(c, i) for c, i in zip(manifest.concept_id, manifest.image_id))]
     names = dict(zip(manifest.concept_id, manifest.name))
@@ -673,6 +726,7 @@ def evaluate(ctx: RunContext, *, judge=None):
     judge_name = getattr(judge, "name", type(judge).__name__)
     buf = io.BytesIO()
     metrics.to_parquet(buf, index=False)
+    check_lease(ctx)
     storage.write_bytes(EVAL_METRICS, buf.getvalue())
     storage.write_bytes(EVAL_REPORT, ev.report_markdown(metrics, run_id=ctx.run_id, judge_name=judge_name).encode())
     storage.write_bytes(EVAL_PLOT, ev.plot_metrics(metrics))
@@ -696,6 +750,17 @@ def export(ctx: RunContext) -> dict[str, str]:
     return export_run(ctx, ctx.config.export, shard_size=ctx.config.export_shard_size)
 
 
+def export_and_report(ctx: RunContext, formats, *, shard_size: int | None = None) -> dict[str, str]:
+    """Export a finalized run to ``formats`` (``normguide export``, any time after the run), then
+    rewrite its report and dataset card so they name and load what now exists (the card's
+    ``configs`` point at the hf files). Needs no model."""
+    from normguide.export import export_run
+
+    uris = export_run(ctx, formats, shard_size=shard_size)
+    report(ctx)
+    return uris
+
+
 def report(ctx: RunContext, evaluation=None):
     """Write the contact sheets, seed-norm plots, ``report/index.md`` and the dataset card
     ``README.md`` of a finalized run (``normguide.reporting``). Needs no model."""
@@ -707,4 +772,4 @@ def report(ctx: RunContext, evaluation=None):
 def wants_report(ctx: RunContext, already_complete: bool) -> bool:
     """A finalized run gets its report; a complete run seen again only when its card is missing
     or exports are configured (an export added later is written then; the card names it)."""
-    return not already_complete or bool(ctx.config.export) or not ctx.storage.exists("README.md")
+    return not already_complete or bool(ctx.config.export) or not ctx.storage.exists(layout.CARD)
