@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from normguide.config import RunConfig, secrets_refused
-from normguide.pipeline import ConceptOutcome, RunSummary
+from normguide.pipeline import ConceptOutcome, RunSummary, steps
 from normguide.pipeline.local import error_text
 from normguide.tasks.concepts import generate_concepts
 from normguide.tasks.reporting import publish_report, publish_summary
@@ -98,12 +98,13 @@ def generate_dataset(
 
     # 2. Load and validate the concept table and its references; then the model, and run.json
     concepts = load_concepts(config, concept_ids)
-    check_references(config, concepts)
+    bad = check_references(config, concepts)  # bad references fail only their concepts
+    concepts = [c for c in concepts if c.concept_id not in bad]
     # the run's lease (one per shard for a shard), held by this flow run's process to the end: a
     # second run of the same dataset is refused, naming the holder; a crashed one's expires
     lease = _run_storage(config).acquire_lease(owner=f"run {config.run_id}", concepts=concept_ids)
     try:
-        return _leased(config, concepts, head, concepts_per_task=concepts_per_task, finalize=finalize)
+        return _leased(config, concepts, head, concepts_per_task=concepts_per_task, finalize=finalize, skipped=bad)
     finally:
         lease.release_quietly()
 
@@ -114,7 +115,8 @@ def _run_storage(config: RunConfig):
     return RunContext.create(config).storage
 
 
-def _leased(config: RunConfig, concepts, head: dict, *, concepts_per_task: int | None, finalize: bool):
+def _leased(config: RunConfig, concepts, head: dict, *, concepts_per_task: int | None, finalize: bool,
+            skipped: dict | None = None):
     """Steps 2 (the model, run.json) to 6 of :func:`generate_dataset`, under the run's lease."""
     logger = get_run_logger()
     run = start_run(config)
@@ -132,6 +134,7 @@ def _leased(config: RunConfig, concepts, head: dict, *, concepts_per_task: int |
         ran.update(_batch_outcomes(batch, generate_concepts(config, batch, return_state=True)))
     outcomes = {c.concept_id: ConceptOutcome.from_generated(done[c.concept_id]) if c.concept_id in done
                 else ran[c.concept_id] for c in concepts}
+    outcomes.update(steps.skipped_outcomes(skipped or {}))
     if failed := [cid for cid, o in outcomes.items() if o.status == "failed"]:
         logger.error("%d of %d concept(s) failed: %s", len(failed), len(outcomes), ", ".join(failed[:20]))
 

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from normguide.data import layout
+from normguide.errors import InputError
 from normguide.config import RunConfig
 
 RUN_JSON = layout.RUN_JSON  # names kept for callers; the keys live in normguide.data.layout
@@ -103,3 +104,37 @@ def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b)) for d in _flat_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
+
+
+class NotARunError(InputError):
+    """The location holds no normguide run (no run.json, or one that is not a run record)."""
+
+
+def open_run(run_uri: str, *, storage_config=None):
+    """The store of the run at ``run_uri`` (local path or s3:// URI; S3 credentials from
+    ``storage_config`` or the environment): "open an existing run", for every command that
+    reads one. :class:`NotARunError` when it has no run.json."""
+    from normguide.data.storage import Storage
+
+    store = Storage.open(run_uri.rstrip("/"), storage_config=storage_config)
+    if not store.exists(layout.RUN_JSON):
+        if missing := _missing_bucket(store):
+            raise NotARunError(f"{run_uri} cannot be a run: {missing}")
+        raise NotARunError(f"{run_uri} is not a normguide run: it has no run.json")
+    return store
+
+
+def _missing_bucket(store) -> str | None:
+    """'the bucket 'b' does not exist (S3 endpoint ...)' when ``store`` is on S3 and its bucket
+    is missing, else None (one listing request; only asked once run.json was not found)."""
+    bucket = getattr(store, "bucket", None)
+    if bucket is None:
+        return None
+    from normguide.data.storage.errors import classify
+
+    try:
+        store.fs.call_s3("list_objects_v2", Bucket=bucket, MaxKeys=1)
+    except Exception as exc:  # noqa: BLE001 - only a missing bucket is named here
+        if classify(exc) == "no_bucket":
+            return f"the bucket {bucket!r} does not exist (S3 endpoint {store.endpoint})"
+    return None

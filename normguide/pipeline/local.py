@@ -99,7 +99,8 @@ def run_dataset(
 
     # 2. The concept table and its reference images (still no model, nothing written)
     concepts = steps.load_concepts(ctx, concept_ids)
-    steps.check_references(ctx, concepts)
+    skipped = steps.check_references(ctx, concepts)  # bad references fail only their concepts
+    concepts = [c for c in concepts if c.concept_id not in skipped]
     announce(steps.outline(ctx, concepts))
 
     # 3. The run's lease (a second run of the same output waits for nothing: it is refused with
@@ -107,13 +108,14 @@ def run_dataset(
     lease = steps.acquire_lease(ctx, [c.concept_id for c in concepts] if concept_ids is not None else None,
                                 owner=f"run {ctx.run_id}")
     try:
-        return _run_leased(ctx, concepts, head, finalize=finalize, progress=progress)
+        return _run_leased(ctx, concepts, head, finalize=finalize, progress=progress,
+                           skipped=steps.skipped_outcomes(skipped))
     finally:
         lease.release_quietly()
 
 
 def _run_leased(ctx: RunContext, concepts: list[Concept], head: dict, *, finalize: bool,
-                progress: Progress | None) -> RunSummary:
+                progress: Progress | None, skipped: dict[str, ConceptOutcome] | None = None) -> RunSummary:
     prepared = steps.start(ctx)
     head.update(model=prepared.model, is_demo=prepared.is_demo, model_note=prepared.model_note)
 
@@ -131,10 +133,10 @@ def _run_leased(ctx: RunContext, concepts: list[Concept], head: dict, *, finaliz
         raise
 
     # 5. Consolidate the manifest and write _SUCCESS, only when every concept is done
-    summary = RunSummary(**head, concepts=outcomes)
+    summary = RunSummary(**head, concepts={**outcomes, **(skipped or {})})
     if summary.failed:
         steps.record_status(ctx, "failed", error="; ".join(
-            f"{cid}: {outcomes[cid].error}" for cid in summary.failed))
+            f"{cid}: {summary.concepts[cid].error}" for cid in summary.failed))
     elif finalize:
         manifest_uri = steps.finalize(ctx, [c.concept_id for c in concepts])
         summary = summary.model_copy(update={"finalized": True, "manifest_uri": manifest_uri})
