@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from normguide.evaluation.judges import Judge
 
 ALL = "(all)"
+#: The pseudo-method under which ``evaluate(include_references=True)`` scores the reference images
+#: themselves: the baseline every synthetic method should beat (it is not a "leader").
+REFERENCES = "references"
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,9 @@ class MetricInfo:
 #: The metric columns of :func:`evaluate`'s frame, in order, with what each means (the report uses
 #: these lines).
 METRICS: tuple[MetricInfo, ...] = (
-    MetricInfo("recognisability", "Recognisability", "fraction of images the judge classifies as their concept (with its confidence threshold, if any)", True),
+    MetricInfo("recognisability", "Recognisability", "fraction of images the judge classifies as their concept (with its confidence threshold, if any; never an image at the similarity floor)", True),
+    MetricInfo("confidence", "Recognisability", "mean probability the judge gives its top answer, whatever the answer", None),
+    MetricInfo("none_of_these", "Recognisability", "fraction of images the judge abstains on: no label reaches its confidence threshold, or the image is at the similarity floor", False),
     MetricInfo("ref_similarity", "Recognisability", "mean cosine similarity of image features to the concept's reference features", True),
     MetricInfo("precision", "Fidelity and diversity", "fraction of images inside the real images' k-NN balls (fidelity)", True),
     MetricInfo("recall", "Fidelity and diversity", "fraction of real images inside the generated images' k-NN balls (diversity)", True),
@@ -48,7 +53,10 @@ METRICS: tuple[MetricInfo, ...] = (
 )
 METRIC_COLUMNS: tuple[str, ...] = tuple(m.column for m in METRICS)
 #: Every column of the frame, in order.
-COLUMNS: tuple[str, ...] = ("concept_id", "name", "method", "n_images", *METRIC_COLUMNS, "n_real", "prdc_real")
+COLUMNS: tuple[str, ...] = ("concept_id", "name", "method", "n_images", *METRIC_COLUMNS, "n_real", "prdc_real",
+                            "n_at_floor")
+#: Integer count columns (the others are metrics, strings or n_images/n_real).
+_COUNT_COLUMNS = ("n_images", "n_real", "n_at_floor")
 
 
 def _empty() -> pd.DataFrame:
@@ -77,6 +85,8 @@ def evaluate(
     *,
     k: int = 5,
     tstr_features: Literal["pixels", "judge"] = "pixels",
+    similarity_floor: float = M.SIMILARITY_FLOOR,
+    include_references: bool = False,
 ) -> pd.DataFrame:
     """Score a run's images, per (concept, method) and per method over all concepts.
 
@@ -92,6 +102,10 @@ def evaluate(
       grey pixels: the judge was trained on real data of the same classes, so its features would
       hand the classifier real-data knowledge) or ``"judge"`` (judge embeddings; for photo runs,
       where raw pixels are too weak a representation).
+    - ``include_references``: also score each concept's reference images themselves, as the
+      method ``"references"`` (rows after the manifest's; no seed statistics): the data a user
+      already has, the baseline for every synthetic method (its ref_similarity includes each
+      reference's similarity 1 with itself).
 
     Returns one row per (concept_id, method) present in the manifest (manifest order), then one row
     per method with ``concept_id == "(all)"``. Columns: :data:`COLUMNS`.
@@ -99,6 +113,12 @@ def evaluate(
     - recognisability over ``judge.label_names(run's names)`` (digits judge: all 10 digits; CLIP:
       the run's concept names plus any distractors), with the judge's ``min_confidence`` (digits
       judge 0.5, CLIP 0); NaN with fewer than 2 labels.
+    - abstention: an image whose features are (near) zero or whose mean cosine similarity to the
+      concept's references is at most ``similarity_floor`` (:data:`~normguide.evaluation.metrics.
+      SIMILARITY_FLOOR`) is "at the floor": the judge's probabilities for it come from its biases,
+      so it is never recognised, counts as "none of these" and is counted in ``n_at_floor``.
+      ``confidence`` is the mean top probability, ``none_of_these`` the fraction of images with no
+      label at the judge's threshold or at the floor.
     - ref_similarity against the references.
     - precision/recall/density/coverage against the concept's real test images when given (the
       larger set, so steadier k-NN radii, and never seen by the generator), else against its
@@ -136,6 +156,8 @@ def evaluate(
     if lacking:
         raise ValueError(f"no reference images for concept(s) {lacking}: every evaluated concept needs at least one")
     real_test = {c: list(real_test.get(c, ())) for c in concepts} if real_test is not None else {c: [] for c in concepts}
+    if include_references and REFERENCES in set(methods):
+        raise ValueError(f"the manifest already has a method named {REFERENCES!r}; it is reserved for the references row")
 
     concept_name = {}
     for c in concepts:
@@ -146,8 +168,17 @@ def evaluate(
         else:
             concept_name[c] = c
 
-    # ---- features and class probabilities: one judge call per image set
     images = list(images)
+    if include_references:
+        extra = pd.DataFrame({"concept_id": [c for c in concepts for _ in references[c]], "method": REFERENCES})
+        extra["name"] = extra["concept_id"].map(concept_name)
+        manifest = pd.concat([manifest, extra], ignore_index=True)
+        images += [im for c in concepts for im in references[c]]
+        cids = manifest["concept_id"].astype(str)
+        methods_col = manifest["method"].astype(str)
+        methods.append(REFERENCES)
+
+    # ---- features and class probabilities: one judge call per image set
     fake = np.asarray(judge.embed(images), dtype=np.float64)
     if fake.shape[0] != len(images):
         raise ValueError(f"judge.embed returned {fake.shape[0]} rows for {len(images)} images")
@@ -193,12 +224,15 @@ def evaluate(
         real_set = "real_test" if len(real_test[c]) else "references"
         real_x = test_feats[c] if real_set == "real_test" else ref_feats[c]
         pr = M.prdc(real_x, x, k=k)
+        floor = M.at_similarity_floor(x, ref_feats[c], similarity_floor)
         rec = {
             "concept_id": c,
             "name": concept_name[c],
             "method": m,
             "n_images": len(idx),
-            "recognisability": M.recognisability(probs[idx], labels.index(concept_name[c]), min_conf),
+            "recognisability": M.recognisability(probs[idx], labels.index(concept_name[c]), min_conf, abstain=floor),
+            "confidence": M.judge_confidence(probs[idx]),
+            "none_of_these": M.none_of_these(probs[idx], min_conf, abstain=floor),
             "ref_similarity": M.reference_similarity(x, ref_feats[c]),
             "precision": pr["precision"],
             "recall": pr["recall"],
@@ -210,6 +244,7 @@ def evaluate(
             **seeds_cm.loc[(c, m)].to_dict(),
             "n_real": len(real_x),
             "prdc_real": real_set,
+            "n_at_floor": int(floor.sum()),
         }
         records.append(rec)
     per = pd.DataFrame.from_records(records)
@@ -225,13 +260,14 @@ def evaluate(
         rec["tstr_accuracy"] = tstr[m][0]
         rec.update(seeds_m.loc[m].to_dict())
         rec["n_real"] = int(sub["n_real"].sum())
+        rec["n_at_floor"] = int(sub["n_at_floor"].sum())
         kinds = sorted(set(sub["prdc_real"]))
         rec["prdc_real"] = kinds[0] if len(kinds) == 1 else "mixed"
         records.append(rec)
 
     out = pd.DataFrame.from_records(records, columns=list(COLUMNS))
-    out["n_images"] = out["n_images"].astype(int)
-    out["n_real"] = out["n_real"].astype(int)
+    for col in _COUNT_COLUMNS:
+        out[col] = out[col].astype(int)
     for col in METRIC_COLUMNS:
         out[col] = out[col].astype(float)
     return out

@@ -72,6 +72,7 @@ def leaders(metrics: pd.DataFrame) -> dict[str, tuple[list[str], float]]:
     """Per metric with a direction: the best method(s) by their "(all)" value and that value
     (ties within 1e-9 all lead); metrics that are NaN for every method are left out."""
     per, overall, methods = _split(metrics)
+    methods = [m for m in methods if m != "references"]  # the baseline, not a method
     out = {}
     for mi in METRICS:
         if mi.higher_is_better is None or mi.column not in metrics:
@@ -98,6 +99,10 @@ def report_markdown(metrics: pd.DataFrame, run_id: str | None = None, judge_name
     concepts = list(dict.fromkeys(per["concept_id"].astype(str)))
     lines.append(f"- judge (feature model): {judge_name or 'unspecified'}")
     lines.append(f"- {int(per['n_images'].sum())} images, {len(concepts)} concept(s), methods: {', '.join(methods)}")
+    if "n_at_floor" in per:
+        floor = int(per["n_at_floor"].fillna(0).sum())
+        lines.append(f"- {floor} image(s) at the similarity floor (features that say nothing of any reference: noise, "
+                     "blank): the judge abstains on them, so they are never counted as recognised (none_of_these)")
     real_sets = sorted(set(per["prdc_real"].dropna().astype(str)))
     if real_sets:
         what = {"real_test": "held-out real test images", "references": "the reference images"}
