@@ -41,7 +41,7 @@ def _check_guidance(value: float, field: str) -> float:
 class InversionConfig(_Section):
     """DDIM inversion of the reference images to seeds."""
 
-    num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM inversion steps.")
+    num_inference_steps: int = Field(50, ge=1, description="DDIM inversion steps (at most limits.max_steps).")
     guidance_scale: float = Field(1.0, description="Classifier-free guidance during inversion: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images inverted per batch.")
     batch_invariant: bool = Field(
@@ -66,7 +66,7 @@ class InversionConfig(_Section):
 class GenerationConfig(_Section):
     """Image generation from the planned seeds."""
 
-    num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM denoising steps.")
+    num_inference_steps: int = Field(50, ge=1, description="DDIM denoising steps (at most limits.max_steps).")
     guidance_scale: float = Field(7.5, description="Classifier-free guidance scale: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images generated per batch.")
     batch_invariant: bool = Field(
@@ -94,7 +94,7 @@ class PlanConfig(_Section):
         ("nao",), min_length=1,
         description="Seed methods (ablations); `normguide methods` lists them (normguide.data.plan.SEED_METHODS).",
     )
-    num_images: int = Field(8, ge=1, le=100_000, description="Images per concept and method (the concept's num_images overrides).")
+    num_images: int = Field(8, ge=1, description="Images per concept and method (the concept's num_images overrides; at most limits.max_images_per_concept).")
     include_centroid: bool = Field(True, description="Plan the centroid of the inverted seeds as the first image.")
     pair_paths: bool = Field(True, description="Sample interpolants on paths between pairs of inverted seeds.")
     centroid_paths: bool = Field(True, description="Sample interpolants on paths from the centroid to each seed.")
@@ -151,6 +151,24 @@ class EvaluationConfig(_Section):
         None, description="Concept table (Parquet) whose reference_uris are held-out REAL images per concept, "
         "for train-on-synthetic-test-on-real; the demo uses its own held-out digits."
     )
+
+
+class LimitsConfig(_Section):
+    """Bounds on what one run may ask of the machine (docs/limits.md). Each is checked before
+    any model work, with a one-line error naming the concept, table or setting; raise one when a
+    real workload needs it. Not part of the run id (they change no image)."""
+
+    max_concepts: int = Field(100_000, ge=1, description="Concepts (rows) in the concept table.")
+    max_references_per_concept: int = Field(1_000, ge=1, description="Reference images of one concept.")
+    max_images_per_concept: int = Field(
+        100_000, ge=1, description="Images of one concept and method (plan.num_images, the table's num_images).")
+    max_steps: int = Field(1_000, ge=1, description="Inversion and generation steps (num_inference_steps).")
+    max_prompt_chars: int = Field(
+        2_000, ge=1, description="Characters of a concept's prompt (its own, or the template with its name), checked "
+        "on the table before anything is loaded.")
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="Tokens of a prompt in the model's tokenizer, checked once the model is loaded; "
+        "default (and most): what the tokenizer reads (77 for CLIP), so no prompt is silently cut short.")
 
 
 #: Export formats written after a run is finalized (``export:`` in the config; normguide.export).
@@ -238,6 +256,7 @@ class RunConfig(BaseModel):
     plan: PlanConfig = Field(default_factory=PlanConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     export: tuple[str, ...] = Field((), description="Export formats written after the run: hf, webdataset.")
     export_shard_size: int = Field(DEFAULT_EXPORT_SHARD_SIZE, ge=1, description="Samples per export shard.")
     strict_references: bool = Field(False, description="Refuse the whole run (exit 2) when any reference image is "
@@ -277,6 +296,22 @@ class RunConfig(BaseModel):
 
         return check_template(v, where="prompt_template")
 
+    @model_validator(mode="after")
+    def _within_limits(self) -> "RunConfig":
+        lim, bad = self.limits, []
+        for field, value, most, name in (
+            ("inversion.num_inference_steps", self.inversion.num_inference_steps, lim.max_steps, "max_steps"),
+            ("generation.num_inference_steps", self.generation.num_inference_steps, lim.max_steps, "max_steps"),
+            ("plan.num_images", self.plan.num_images, lim.max_images_per_concept, "max_images_per_concept"),
+            ("prompt_template", len(self.prompt_template), lim.max_prompt_chars, "max_prompt_chars"),
+        ):
+            if value > most:
+                what = f"is {value:,} characters long" if field == "prompt_template" else f"is {value:,}"
+                bad.append(f"{field} {what}, more than limits.{name} ({most:,})")
+        if bad:
+            raise ValueError("; ".join(bad))
+        return self
+
     # -- derived --------------------------------------------------------------------------
     def content_dict(self) -> dict[str, Any]:
         """The settings that decide the dataset's content (not where it goes or who reads it).
@@ -285,7 +320,7 @@ class RunConfig(BaseModel):
         (:meth:`table_digest`), and a run with a fixed run id follows the table as it changes
         (new concepts reopen a complete run)."""
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
-                                                 "export_shard_size", "compile", "strict_references"})
+                                                 "export_shard_size", "compile", "limits", "strict_references"})
         d["inversion"].pop("batch_size", None)
         d["generation"].pop("batch_size", None)
         d["generation"].pop("vae_batch_size", None)
@@ -385,7 +420,7 @@ def validation_line(exc) -> str:
         msg = str(err.get("msg", "invalid"))
         if msg.startswith("Value error, "):  # our validators' messages name the field and value already
             text = msg.removeprefix("Value error, ")
-            parts.append(text if text.startswith(loc.split(".")[0]) else f"{loc}: {text}")
+            parts.append(text if not err.get("loc") or text.startswith(loc.split(".")[0]) else f"{loc}: {text}")
             continue
         got = repr(err.get("input"))
         if loc.startswith("storage"):  # never echo what may be a credential

@@ -164,7 +164,8 @@ def load_concepts(ctx: RunContext, concept_ids: list[str] | None = None) -> list
     """Read and validate the concept table; every bad reference URI scheme is reported at once."""
     source = ctx.config.concepts
     check_uri_scheme(source, field="concepts")
-    concepts = parse_concept_table(ctx.read_input(source), source=source).select(concept_ids)
+    concepts = parse_concept_table(ctx.read_input(source), source=source, limits=ctx.config.limits,
+                                   template=ctx.config.prompt_template).select(concept_ids)
     problems = []
     for c in concepts:
         for uri in c.reference_uris:
@@ -437,18 +438,20 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
     import torch
 
     from normguide.diffusion import invert_images, prepare_image
+    from normguide.diffusion.prompts import check_prompt_tokens
 
     cid = concept.concept_id
     if (found := read_seeds(ctx, cid)) is not None:
         if not (changed := changed_fields(found.meta.get("concept"), concept)):
             return found
         discard_concept(ctx, concept, changed, found=ctx.storage.uri(seeds_key(cid)))
-    # 1. Read and check every reference (errors name the concept and the file)
+    # 1. Read and check the prompt and every reference (errors name the concept and the file)
     model = ctx.model()
+    prompt = concept.resolved_prompt(ctx.config.prompt_template)
+    check_prompt_tokens(model, prompt, concept_id=cid, setting=ctx.config.limits.max_prompt_tokens)
     images = [prepare_image(im, model.resolution) for im in read_references(ctx, concept)]
     # 2. DDIM inversion
     inv = ctx.config.inversion
-    prompt = concept.resolved_prompt(ctx.config.prompt_template)
     seeds_out, errors, fallbacks = [], [], []
     with progress.stage(cid, "inversion", total=len(images)) as bar:
         for start in range(0, len(images), inv.batch_size):  # one batch per call, so progress is per batch
@@ -504,10 +507,13 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
     cid = concept.concept_id
     if (done := completed_concept(ctx, concept)) is not None:
         return done
+    from normguide.diffusion.prompts import check_prompt_tokens
+
     rows = seeds.plan_rows
     storage = ctx.storage
     model = ctx.model()
     prompt = concept.resolved_prompt(ctx.config.prompt_template)
+    check_prompt_tokens(model, prompt, concept_id=cid, setting=ctx.config.limits.max_prompt_tokens)
     gen = ctx.config.generation
 
     # 1. Which images are missing; the ones an earlier, interrupted run wrote are read back,
@@ -691,7 +697,8 @@ def _real_test_images(ctx: RunContext, judge, concepts: dict[str, str]) -> dict[
     if source:
         table = parse_concept_table(ctx.read_input(source), source=source)
         found = {c.concept_id: c for c in table.concepts if c.concept_id in concepts}
-        return {cid: [_decode(ctx.read_input(u), u) for u in c.reference_uris] for cid, c in found.items()}
+        return {cid: [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in c.reference_uris]
+                for cid, c in found.items()}
     from normguide.evaluation import DigitsJudge, digits_real_test
 
     return digits_real_test(concepts) if isinstance(judge, DigitsJudge) else None
@@ -728,7 +735,7 @@ def evaluate(ctx: RunContext, *, judge=None):
         seeds = read_seeds(ctx, cid)
         if seeds is None:
             raise ValueError(f"concept {cid!r}: no seeds file {storage.uri(seeds_key(cid))}, so its references are unknown")
-        references[cid] = [_decode(ctx.read_input(u), u) for u in seeds.meta["reference_uris"]]
+        references[cid] = [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in seeds.meta["reference_uris"]]
     # 3. Metrics, report and plot
     metrics = ev.evaluate(manifest, images, references, judge, _real_test_images(ctx, judge, names), names,
                           include_references=True)  # the baseline row: the references themselves
@@ -740,7 +747,7 @@ def evaluate(ctx: RunContext, *, judge=None):
     storage.write_bytes(EVAL_REPORT, ev.report_markdown(metrics, run_id=ctx.run_id, judge_name=judge_name).encode())
     storage.write_bytes(EVAL_PLOT, ev.plot_metrics(metrics))
     overall = metrics[metrics.concept_id == ev.ALL].set_index("method")
-    headline = ["recognisability", "coverage", "tstr_accuracy", "vendi"]
+    headline = ["recognisability", "none_of_these", "coverage", "tstr_accuracy", "vendi"]
     return EvaluationRecord(
         metrics_uri=storage.uri(EVAL_METRICS), report_uri=storage.uri(EVAL_REPORT), judge=judge_name,
         per_method={m: {c: (None if pd.isna(v) else float(v)) for c, v in row.items() if c in headline}
