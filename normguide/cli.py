@@ -578,14 +578,22 @@ def plan_command(
     console.print(f"run {cfg.resolved_run_id()} -> {ctx.storage.root}: {len(rows)} concept(s), "
                   f"seed shape {tuple(shape)}; nothing is written", highlight=False, soft_wrap=True)
     total = 0
-    for concept, groups in plans:
-        table = Table(title=f"{concept.concept_id} ({concept.name}, {len(concept.reference_uris)} reference(s))",
-                      title_justify="left")
+    if len(plans) > _PLAN_TABLES:  # many concepts: one table per distinct plan (printing is the cost)
+        shared: dict[tuple, list] = {}
+        for concept, groups in plans:
+            shared.setdefault(tuple(groups), []).append(concept)
+        items = [(f"{len(cs)} concept(s) with {len(cs[0].reference_uris)} reference(s): "
+                  f"{', '.join(c.concept_id for c in cs[:5])}{', ...' if len(cs) > 5 else ''}", list(g), len(cs))
+                 for g, cs in shared.items()]
+    else:
+        items = [(f"{c.concept_id} ({c.name}, {len(c.reference_uris)} reference(s))", g, 1) for c, g in plans]
+    for title, groups, count in items:
+        table = Table(title=title, title_justify="left")
         for col in ("method", "kind", "images", "t", "pairs", "expected z (min..max)"):
             table.add_column(col, no_wrap=True)
         for g in groups:
             table.add_row(*g)
-            total += int(g[2])
+            total += int(g[2]) * count
         console.print(table)
     console.print(f"{total} image(s) in all", highlight=False)
     _print_existing(console, ctx, rows)
@@ -629,6 +637,10 @@ def _seed_shape(cfg: RunConfig) -> tuple[int, int, int]:
     from normguide.diffusion import get_pipeline
 
     return tuple(get_pipeline(cfg.model, device="cpu", dtype="float32").seed_shape)
+
+
+#: Above this many concepts, ``plan`` prints one table per distinct plan instead of one per concept.
+_PLAN_TABLES = 50
 
 
 def _dry_plans(cfg: RunConfig, concepts, shape):
