@@ -133,6 +133,59 @@ class PlanConfig(_Section):
         return self
 
 
+class RefineConfig(_Section):
+    """SeedSelect refinement of the planned seeds before generation (normguide.diffusion.refine;
+    docs/refinement.md). Off by default. Unset hyper-parameters come from the paper's preset for
+    each seed's method (``preset: auto``: ``random`` seeds get the start-from-random preset, every
+    other method the start-from-NAO one)."""
+
+    enabled: bool = Field(False, description="Refine every planned seed before generation.")
+    preset: Literal["auto", "nao", "random"] = Field(
+        "auto", description="The paper's settings: 'nao' (lr 0.05, 5 iterations, guidance 1), 'random' (lr 0.1, "
+        "30 iterations, guidance 7.5), or 'auto' (random seeds: 'random', others: 'nao').")
+    iterations: int | None = Field(None, ge=0, le=10_000, description="Optimisation iterations per seed.")
+    learning_rate: float | None = Field(None, gt=0, description="AdamW learning rate on the seed.")
+    lr_decay_at: int | None = Field(None, ge=0, description="Iteration from which the learning rate is multiplied by lr_decay_factor (paper: 3).")
+    lr_decay_factor: float | None = Field(None, gt=0, description="That factor (paper: 0.1; 1 keeps it constant).")
+    semantic_weight: float | None = Field(None, ge=0, description="Weight of the semantic (feature) loss (paper: 10).")
+    appearance_weight: float | None = Field(None, ge=0, description="Weight of the appearance (latent) loss (paper: 1).")
+    step_weights: tuple[float, ...] | None = Field(None, description="Semantic-loss weights of the last DDIM steps, oldest first (paper: 0.05, 0.25, 0.7).")
+    num_inference_steps: int | None = Field(None, ge=1, le=1000, description="DDIM steps of each refinement pass (paper: 20).")
+    guidance_scale: float | None = Field(None, description="Guidance of the refinement passes (paper: 1 from NAO, 7.5 from random).")
+    stop_below: float | None = Field(None, description="Stop a seed once its loss is at or below this.")
+    stop_tolerance: float | None = Field(None, ge=0, description="Stop a seed once its loss improves by less than this fraction per iteration.")
+    divergence_ratio: float = Field(2.0, gt=0, description="A final loss above this multiple of the start loss falls back to the unrefined seed.")
+    feature_model: str = Field(
+        "auto", description="Feature model of the semantic loss: a local CLIP directory, 'demo' (the demo's "
+        "autoencoder), or 'auto' (the demo's for the demo model; other models need a CLIP directory).")
+    batch_size: int = Field(8, ge=1, description="Seeds refined together (one optimiser per batch; a seed's path is its own).")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass (less memory, ~1 more forward).")
+
+    @model_validator(mode="after")
+    def _settings(self) -> "RefineConfig":
+        if self.enabled:
+            for method in ("nao", "random"):
+                self.settings_for(method)  # ValueError naming the refine.* field
+        return self
+
+    def preset_for(self, method: str) -> str:
+        """The preset a seed of ``method`` starts from."""
+        return self.preset if self.preset != "auto" else ("random" if method == "random" else "nao")
+
+    def settings_for(self, method: str):
+        """The library settings (``normguide.diffusion.refine.RefineSettings``) for seeds of ``method``."""
+        from normguide.diffusion.refine import PRESETS, with_overrides
+
+        return with_overrides(
+            PRESETS[self.preset_for(method)], iterations=self.iterations, learning_rate=self.learning_rate,
+            lr_decay_at=self.lr_decay_at, lr_decay_factor=self.lr_decay_factor,
+            semantic_weight=self.semantic_weight, appearance_weight=self.appearance_weight,
+            step_weights=self.step_weights, num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale, stop_below=self.stop_below, stop_tolerance=self.stop_tolerance,
+            divergence_ratio=self.divergence_ratio, gradient_checkpointing=self.gradient_checkpointing,
+        )
+
+
 class EvaluationConfig(_Section):
     """How good the run's images are (``eval/`` under the run; see normguide.evaluation).
 
@@ -233,6 +286,7 @@ class RunConfig(BaseModel):
         inversion: DDIM inversion settings.
         generation: Generation settings.
         plan: Seed plan settings (methods, counts, t values).
+        refine: SeedSelect refinement of the planned seeds (off by default).
         storage: S3 endpoint and credentials.
         evaluation: Whether and how the images are evaluated (not part of the run id).
         export: Formats to export the finished dataset to (``hf``, ``webdataset``; not part of
@@ -254,6 +308,7 @@ class RunConfig(BaseModel):
     inversion: InversionConfig = Field(default_factory=InversionConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     plan: PlanConfig = Field(default_factory=PlanConfig)
+    refine: RefineConfig = Field(default_factory=RefineConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
@@ -324,6 +379,10 @@ class RunConfig(BaseModel):
         d["inversion"].pop("batch_size", None)
         d["generation"].pop("batch_size", None)
         d["generation"].pop("vae_batch_size", None)
+        if self.refine.enabled:
+            d["refine"].pop("gradient_checkpointing", None)  # recomputation changes no value
+        else:
+            d.pop("refine")  # off: the run id of a run without refinement is what it always was
         return d
 
     def table_digest(self) -> str:

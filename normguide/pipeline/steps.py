@@ -65,6 +65,9 @@ def prepare(ctx: RunContext) -> PreparedRun:
     table as it is now (``_SUCCESS`` and run.json's table digest; a table that gained or changed
     concepts since reopens the run). A complete run reports the model from its run.json; call
     :func:`start` before any model work otherwise."""
+    from normguide.pipeline.refine import check_feature_model
+
+    check_feature_model(ctx.config)  # a missing or non-CLIP refine.feature_model, before any work
     storage = ctx.storage
     storage.check_writable()
     record = storage.read_bytes(run_record.RUN_JSON) if storage.exists(run_record.RUN_JSON) else None
@@ -81,12 +84,15 @@ def prepare(ctx: RunContext) -> PreparedRun:
 def start(ctx: RunContext) -> PreparedRun:
     """Load the model (a bad model fails before any concept) and start run.json: a new record,
     or a resumed one marked ``running`` again."""
+    from normguide.pipeline.refine import check_model
+
     storage = ctx.storage
     warnings = drawing_warnings(ctx)
     for line in warnings:
         _log.warning("%s", line)
     progress.announce(f"loading the model {ctx.config.model}")
     model = ctx.model()
+    check_model(ctx.config, model)  # refinement of a family that cannot backpropagate
     check_lease(ctx)
     if not storage.exists(run_record.RUN_JSON):
         storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.config, output_root=storage.root, model={
@@ -408,6 +414,7 @@ def discard_concept(ctx: RunContext, concept: Concept, changed: list[str], *, fo
     storage.delete([mf.part_key(cid)])
     storage.delete([k for k in storage.list(layout.images_prefix(cid)) if k.startswith(f"{layout.images_prefix(cid)}/")])
     storage.delete([seeds_key(cid)])
+    storage.delete([layout.refine_timing_key(cid)])
 
 
 def read_seeds(ctx: RunContext, concept_id: str) -> SeedsFile | None:
@@ -572,7 +579,7 @@ def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: li
 
     gen = ctx.config.generation
     records: dict[int, mf.ImageRecord] = {}
-    batches = generate_images(ctx.model(), seeds.planned[todo], prompt, num_inference_steps=gen.num_inference_steps,
+    batches = generate_images(ctx.model(), seeds.generation_seeds[todo], prompt, num_inference_steps=gen.num_inference_steps,
                               guidance_scale=gen.guidance_scale, batch_size=gen.batch_size,
                               batch_invariant=gen.batch_invariant, vae_batch_size=gen.vae_batch_size)
     cid = seeds.concept_id
