@@ -200,8 +200,11 @@ def methods_page() -> str:
     from normguide.data.plan import SEED_METHODS
 
     lines = [HEADER, "# Seed methods\n\n",
-             "The seed-method registry (`normguide.data.plan.SEED_METHODS`); `normguide methods` prints the same. "
-             "Choose with `plan.methods` / `--methods`.\n\n", "| method | what it is |\n| --- | --- |\n"]
+             "The seed-method registry (`normguide.data.plan.SEED_METHODS`). Choose them with `--methods nao,slerp` "
+             "(or `plan.methods` in a config); `normguide methods` prints this list. Default: `nao`. Every method "
+             "uses the same references, prompt and image budget, so a run with several is an ablation. Which one "
+             "pays on your model: [norm response](../norm-response.md) and [quality](../quality.md).\n\n",
+             "| method | what it does |\n| --- | --- |\n"]
     for name, method in SEED_METHODS.items():
         description = " ".join(str(getattr(method, "description", "")).split()).replace("|", "\\|")
         lines.append(f"| `{name}` | {description} |\n")

@@ -29,6 +29,9 @@ def test_generated_reference_pages_match_the_code():
     assert all(f"`{name}`" in pages["configuration.md"] for name in RunConfig.model_fields)
     assert all(f"`{name}`" in pages["manifest.md"] for name in MANIFEST_SCHEMA.names)
     assert "## `normguide run`" in pages["cli.md"] and "--concepts" in pages["cli.md"]
+    from normguide.data.plan import SEED_METHODS
+
+    assert all(f"| `{name}` |" in pages["methods.md"] for name in SEED_METHODS)
 
 
 def _doc_files():
