@@ -156,11 +156,13 @@ def test_a_rejected_table_writes_nothing_and_a_fixed_run_id_then_runs(tmp_path, 
     assert run_dataset(cfg, model=model).status == "complete"
 
 
-def test_a_broken_reference_is_refused_before_the_model_loads(tmp_path):
+def test_a_broken_reference_is_refused_before_the_model_loads_when_strict(tmp_path):
+    # strict_references: the interactive refuse-everything mode (the default skips only the bad
+    # concept: tests/pipeline/test_partial_references.py)
     table = _table(tmp_path / "in")
     (tmp_path / "in" / "refs" / "beta" / "0.png").write_bytes(b"")
     with pytest.raises(ValueError, match=r"concept 'beta': reference image .*beta/0\.png.* is empty"):
-        run_dataset(_config(table, tmp_path / "o"), model=never_load)
+        run_dataset(_config(table, tmp_path / "o", strict_references=True), model=never_load)
     assert not list((tmp_path / "o").rglob("run.json"))
 
 
