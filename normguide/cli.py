@@ -500,20 +500,22 @@ def validate(
     from rich.console import Console
     from rich.markup import escape
 
-    from normguide.data.storage import Storage
-    from normguide.pipeline import RunContext, steps
+    from normguide.data import references as refs
+    from normguide.data.storage import read_bytes
 
     console = Console(stderr=True)
     try:
         cfg = RunConfig().with_overrides(concepts=concepts, **{"storage.endpoint_url": endpoint_url})
-        # no output is written: the store is only where a run would look for finished concepts
-        ctx = RunContext.create(cfg, storage=Storage.open("."))
-        rows = steps.load_concepts(ctx, None)
+
+        def read_input(uri: str) -> bytes:  # as a run reads its inputs; nothing is written
+            return read_bytes(uri, storage_config=cfg.storage)
+
+        rows = refs.load_concepts(cfg, read_input, None)
         if references:
             problems = []
             for c in rows:  # every concept, done or not
                 try:
-                    steps.read_references(ctx, c)
+                    refs.read_references(read_input, c)
                 except ValueError as exc:
                     problems.append(str(exc))
             if problems:

@@ -36,6 +36,7 @@ from pyarrow import ArrowException
 from normguide import __version__, progress
 from normguide.data import layout
 from normguide.data import manifest as mf
+from normguide.data import references as reference_io
 from normguide.data import run_record
 from normguide.data.images import (
     ReferenceImageError,
@@ -44,9 +45,8 @@ from normguide.data.images import (
     sha256_hex,
 )
 from normguide.data.parquet_io import read_frame
-from normguide.data.schema import Concept, ConceptTableError, changed_fields, parse_concept_table
+from normguide.data.schema import Concept, changed_fields, parse_concept_table
 from normguide.data.seeds import SeedsFile, seeds_key
-from normguide.data.storage import check_uri_scheme
 from normguide.pipeline.context import RunContext
 from normguide.pipeline.results import GeneratedConcept, PreparedRun, SeedsRecord
 
@@ -167,41 +167,15 @@ def is_complete(ctx: RunContext) -> bool:
 
 # -- 2. the concept table ------------------------------------------------------------------------
 def load_concepts(ctx: RunContext, concept_ids: list[str] | None = None) -> list[Concept]:
-    """Read and validate the concept table; every bad reference URI scheme is reported at once."""
-    source = ctx.config.concepts
-    check_uri_scheme(source, field="concepts")
-    concepts = parse_concept_table(ctx.read_input(source), source=source, limits=ctx.config.limits,
-                                   template=ctx.config.prompt_template).select(concept_ids)
-    problems = []
-    for c in concepts:
-        for uri in c.reference_uris:
-            try:
-                check_uri_scheme(uri, field=f"reference_uris of concept {c.concept_id!r}")
-            except ValueError as exc:
-                problems.append(str(exc))
-    if problems:
-        raise ConceptTableError(source, problems)
-    return concepts
+    """Read and validate the concept table; every bad reference URI scheme is reported at once
+    (:func:`normguide.data.references.load_concepts`, which ``validate`` uses too)."""
+    return reference_io.load_concepts(ctx.config, ctx.read_input, concept_ids)
 
 
 def read_references(ctx: RunContext, concept: Concept) -> list[Image.Image]:
     """The concept's reference images, decoded; every bad one of the concept is named in one
-    :class:`ReferenceImageError` (missing, empty, not an image, truncated, too small or large)."""
-    cid = concept.concept_id
-    images, problems = [], []
-    for uri in concept.reference_uris:
-        try:
-            images.append(decode_reference(ctx.read_input(uri), uri=uri, concept_id=cid))
-        except FileNotFoundError as exc:
-            where = f" ({exc.strerror})" if uri.startswith("s3://") and exc.strerror else ""  # endpoint, bucket
-            problems.append(f"concept {cid!r}: reference image {uri!r} does not exist{where}")
-        except ReferenceImageError as exc:
-            problems.append(str(exc))
-        except ValueError as exc:  # not a regular file, too large, access denied (named by storage)
-            problems.append(f"concept {cid!r}: reference image {uri!r}: {exc}")
-    if problems:  # every bad reference of the concept at once, so one fix-up round suffices
-        raise ReferenceImageError("; ".join(problems))
-    return images
+    :class:`ReferenceImageError` (:func:`normguide.data.references.read_references`)."""
+    return reference_io.read_references(ctx.read_input, concept)
 
 
 def check_references(ctx: RunContext, concepts: list[Concept]) -> dict[str, str]:
