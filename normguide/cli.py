@@ -22,13 +22,13 @@ import typer
 import yaml
 
 from normguide import __version__
+from normguide.errors import BAD_INPUT, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, exit_code
 from normguide.config import RunConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Synthetic image datasets from norm-guided diffusion seeds.")
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _DEBUG = {"on": False}
 _D = RunConfig.model_construct()  # the defaults, for --help (constructing reads no table)
 
@@ -153,7 +153,7 @@ def _checked(console, cfg: RunConfig, table, ids):
         prepared, _ = check_run(runner, ids)
         if prepared.complete:
             return run_recipe(runner, ids)
-    except (ValueError, FileNotFoundError, PermissionError) as exc:
+    except BAD_INPUT as exc:
         raise _fail(console, str(exc)) from None
     return None
 
@@ -217,7 +217,7 @@ def _run_local(console, cfg: RunConfig, table, ids):
                                progress=lambda n, total, o: console.print(
                                    f"[{n}/{total}] {o.concept_id}: {o.status}, {o.images} image(s), "
                                    f"{o.generated} generated", highlight=False))
-    except (ValueError, FileNotFoundError, PermissionError) as exc:  # bad input or configuration
+    except BAD_INPUT as exc:  # bad input or configuration
         raise _fail(console, str(exc)) from None
     finally:
         progress.set_reporter(old)
@@ -259,7 +259,7 @@ def _run_prefect(console, cfg: RunConfig, table, ids):
         state = generate_dataset(config=cfg, concept_ids=ids, finalize=finalize, return_state=True)
         summary = state.result(raise_on_failure=False)
     if not isinstance(summary, RunSummary):  # the flow failed before it could summarise
-        raise _fail(console, f"run failed: {summary}", EXIT_BAD_INPUT if isinstance(summary, ValueError) else EXIT_FAILED)
+        raise _fail(console, f"run failed: {summary}", exit_code(summary) if isinstance(summary, BaseException) else EXIT_FAILED)
     return summary
 
 

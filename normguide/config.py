@@ -260,11 +260,9 @@ class RunConfig(BaseModel):
     @field_validator("prompt_template")
     @classmethod
     def _template(cls, v: str) -> str:
-        try:
-            v.format(name="x")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"prompt_template may only use the placeholder {{name}}: {exc!s}") from None
-        return v
+        from normguide.data.text import check_template  # only plain {name}: normguide.data.text
+
+        return check_template(v, where="prompt_template")
 
     # -- derived --------------------------------------------------------------------------
     def content_dict(self) -> dict[str, Any]:
@@ -344,7 +342,30 @@ class RunConfig(BaseModel):
                 node[p] = dict(node[p])
                 node = node[p]
             node[leaf] = value
-        return RunConfig.model_validate(_unwrap_secrets(data))
+        from pydantic import ValidationError
+
+        try:
+            return RunConfig.model_validate(_unwrap_secrets(data))
+        except ValidationError as exc:
+            raise ValueError(f"invalid setting: {validation_line(exc)}") from None
+
+
+def validation_line(exc) -> str:
+    """A pydantic ``ValidationError`` as one line: ``field: what was wrong`` per error, joined by
+    ``; `` (the value shown cut short: a 100 KB prompt is not echoed)."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
+        msg = str(err.get("msg", "invalid"))
+        if msg.startswith("Value error, "):  # our validators' messages name the field and value already
+            text = msg.removeprefix("Value error, ")
+            parts.append(text if text.startswith(loc.split(".")[0]) else f"{loc}: {text}")
+            continue
+        got = repr(err.get("input"))
+        if loc.startswith("storage"):  # never echo what may be a credential
+            got = "a value of type " + type(err.get("input")).__name__
+        parts.append(f"{loc}: {msg} (got {got if len(got) <= 60 else got[:57] + '...'})")
+    return "; ".join(p.replace("\n", " ") for p in parts)
 
 
 def secrets_refused(fields: list[str], where: str) -> str:
@@ -366,16 +387,57 @@ def _unwrap_secrets(obj: Any) -> Any:
     return obj
 
 
+#: Largest config file read (bytes): a run configuration is a few hundred bytes.
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (``*name``, ``<<: *name``): an 11-line file of
+    nested aliases expands to 10^9 nodes (a "billion laughs"), and a config needs none."""
+
+    def compose_node(self, parent, index):  # noqa: D102 - PyYAML's hook
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"an alias (*{event.anchor}) on line {event.start_mark.line + 1}: aliases and anchors "
+                "are not allowed in config files", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A PyYAML error as one line: what and where."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None and "line" not in problem:
+        problem += f" (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(problem or exc).split())
+
+
 def load_config(path: str | Path) -> RunConfig:
-    """Read a RunConfig from a YAML (.yaml/.yml) or JSON file; errors name the file and field."""
+    """Read a RunConfig from a YAML (.yaml/.yml) or JSON file; errors name the file and field.
+
+    Guards: a regular file of at most :data:`MAX_CONFIG_BYTES`; YAML is read with the safe
+    loader (no object tags) and without aliases (no alias bombs)."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"config file {str(p)!r} does not exist")
-    text = p.read_text()
+        raise ValueError(f"config file {str(p)!r} does not exist" if not p.exists() else
+                         f"config file {str(p)!r} is not a regular file")
+    with p.open("rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"config file {str(p)!r} is larger than {MAX_CONFIG_BYTES:,} bytes; a run configuration is a few hundred")
     try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"config file {str(p)!r} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"config file {str(p)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - safe, no aliases
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config file {str(p)!r} is not valid JSON: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {str(p)!r} is not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ValueError(f"config file {str(p)!r} is nested too deeply") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -385,4 +447,4 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ValueError(f"config file {str(p)!r} is invalid:\n{exc}") from None
+        raise ValueError(f"config file {str(p)!r} is invalid: {validation_line(exc)}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from normguide import errors
 from normguide.config import RunConfig
 from normguide.data.concept_table import TableSnapshot
 from normguide.pipeline import RunContext
@@ -19,13 +20,10 @@ def run_context(config: RunConfig, table: TableSnapshot | None = None) -> RunCon
 
 
 def retry_can_help(task, task_run, state) -> bool:
-    """Retry storage hiccups, not configuration errors: a missing bucket, rejected credentials,
-    a bad scheme or a missing input (ValueError, FileNotFoundError) fail the same way again, and
-    retrying them only delays the error."""
+    """Prefect's retry condition for the IO tasks: :func:`normguide.errors.retry_can_help` on
+    the task's exception (bad input is never retried; storage hiccups are)."""
     try:
         state.result()
-    except (ValueError, FileNotFoundError):
-        return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
+    except Exception as exc:  # noqa: BLE001 - the error family decides
+        return errors.retry_can_help(exc)
     return True

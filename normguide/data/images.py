@@ -14,13 +14,15 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
+from normguide.errors import InputError
+
 #: Smallest side accepted (a 1x1 "image" is almost certainly a placeholder or an error).
 MIN_SIDE = 16
 #: Largest pixel count accepted, checked from the header before decoding (8000 x 8000).
 MAX_PIXELS = 64_000_000
 
 
-class ReferenceImageError(ValueError):
+class ReferenceImageError(InputError):
     """A reference image could not be used; the message names the concept and the file."""
 
 

@@ -24,6 +24,13 @@ sampled at interior fractions t of each path. The method decides the geometry:
     slerp       normalized_centroid           slerp
     lerp        mean_centroid                 lerp
     cog         cog_centroid                  cog
+    norm-mean   norm_keeping_centroid         norm_keeping_interpolate (the weighted mean's direction
+                                              at the weighted mean of the inputs' norms; COG/LOL
+                                              family, safe for many correlated inputs)
+    circle      -                             Diff-II's circle interpolation (circle_planner): each
+                                              image a pair of inversions (spread_pairs order) and
+                                              a uniformly random angle on the whole circle through
+                                              them, drawn from (run seed, concept); no centroid image
     random      -                             -  (N(0, I) seeds, one integer seed per image)
 
 Counting: ``num_images`` per method = the centroid (if planned) + interpolants; when t values are
@@ -163,9 +170,10 @@ class SeedMethod:
             method computes both at once (NAO); else paths come from ``interpolate``.
         prior: ``inverted (K, d) -> prior`` for the method's norm prior; None: the chi prior
             of N(0, I_d) seeds (the geometry's default).
-        planner: ``(name, seeds (K, d), num_images) -> (rows, seeds (n, d), centroid (d,))`` for
-            a method that places its seeds its own way (paper-reference); the path settings
-            (include_centroid, pair_paths, centroid_paths, t_values) do not apply to it.
+        planner: ``(name, seeds (K, d), num_images, *, base_seed, concept_id) -> (rows,
+            seeds (n, d), centroid (d,))`` for a method that places its seeds its own way
+            (paper-reference, circle); the path settings (include_centroid, pair_paths,
+            centroid_paths, t_values) do not apply to it.
     """
 
     name: str
@@ -196,7 +204,7 @@ def _paper_interpolate(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, prior:
     return path[:, idx]
 
 
-def _paper_reference_planner(name: str, flat: torch.Tensor, num_images: int):
+def _paper_reference_planner(name: str, flat: torch.Tensor, num_images: int, **_context):
     """The reference call site (SeedSelect): the centroid of two inversions and both centroid
     paths' n − 2 interior points; ``num_images`` of those 2·(n − 2) points, evenly spread."""
     if flat.shape[0] != 2:
@@ -211,6 +219,34 @@ def _paper_reference_planner(name: str, flat: torch.Tensor, num_images: int):
         rows.append(PlannedSeed(image_id(name, "interpolant", idx), name, "interpolant", idx, pair=(-1, path),
                                 t=1 - (node + 1) / (_PAPER_NODES - 1), sources=(0, 1)))
     return rows, points[picks].to(torch.float32), centroid
+
+
+def circle_angles(base_seed: int, concept_id: str, n: int) -> torch.Tensor:
+    """The ``n`` angles (radians, uniform in [0, 2π)) of a concept's circle-method images: a
+    function of the run seed and the concept only (stable across runs and machines)."""
+    h = hashlib.sha256(f"circle:{base_seed}:{concept_id}".encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(h[:8], "big") & MAX_RANDOM_SEED)
+    return torch.rand(n, generator=gen, dtype=torch.float64) * (2 * math.pi)
+
+
+def _circle_planner(name: str, flat: torch.Tensor, num_images: int, *, base_seed: int = 0, concept_id: str = ""):
+    """Diff-II: image i uses the pair ``spread_pairs(K)[i mod P]`` and a random angle on the whole
+    circle through the two inversions (``geo.circle_interpolate``); ``t`` records angle / 2π.
+    The stored centroid (never generated) is the norm-keeping centroid."""
+    K = flat.shape[0]
+    if K < 2:
+        raise ValueError(f"method {name!r} (Diff-II's circle interpolation) needs at least 2 reference images per "
+                         f"concept; concept {concept_id!r} has {K}")
+    pairs = spread_pairs(K)
+    angles = circle_angles(base_seed, concept_id, num_images)
+    rows, seeds = [], []
+    for idx in range(num_images):
+        i, j = pairs[idx % len(pairs)]
+        seeds.append(geo.circle_interpolate(flat[i], flat[j], angles[idx : idx + 1])[0])
+        rows.append(PlannedSeed(image_id(name, "interpolant", idx), name, "interpolant", idx, pair=(i, j),
+                                t=float(angles[idx]) / (2 * math.pi), sources=(i, j)))
+    out = torch.stack(seeds).to(torch.float32) if seeds else flat.new_empty(0, flat.shape[1])
+    return rows, out, geo.norm_keeping_centroid(flat)
 
 
 SEED_METHODS: dict[str, SeedMethod] = {
@@ -244,6 +280,11 @@ SEED_METHODS: dict[str, SeedMethod] = {
                    centroid=lambda s, p: geo.mean_centroid(s), interpolate=lambda a, b, t, p: geo.lerp(a, b, t)),
         SeedMethod("cog", "COG / LOL (Bodin et al.): sqrt(K) times the mean",
                    centroid=lambda s, p: geo.cog_centroid(s), interpolate=lambda a, b, t, p: geo.cog(a, b, t)),
+        SeedMethod("norm-mean", "mean direction at the inputs' mean norm (COG/LOL family, safe for many correlated inputs)",
+                   centroid=lambda s, p: geo.norm_keeping_centroid(s),
+                   interpolate=lambda a, b, t, p: geo.norm_keeping_interpolate(a, b, t)),
+        SeedMethod("circle", "Diff-II: random angles on the whole circle through two inversions",
+                   planner=_circle_planner),
         SeedMethod("random", "prompt only: fresh N(0, I) seeds, one integer seed per image"),
     )
 }
@@ -294,7 +335,7 @@ def plan_seeds(
         if method.is_random:
             r, s = _plan_random(method.name, concept_id, num_images, shape, base_seed)
         elif method.planner is not None:
-            r, s, centroid = method.planner(method.name, flat, num_images)
+            r, s, centroid = method.planner(method.name, flat, num_images, base_seed=base_seed, concept_id=concept_id)
             centroids[method.name] = centroid.to(torch.float32).reshape(shape)
         else:
             r, s, centroid = _plan_geometric(

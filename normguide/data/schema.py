@@ -23,13 +23,16 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from normguide.data.text import control_characters, describe
+from normguide.errors import InputError
+
 REQUIRED_COLUMNS = ("concept_id", "name", "reference_uris")
 OPTIONAL_COLUMNS = ("prompt", "num_images")
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_NUM_IMAGES = 100_000
 
 
-class ConceptTableError(ValueError):
+class ConceptTableError(InputError):
     """The concept table violates the schema; ``problems`` lists every violation."""
 
     def __init__(self, source: str, problems: list[str]):
@@ -62,7 +65,11 @@ class Concept:
     raw_reference_uris: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     def resolved_prompt(self, template: str) -> str:
-        return self.prompt if self.prompt else template.format(name=self.name)
+        """The concept's own prompt (verbatim), else ``template`` with ``{name}`` replaced as
+        plain text (:mod:`normguide.data.text`; anything else in it is refused)."""
+        from normguide.data.text import render_template
+
+        return self.prompt if self.prompt else render_template(template, name=self.name)
 
     def definition(self) -> dict:
         """What the concept's row says, as written (reference paths unresolved, so a table moved
@@ -181,6 +188,9 @@ def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
         name = row.get("name")
         if not isinstance(name, str) or not name.strip():
             problems.append(f"column 'name', {where}: expected a non-empty string, got {name!r}")
+        elif bad := control_characters(name):
+            problems.append(f"column 'name', {where}: contains the control character {describe(bad[0])}; "
+                            "names may not contain control or format characters (newlines, NUL, bidi overrides)")
         refs = row.get("reference_uris")
         if not refs:
             problems.append(f"column 'reference_uris', {where}: expected at least one reference image, got {refs!r}")
@@ -191,6 +201,9 @@ def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
         prompt = row.get("prompt")
         if prompt is not None and not (isinstance(prompt, str) and prompt.strip()):
             problems.append(f"column 'prompt', {where}: expected a non-empty string or null, got {prompt!r}")
+        elif isinstance(prompt, str) and (bad := control_characters(prompt)):
+            problems.append(f"column 'prompt', {where}: contains the control character {describe(bad[0])}; "
+                            "prompts may not contain control or format characters (newlines, NUL, bidi overrides)")
         n = row.get("num_images")
         if n is not None and not (1 <= n <= MAX_NUM_IMAGES):
             problems.append(f"column 'num_images', {where}: expected an integer in 1..{MAX_NUM_IMAGES} or null, got {n!r}")

@@ -59,6 +59,7 @@ import torch
 
 from normguide.diffusion.devices import exclusive_device
 from normguide.diffusion.loading import LoadedModel, float32_twin
+from normguide.errors import RunFailure
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
 PRECISION_FALLBACKS: tuple[str, ...] = ("vae", "full")
 
 
-class PrecisionError(RuntimeError):
+class PrecisionError(RunFailure):
     """A sample that is non-finite (or a constant image) in the model's precision and again in float32."""
 
 

@@ -32,6 +32,7 @@ import torch
 
 from normguide.diffusion.demo import DEMO_FAMILIES, DEMO_REVISION_FORMAT, build_demo_pipeline
 from normguide.diffusion.devices import resolve_device, resolve_dtype
+from normguide.errors import InputError
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -107,7 +108,7 @@ class LoadedModel:
         return c * h * w
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """A model spec that cannot be loaded; the message names the spec and what was wrong."""
 
 

@@ -170,7 +170,7 @@ class ClipJudge:
     ``model_type: clip``, weights, tokenizer files, preprocessor_config.json). Nothing is downloaded.
 
     - ``class_probs``: zero-shot: softmax over the names of ``logit_scale · cos(image, text)``, the
-      texts being ``prompt_template.format(name=...)`` ("a photo of a {name}").
+      texts being ``prompt_template`` with ``{name}`` replaced as plain text ("a photo of a {name}").
     - ``embed``: the L2-normalised image embeddings (CLIP's projection output).
     - ``label_names``: the run's concept names plus ``distractors`` (default none). With a single
       concept and no distractors recognisability is undefined (evaluation reports NaN).
@@ -185,6 +185,11 @@ class ClipJudge:
         prompt_template: str = "a photo of a {name}",
         distractors: Sequence[str] = (),
     ) -> None:
+        from normguide.data.text import check_template
+
+        check_template(prompt_template, where="CLIP judge prompt_template")  # only plain {name}
+        if "{name}" not in prompt_template:
+            raise ValueError(f"CLIP judge prompt_template must contain '{{name}}', got {prompt_template!r}")
         path = Path(path).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"CLIP judge: model directory {str(path)!r} does not exist")
@@ -218,8 +223,6 @@ class ClipJudge:
         ]
         if lacking:
             raise ValueError(f"CLIP judge: {str(path)!r} lacks {' and '.join(lacking)}; save the CLIPProcessor with the model")
-        if "{name}" not in prompt_template:
-            raise ValueError(f"prompt_template must contain '{{name}}', got {prompt_template!r}")
 
         import torch
         from transformers import AutoTokenizer, CLIPModel
@@ -258,7 +261,9 @@ class ClipJudge:
 
     def _text_features(self, class_names: Sequence[str]) -> np.ndarray:
         torch = self._torch
-        texts = [self.prompt_template.format(name=n) for n in class_names]
+        from normguide.data.text import render_template
+
+        texts = [render_template(self.prompt_template, where="CLIP judge prompt_template", name=n) for n in class_names]
         tok = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         with torch.inference_mode():
             pooled = self.model.text_model(

@@ -7,6 +7,7 @@ Seeds are vectors in the last dimension (..., d); leading dimensions are batch d
 
 from ._numerics import EPS
 from .baselines import cog, cog_centroid, lerp, mean_centroid, normalized_centroid, slerp
+from .combinators import circle_interpolate, norm_keeping_centroid, norm_keeping_interpolate
 from .centroid import nao_centroid, nao_centroid_paths
 from .energy import centroid_energy, path_energy
 from .nao import geodesic_energy, nao_interpolate
@@ -19,6 +20,7 @@ __all__ = [
     "FittedNormPrior",
     "NormPrior",
     "centroid_energy",
+    "circle_interpolate",
     "cog",
     "cog_centroid",
     "geodesic_energy",
@@ -27,6 +29,8 @@ __all__ = [
     "nao_centroid",
     "nao_centroid_paths",
     "nao_interpolate",
+    "norm_keeping_centroid",
+    "norm_keeping_interpolate",
     "normalized_centroid",
     "paper_centroid",
     "paper_interpolate",

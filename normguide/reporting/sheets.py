@@ -21,6 +21,7 @@ import textwrap
 from dataclasses import dataclass
 from functools import lru_cache
 
+from normguide.data.text import printable
 from PIL import Image, ImageDraw, ImageFont
 
 from normguide.data.images import encode_png
@@ -135,8 +136,9 @@ _ASCII = str.maketrans({"→": "->", "–": "-", "—": "-", "×": "x", "≤": "
 
 def _fit_text(draw: ImageDraw.ImageDraw, text: str, width: int, size: int) -> str:
     """``text`` (glyphs the font lacks spelled in ASCII) cut with an ellipsis so it is at most
-    ``width`` px wide."""
-    text = text.translate(_ASCII)
+    ``width`` px wide; control characters escaped (a newline would make PIL draw several lines,
+    and its width measure refuses them)."""
+    text = printable(text).translate(_ASCII)
     f = font(size)
     if draw.textlength(text, font=f) <= width:
         return text
@@ -175,7 +177,7 @@ def render_sheet(title: str, subtitle: str, bands: list[Band], *, columns: int =
                   fill=REFERENCE_INK if band.reference else INK)
         y = y0 + 26
         for line in band.lines:
-            for part in textwrap.wrap(line.translate(_ASCII), width=26) or [""]:
+            for part in textwrap.wrap(printable(line).translate(_ASCII), width=26) or [""]:
                 draw.text((x0, y), part, font=font(12), fill=MUTED)
                 y += 15
         for t, (tx0, ty0, tx1, ty1) in zip(band.tiles, tile_boxes):

@@ -24,11 +24,13 @@ import pandas as pd
 from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.storage import Storage
+from normguide.data.text import printable
+from normguide.errors import InputError
 from normguide.reporting.records import CARD_KEY, EVAL_METRICS_KEY, EVAL_REPORT_KEY, INDEX_KEY, REPORT_DIR
 from normguide.reporting.tables import counts_by_concept, counts_markdown, evaluation_markdown, headline_evaluation
 
 
-class NotARunError(ValueError):
+class NotARunError(InputError):
     """The location holds no normguide run (no run.json, or one that is not a run record)."""
 
 
@@ -150,4 +152,6 @@ def show_text(s: RunStatus) -> str:
         lines.append(f"{what}: {uri}")
     if s.complete and "dataset card" not in s.files:
         lines.append("dataset card and contact sheets: not written for this run")
-    return "\n".join(lines).rstrip() + "\n"
+    # text of the run's files (names, errors) may hold control characters (runs made before
+    # names were checked): escaped, so the terminal is never moved, recoloured or reordered
+    return "\n".join(printable(line) for line in lines).rstrip() + "\n"

@@ -8,11 +8,13 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from normguide.data.text import printable
 from normguide.reporting.records import HEADLINE_METRICS
 
 
 def cell(value) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """A markdown table cell: ``|`` escaped, control characters escaped (``\\n``, ``\\u202e``)."""
+    return printable(value).replace("|", "\\|")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence], *, right_from: int = 1) -> list[str]:

@@ -24,6 +24,8 @@ from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.images import ReferenceImageError, decode_reference
 from normguide.data.seeds import SeedsFile, seeds_key
+from normguide.data.storage import StorageError
+from normguide.data.text import printable
 from normguide.reporting import card as card_mod
 from normguide.reporting.norms import PlannedZ, seed_norm_plot
 from normguide.reporting.records import (
@@ -85,12 +87,20 @@ def write_report(ctx: RunContext, *, evaluation: EvaluationRecord | None = None,
     for cid, rows in manifest.groupby("concept_id", sort=False):
         cid = str(cid)
         seeds = _read_seeds(ctx, cid)
-        name, prompt = str(rows["name"].iloc[0]), str(rows["prompt"].iloc[0])
+        # escaped: text of a run made before names were checked must not break a line or the card
+        name, prompt = printable(rows["name"].iloc[0]), printable(rows["prompt"].iloc[0])
         title = f"{cid}  ·  {name}"
         subtitle = f'prompt "{prompt}"  ·  {subtitle_model}  ·  run {run_id}'
-        storage.write_bytes(sheet_key(cid), contact_sheet(ctx, seeds, rows, title=title, subtitle=subtitle,
-                                                          max_per_method=max_per_method))
-        storage.write_bytes(norms_key(cid), norm_plot(seeds, title=f"{cid} ({name}): seed norms"))
+        try:
+            sheet = contact_sheet(ctx, seeds, rows, title=title, subtitle=subtitle, max_per_method=max_per_method)
+            norms = norm_plot(seeds, title=f"{cid} ({name}): seed norms")
+        except StorageError:
+            raise  # names its endpoint and key already
+        except Exception as exc:  # every failure of a concept's pictures names the concept
+            raise ValueError(f"report of concept {cid!r} ({name!r}) failed: "
+                             f"{type(exc).__name__}: {printable(exc)}") from exc
+        storage.write_bytes(sheet_key(cid), sheet)
+        storage.write_bytes(norms_key(cid), norms)
         concepts.append(ConceptReport(
             concept_id=cid, name=name, prompt=prompt, references=len(seeds.meta["reference_uris"]),
             images={str(m): int(n) for m, n in rows.groupby("method", sort=False).size().items()},

@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 
 from normguide.data.storage.options import scrub
+from normguide.errors import StorageError  # the storage kind of normguide's error family
 
 __all__ = ["StorageError", "classify", "client_error", "describe", "retryable"]
 
 
-class StorageError(RuntimeError):
-    """A storage call failed for good: the endpoint stayed unreachable past the retry budget,
-    or it refused the request. The message names the endpoint and the key, never a secret."""
 
 
 # S3 error codes, by what they mean to the user.

@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
+from normguide.errors import InputError, RunFailure
+
 if TYPE_CHECKING:
     from normguide.data.storage.base import Storage
 
@@ -123,7 +125,7 @@ class LeaseInfo:
 _HELD_HERE: set[str] = set()
 
 
-class LeaseHeld(ValueError):
+class LeaseHeld(InputError):
     """Another live run holds the output root's lease. The message names the root, the holder
     (host, pid, label), when it started and when the lease expires."""
 
@@ -139,7 +141,7 @@ class LeaseHeld(ValueError):
         )
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(RunFailure):
     """A held lease was taken over or removed by someone else, or could not be renewed before
     it expired: the run must stop writing."""
 

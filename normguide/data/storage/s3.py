@@ -41,6 +41,7 @@ from normguide.data.storage.errors import StorageError, classify, client_error, 
 from normguide.data.storage.options import endpoint_of, secret_values, storage_options_for
 from normguide.data.storage.retry import INPUT_RETRY_SECONDS, RETRY_SECONDS, backoff_delays, with_retry
 from normguide.data.storage.uris import check_key, split_s3
+from normguide.errors import InputError
 
 if TYPE_CHECKING:
     from normguide.config import StorageConfig
@@ -173,7 +174,7 @@ def get_object(fs: Any, bucket: str, key: str, *, max_bytes: int | None = None) 
     return sync(fs.loop, _read_and_close, resp["Body"])
 
 
-class ObjectTooLarge(Exception):
+class ObjectTooLarge(InputError):
     """An object's Content-Length is over the ``max_bytes`` given to :func:`get_object`."""
 
     def __init__(self, size: int) -> None:
