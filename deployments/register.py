@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-gpu", action="store_true", help="only the process-pool deployments")
     p = sub.add_parser("serve", help="serve the CPU deployments from this process (no workers)")
     p.add_argument("--limit", type=int, default=1, help="flow runs at once (default 1)")
+    sub.add_parser("list", help="check and list the work pools and deployments these files define (no server)")
     args = parser.parse_args(argv)
 
     if args.command == "pools":
@@ -226,6 +227,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: {dep_id}")
     elif args.command == "serve":
         serve(limit=args.limit)
+    elif args.command == "list":
+        print(f"definitions: {PREFECT_YAML}")
+        for pool in POOLS.values():
+            pool.base_job_template()  # the template file is there and is JSON
+            print(f"work pool {pool.name} ({pool.type}): {pool.template}")
+        for spec in deployment_specs():  # a scheduled deployment's config file is validated here
+            cfg = spec.parameters.get("config") or {}
+            table = f", concepts {cfg['concepts']}" if "concepts" in cfg else (", concepts: the shipped example" if cfg else "")
+            print(f"deployment {spec.name} of {spec.flow_entrypoint} on {spec.pool}"
+                  + (f", cron {spec.cron!r} ({spec.timezone})" if spec.cron else "") + table)
 
 
 if __name__ == "__main__":

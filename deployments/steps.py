@@ -25,11 +25,16 @@ def run_config_parameters(path: str) -> dict[str, Any]:
     ``path`` is relative to the checkout unless absolute. The file is validated as a
     :class:`~normguide.config.RunConfig` (an invalid file fails the deploy, naming the field).
 
+    A file without ``concepts`` runs the shipped example: the parameter then leaves ``concepts``
+    out, so each worker reads the example inside its own installed package (no path of the
+    deploying machine travels). A local table the file names must exist, resolved as the flows
+    will resolve it: relative to the checkout, their working directory.
+
     Raises:
-        ValueError: the file is invalid, or it holds credentials (``storage.key``, ``secret``,
-            ``token``): deployment parameters are stored in plain text by the Prefect API, so
-            credentials belong in a block (``storage.aws_credentials_block``) or the workers'
-            environment.
+        ValueError: the file is invalid; it names a local concept table that does not exist; or
+            it holds credentials (``storage.key``, ``secret``, ``token``): deployment parameters
+            are stored in plain text by the Prefect API, so credentials belong in a block
+            (``storage.aws_credentials_block``) or the workers' environment.
     """
     from normguide.config import load_config
 
@@ -40,4 +45,14 @@ def run_config_parameters(path: str) -> dict[str, Any]:
             f"config file {str(file)!r} sets {', '.join(secrets)}: deployment parameters are stored in "
             "plain text; use storage.aws_credentials_block or the workers' AWS environment instead"
         )
-    return {"config": config.model_dump(mode="json")}
+    params = config.model_dump(mode="json")
+    if "concepts" not in config.model_fields_set:
+        params.pop("concepts")
+    elif "://" not in config.concepts:  # a local table: the flows run with the checkout as working directory
+        table = Path(config.concepts).expanduser()
+        table = table if table.is_absolute() else CHECKOUT / table
+        if not table.is_file():
+            raise ValueError(f"config file {str(file)!r}: concepts: concept table {config.concepts!r} does not exist "
+                             f"(looked for {str(table)!r}; relative paths are relative to {str(CHECKOUT)!r}, where the "
+                             "deployment's flows run)")
+    return {"config": params}

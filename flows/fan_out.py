@@ -22,7 +22,6 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from normguide.config import RunConfig
-from normguide.pipeline import steps
 from normguide.sharding import pending_shards, split_into_shards
 from normguide.tasks.context import run_context
 from normguide.tasks.fan_out import launch_shard, wait_for_flow_runs
@@ -87,9 +86,9 @@ def generate_dataset_fan_out(
                 "already_done": [], "failed": [], "manifest_uri": None, "already_complete": True}
 
     # the run's lease, held while the shards run and until the manifest is consolidated: a second
-    # fan-out (or a plain run) of the same dataset is refused, naming the holder; each shard run
-    # takes its own shard lease
-    with ctx.storage.acquire_lease(steps.lease_name(None), owner=f"fan-out {config.run_id}"):
+    # fan-out (or a whole run) of the same dataset is refused, naming the holder; each shard run
+    # claims its own concepts; finalizing upgrades this claim to every concept (no writer left)
+    with ctx.storage.acquire_lease(owner=f"fan-out {config.run_id}", coordinator=True):
         # 2. Split the concept table into shards with stable names
         concepts = load_concepts(config, table)
         concept_ids = [c.concept_id for c in concepts]

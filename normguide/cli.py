@@ -24,6 +24,7 @@ import yaml
 from normguide import __version__
 from normguide.errors import BAD_INPUT, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, exit_code
 from normguide.config import RunConfig, load_config
+from normguide.data import layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -41,8 +42,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (and Prefect's own logs) on errors."),
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks (and Prefect's own logs) on errors."),
 ) -> None:
     _DEBUG["on"] = debug
 
@@ -57,9 +58,25 @@ def _fail(console, message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _build_config(config_file: Optional[Path], overrides: dict) -> RunConfig:
+def _build_config(config_file: Optional[Path], overrides: dict, quick: bool = False) -> RunConfig:
     base = load_config(config_file) if config_file else RunConfig()
+    if quick:  # the preset on top of the defaults (or the file), options given here on top of it
+        from normguide.presets import QUICK
+
+        base = base.with_overrides(**QUICK)
     return base.with_overrides(**overrides)
+
+
+def _step_options(config, concepts, output, model, run_id, prompt_template, seed, methods, num_images, steps,
+                  guidance, inversion_steps, batch_size, reconstruction, endpoint_url, **more) -> dict:
+    """The dotted-path overrides of the options `run` and `plan` share (same options, same run id)."""
+    return {"concepts": concepts, "output": output, "model": model, "run_id": run_id,
+            "prompt_template": prompt_template, "seed": seed,
+            "plan.methods": _split(methods), "plan.num_images": num_images,
+            "generation.num_inference_steps": steps, "generation.guidance_scale": guidance,
+            "inversion.num_inference_steps": inversion_steps,
+            "generation.batch_size": batch_size, "inversion.batch_size": batch_size,
+            "inversion.reconstruction": reconstruction, "storage.endpoint_url": endpoint_url, **more}
 
 
 def _split(value: Optional[str]) -> Optional[tuple[str, ...]]:
@@ -95,26 +112,23 @@ def run(
     guidance: Optional[float] = typer.Option(None, help="Generation guidance scale (1 to 100).", show_default=str(_D.generation.guidance_scale)),
     inversion_steps: Optional[int] = typer.Option(None, help="DDIM inversion steps.", show_default=str(_D.inversion.num_inference_steps)),
     batch_size: Optional[int] = typer.Option(None, help="Batch size for inversion and generation.", show_default=f"{_D.inversion.batch_size} / {_D.generation.batch_size}"),
+    batch_invariant: Optional[bool] = typer.Option(None, "--batch-invariant/--no-batch-invariant", help="Run the models one sample at a time inside a batch (inversion and generation), so an image's bytes do not depend on its batch mates; slower (docs/determinism.md).", show_default="no: batched, as diffusers"),
     reconstruction: Optional[bool] = typer.Option(None, "--reconstruction/--no-reconstruction", help="Record each seed's reconstruction error.", show_default=str(_D.inversion.reconstruction).lower()),
     export: Optional[str] = typer.Option(None, help="Comma-separated export formats written after the run: hf, webdataset.", show_default="none"),
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL for s3:// inputs and outputs.", show_default="AWS"),
     prefect: Optional[bool] = typer.Option(None, "--prefect/--no-prefect", help="Run as a Prefect flow (tracking, UI, retries) or in this process; both write the same bytes.", show_default="Prefect when a server is configured (PREFECT_API_URL), else in this process"),
+    quick: bool = typer.Option(False, "--quick", metavar="", help="A quick look: 10 inversion and 10 generation steps, 4 images per concept and method, no reconstruction pass, into ./outputs-quick (options given here still override). The full default run takes a few times longer."),
 ) -> None:
     """Generate a dataset and print where it is and a summary."""
     from rich.console import Console
 
     console = Console()
     try:
-        cfg = _build_config(config, {
-            "concepts": concepts, "output": output, "model": model, "run_id": run_id,
-            "device": device, "dtype": dtype, "compile": compile, "prompt_template": prompt_template, "seed": seed,
-            "plan.methods": _split(methods), "plan.num_images": num_images,
-            "generation.num_inference_steps": steps, "generation.guidance_scale": guidance,
-            "inversion.num_inference_steps": inversion_steps,
-            "generation.batch_size": batch_size, "inversion.batch_size": batch_size,
-            "inversion.reconstruction": reconstruction, "storage.endpoint_url": endpoint_url,
-            "export": _split(export),
-        })
+        cfg = _build_config(config, _step_options(
+            config, concepts, output, model, run_id, prompt_template, seed, methods, num_images, steps, guidance,
+            inversion_steps, batch_size, reconstruction, endpoint_url,
+            device=device, dtype=dtype, compile=compile, export=_split(export),
+            **{"generation.batch_invariant": batch_invariant, "inversion.batch_invariant": batch_invariant}), quick=quick)
         from normguide.data.concept_table import TableSnapshot
 
         table = TableSnapshot.read(cfg.concepts, storage_config=cfg.storage)  # the run's one read of it
@@ -145,14 +159,15 @@ def _checked(console, cfg: RunConfig, table, ids):
     """The recipe's checks that need no model and no Prefect (output writable, same settings,
     table, references); returns the summary of a run that is already complete (its no-op run
     here, which writes a missing card or export), else None."""
-    from normguide.pipeline import RunContext
+    from normguide.pipeline import RunContext, steps
     from normguide.pipeline.recipe import LocalRunner, check_run, run_recipe
 
     try:
         runner = LocalRunner(RunContext.create(cfg, table=table))
-        prepared, _ = check_run(runner, ids)
+        prepared, concepts = check_run(runner, ids)
         if prepared.complete:
             return run_recipe(runner, ids)
+        console.print(steps.outline(runner.ctx, concepts), highlight=False, soft_wrap=True)
     except BAD_INPUT as exc:
         raise _fail(console, str(exc)) from None
     return None
@@ -171,10 +186,12 @@ class RichReporter:
     """progress.Reporter: one live bar per running stage (concept, stage, done/total, rate)."""
 
     def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=True)
+                              TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                              console=console, transient=True)
         self._ids: dict[int, object] = {}
         self._console = console
 
@@ -184,6 +201,9 @@ class RichReporter:
 
     def __exit__(self, *exc):
         self._bars.stop()
+
+    def note(self, text: str) -> None:
+        self._console.print(text, highlight=False, soft_wrap=True)
 
     def started(self, stage) -> None:
         self._ids[id(stage)] = self._bars.add_task(f"{stage.concept_id} · {stage.name}", total=stage.total, rate="")
@@ -297,7 +317,13 @@ class _interrupts:
         import signal
 
         self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        self.terminated = False
+
+        def on_term(*_):
+            self.terminated = True
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_term)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -310,8 +336,10 @@ class _interrupts:
         signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))  # a second Ctrl-C: now
         from normguide.pipeline import RunContext, steps
 
-        steps.record_status(RunContext.create(self.cfg), "interrupted", error="interrupted by the user (Ctrl-C)")
-        self.console.print(f"[yellow]interrupted:[/yellow] run {self.cfg.run_id} stopped; run.json says "
+        why = "terminated (SIGTERM)" if self.terminated else "interrupted by the user (Ctrl-C)"
+        steps.record_status(RunContext.create(self.cfg), "interrupted", error=why)
+        label = "terminated (SIGTERM)" if self.terminated else "interrupted"
+        self.console.print(f"[yellow]{label}:[/yellow] run {self.cfg.run_id} stopped; run.json says "
                            "'interrupted'; rerun the same command to resume", highlight=False, soft_wrap=True)
         _stop_children()
         sys.stdout.flush()
@@ -419,13 +447,13 @@ def _existing_run(run_uri: str, endpoint_url: Optional[str]):
 
     storage_config = {"endpoint_url": endpoint_url} if endpoint_url else {}
     store = Storage.open(run_uri.rstrip("/"), storage_config=RunConfig(storage=storage_config).storage)
-    if not store.exists("run.json"):
+    if not store.exists(layout.RUN_JSON):
         raise ValueError(f"{run_uri} is not a normguide run: it has no run.json")
-    doc = json.loads(store.read_bytes("run.json"))
+    doc = json.loads(store.read_bytes(layout.RUN_JSON))
     try:
         cfg = RunConfig.model_validate({**doc["config"], "storage": storage_config})
     except Exception as exc:  # noqa: BLE001 - a record we cannot read is named
-        raise ValueError(f"{store.uri('run.json')} is not a readable normguide run record: {exc}") from None
+        raise ValueError(f"{store.uri(layout.RUN_JSON)} is not a readable normguide run record: {exc}") from None
     return cfg, store
 
 
@@ -444,10 +472,13 @@ def validate(
     concepts: str = typer.Argument(..., help="Concept table (Parquet): a path or s3:// URI."),
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL.", show_default="AWS"),
     references: bool = typer.Option(True, "--references/--no-references", help="Also read and decode every reference image."),
+    model: str = typer.Option(_D.model, help="The model the table is meant for: its tokenizer is read (no weights) to warn of prompt words it does not know; for the demo, of concepts that are not digits."),
+    prompt_template: str = typer.Option(_D.prompt_template, help="Prompt for concepts without their own; {name} is the concept's name."),
 ) -> None:
     """Check a concept table as `run` would (schema, ids, reference images exist and decode,
     sizes, URI schemes) without a model; print its concepts. Exit 2 naming every problem."""
     from rich.console import Console
+    from rich.markup import escape
 
     from normguide.data.storage import Storage
     from normguide.pipeline import RunContext, steps
@@ -473,18 +504,34 @@ def validate(
         raise _fail(console, str(exc)) from None
     for c in rows:
         typer.echo(f"{c.concept_id}\t{c.name}\t{len(c.reference_uris)} reference(s)")
-    typer.echo(f"{len(rows)} concept(s) OK" + ("" if references else " (reference images not read)"))
+    from normguide.vocabulary import drawing_warnings
+
+    warnings = drawing_warnings(model, rows, prompt_template)
+    for line in warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(line)}", soft_wrap=True, highlight=False)
+    typer.echo(f"{len(rows)} concept(s) OK" + ("" if references else " (reference images not read)")
+               + (f", {len(warnings)} warning(s): the model may not draw what they ask (see above)" if warnings else ""))
 
 
 @app.command("plan")
 def plan_command(
     concepts: Optional[str] = typer.Option(None, help="Concept table (Parquet): a path or s3:// URI.", show_default="the shipped example"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML or JSON run configuration."),
+    output: Optional[str] = typer.Option(None, help="Output root, as for `run`.", show_default=_D.output),
+    model: Optional[str] = typer.Option(None, help="Model, as for `run`.", show_default=_D.model),
+    run_id: Optional[str] = typer.Option(None, help="Run id.", show_default="derived as `run` derives it"),
+    prompt_template: Optional[str] = typer.Option(None, help="Prompt for concepts without their own.", show_default=_D.prompt_template),
     methods: Optional[str] = typer.Option(None, help="Comma-separated seed methods.", show_default=",".join(_D.plan.methods)),
     num_images: Optional[int] = typer.Option(None, help="Images per concept and method.", show_default=str(_D.plan.num_images)),
+    steps: Optional[int] = typer.Option(None, help="Generation (denoising) steps.", show_default=str(_D.generation.num_inference_steps)),
+    guidance: Optional[float] = typer.Option(None, help="Generation guidance scale.", show_default=str(_D.generation.guidance_scale)),
+    inversion_steps: Optional[int] = typer.Option(None, help="DDIM inversion steps.", show_default=str(_D.inversion.num_inference_steps)),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size for inversion and generation.", show_default=f"{_D.inversion.batch_size} / {_D.generation.batch_size}"),
+    reconstruction: Optional[bool] = typer.Option(None, "--reconstruction/--no-reconstruction", help="Record each seed's reconstruction error.", show_default=str(_D.inversion.reconstruction).lower()),
     concept_ids: Optional[str] = typer.Option(None, "--concept-ids", help="Comma-separated concept ids.", show_default="all"),
     seed: Optional[int] = typer.Option(None, help="Base seed of the random method.", show_default=str(_D.seed)),
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL.", show_default="AWS"),
+    quick: bool = typer.Option(False, "--quick", metavar="", help="Plan the quick look of `run --quick`."),
 ) -> None:
     """Dry run: print the seed plan per concept (methods, images, t values, expected seed
     z-scores) without inverting or generating anything.
@@ -494,14 +541,16 @@ def plan_command(
     from rich.console import Console
     from rich.table import Table
 
-    from normguide.pipeline import RunContext, steps
+    from normguide.pipeline import RunContext
+    from normguide.pipeline import steps as run_steps
 
     console = Console()
     try:
-        cfg = _build_config(config, {"concepts": concepts, "plan.methods": _split(methods), "plan.num_images": num_images,
-                                     "seed": seed, "storage.endpoint_url": endpoint_url})
+        cfg = _build_config(config, _step_options(
+            config, concepts, output, model, run_id, prompt_template, seed, methods, num_images, steps, guidance,
+            inversion_steps, batch_size, reconstruction, endpoint_url), quick=quick)
         ctx = RunContext.create(cfg)
-        rows = steps.load_concepts(ctx, list(_split(concept_ids)) if concept_ids else None)
+        rows = run_steps.load_concepts(ctx, list(_split(concept_ids)) if concept_ids else None)
         shape = _seed_shape(cfg)
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(console, str(exc)) from None
@@ -525,11 +574,10 @@ def plan_command(
 def _print_existing(console, ctx, concepts) -> None:
     """What a run would do with what the output already holds: concepts done, still to make, or
     made again because their row in the table changed (read-only)."""
-    from normguide.data import run_record
     from normguide.pipeline import steps
 
     try:
-        if not ctx.storage.exists(run_record.RUN_JSON):
+        if not ctx.storage.exists(layout.RUN_JSON):
             return
         states = steps.part_states(ctx, concepts)
     except (ValueError, OSError) as exc:
@@ -562,38 +610,10 @@ def _seed_shape(cfg: RunConfig) -> tuple[int, int, int]:
 
 def _dry_plans(cfg: RunConfig, concepts, shape):
     """Per concept, rows (method, kind, count, t values, pairs, z range) of the seed plan made
-    from N(0, I) stand-ins for its inverted seeds."""
-    import math
+    from N(0, I) stand-ins for its inverted seeds (the geometry once per reference count)."""
+    from normguide.data.dry_plan import dry_plans
 
-    import torch
-
-    from normguide.data.plan import plan_seeds
-    from normguide.geometry import ChiPrior
-
-    d = math.prod(shape)
-    prior = ChiPrior(d)
-    out = []
-    for c in concepts:
-        k = len(c.reference_uris)
-        stand_in = torch.randn(k, *shape, generator=torch.Generator().manual_seed(0))
-        p = cfg.plan
-        plan = plan_seeds(stand_in, concept_id=c.concept_id, methods=p.methods, num_images=c.num_images or p.num_images,
-                          include_centroid=p.include_centroid, pair_paths=p.pair_paths, centroid_paths=p.centroid_paths,
-                          include_inversions=p.include_inversions, t_values=p.t_values, base_seed=cfg.seed)
-        z = prior.zscore(plan.seeds.reshape(len(plan.rows), -1).double()).tolist()
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, r in enumerate(plan.rows):
-            groups.setdefault((r.method, r.kind), []).append(i)
-        rows = []
-        for (method, kind), idx in groups.items():
-            ts = sorted({plan.rows[i].t for i in idx if plan.rows[i].t is not None})
-            pairs = sorted({tuple(plan.rows[i].pair) for i in idx if plan.rows[i].pair is not None})
-            zs = [z[i] for i in idx]
-            rows.append((method, kind, str(len(idx)), ", ".join(f"{t:.2f}" for t in ts) or "-",
-                         " ".join(("c" if a < 0 else str(a)) + "-" + str(b) for a, b in pairs) or "-",
-                         f"{min(zs):+.2f}..{max(zs):+.2f}"))
-        out.append((c, rows))
-    return out
+    return dry_plans(cfg, concepts, shape)
 
 
 @app.command("config")

@@ -48,16 +48,23 @@ class InversionConfig(_Section):
     num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM inversion steps.")
     guidance_scale: float = Field(1.0, description="Classifier-free guidance during inversion: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images inverted per batch.")
-    batch_invariant: bool | None = Field(
-        None, description="One sample at a time inside a batch (default: on for CPU, off for GPU); see generation.")
+    batch_invariant: bool = Field(
+        False, description="One sample at a time inside a batch, so a seed does not depend on its batch mates "
+        "(off: batched, bare diffusers' bytes at the same batch size); see generation.")
     reconstruction: bool = Field(
-        True, description="Denoise each seed again and record its reconstruction error (off for speed)."
+        False, description="Denoise each seed again and record its reconstruction error (the round trip: one more "
+        "denoising pass per reference, about as much again as the inversion; off by default, on for a gate or a study)."
     )
 
     @field_validator("guidance_scale")
     @classmethod
     def _guidance(cls, v: float) -> float:
         return _check_guidance(v, "inversion.guidance_scale")
+
+    @field_validator("batch_invariant", mode="before")
+    @classmethod
+    def _null_is_batched(cls, v):  # null: the default (configs and run.json records from before it was a bool)
+        return False if v is None else v
 
 
 class GenerationConfig(_Section):
@@ -66,9 +73,10 @@ class GenerationConfig(_Section):
     num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM denoising steps.")
     guidance_scale: float = Field(7.5, description="Classifier-free guidance scale: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images generated per batch.")
-    batch_invariant: bool | None = Field(
-        None, description="Run the models one sample at a time inside a batch, so a seed gives the same bytes "
-        "whatever its batch (default: on for CPU, off for GPU, where batching is the throughput).")
+    batch_invariant: bool = Field(
+        False, description="Run the models one sample at a time inside a batch, so a seed gives the same bytes "
+        "whatever its batch and batch mates (slower: ~3-5x on CPU at batch 8-32); off: batches run whole, "
+        "with bare diffusers' bytes at the same batch size (docs/determinism.md).")
     vae_batch_size: int | None = Field(
         None, ge=1, description="Images decoded by the VAE at once (default: all on CPU; 8 at 512 px on CUDA).")
 
@@ -76,6 +84,11 @@ class GenerationConfig(_Section):
     @classmethod
     def _guidance(cls, v: float) -> float:
         return _check_guidance(v, "generation.guidance_scale")
+
+    @field_validator("batch_invariant", mode="before")
+    @classmethod
+    def _null_is_batched(cls, v):  # null: the default (configs and run.json records from before it was a bool)
+        return False if v is None else v
 
 
 class PlanConfig(_Section):

@@ -9,6 +9,8 @@ NormguideError                       the root: catch this to catch every normgui
 │   ├── NotARunError                 a location that holds no normguide run
 │   ├── TemplateError                a prompt template that is not plain text with {name}
 │   ├── LeaseHeld                    another live run holds the output root's lease
+│   ├── LeaseDamaged                 a lease object that cannot be read
+│   ├── LeaseDamaged                 the lease object is not a lease (hand-edited), named
 │   └── ObjectTooLarge               an input object over the size limit
 ├── StorageError (a RuntimeError)    a storage call failed for good (past the retry budget, or refused)
 └── RunFailure (a RuntimeError)      the run itself failed while working

@@ -90,10 +90,36 @@ def test_ctrl_c_stops_within_seconds_marks_the_run_and_a_rerun_resumes(tmp_path)
     record = json.loads((root / "run.json").read_text())
     assert record["status"] == "interrupted" and not (root / "_SUCCESS").exists()
 
+    assert record["error"] == "interrupted by the user (Ctrl-C)"
+
     rerun = subprocess.run(args, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "resuming: 1 of 3 concept(s) complete" in rerun.stdout + rerun.stderr  # a resumed run says so
     assert "digit-two: skipped" in rerun.stdout and (root / "_SUCCESS").exists()
     assert json.loads((root / "run.json").read_text())["status"] == "complete"
+
+
+def test_sigterm_is_recorded_as_terminated_and_output_off_a_terminal_says_what_happens(tmp_path):
+    args = _normguide("run", "--steps", "2", "--inversion-steps", "2", "--num-images", "1", "--concept-ids", "digit-two")
+    proc = subprocess.Popen(args, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines = []
+    for line in proc.stdout:  # output is a pipe: the log reporter's lines
+        lines.append(line)
+        if "digit-two: inversion of 5 images started" in line:  # run.json exists; the model is at work
+            break
+    else:
+        pytest.fail("the run ended before its first stage: " + "".join(lines))
+    proc.send_signal(signal.SIGTERM)
+    out = "".join(lines) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    # the first lines say what happens next, before the model loads
+    assert "1 concept(s) (digit-two)" in out and "next: loading the model demo, then inverting digit-two" in out
+    assert out.index("next: loading the model") < out.index("loading the model demo\n")
+    assert "terminated (SIGTERM):" in out and "Traceback" not in out
+    root = next((tmp_path / "outputs").glob("run-*"))
+    record = json.loads((root / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["error"] == "terminated (SIGTERM)"
 
 
 def test_validate_never_aborts_at_exit(tmp_path):

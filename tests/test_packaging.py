@@ -38,6 +38,11 @@ def test_wheel_installs_only_under_normguide(tmp_path):
     for data in ("normguide/demo/weights/pipeline/model_index.json", "normguide/demo/weights/classifier/model.safetensors",
                  "normguide/demo/example/concepts.parquet", "normguide/demo/example/references/two/00.png"):
         assert data in names
+    # the deployment definitions that normguide.deployments.register reads
+    for data in ("normguide/deployments/prefect.yaml", "normguide/deployments/configs/nightly.yaml",
+                 "normguide/deployments/work-pools/process.json", "normguide/deployments/work-pools/kubernetes-gpu.json",
+                 "normguide/deployments/work-pools/docker-gpu.json"):
+        assert data in names, data
 
     # installed from the wheel (not editable), `normguide run` works from any directory: the
     # example, the demo model and its judge come from the installed package
@@ -55,3 +60,11 @@ def test_wheel_installs_only_under_normguide(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(list((elsewhere / "outputs").glob("run-*/_SUCCESS"))) == 1
+
+    # the register command finds its files in the installed package and checks them (no server)
+    res = subprocess.run([sys.executable, "-m", "normguide.deployments.register", "list"], cwd=elsewhere, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"definitions: {site / 'normguide' / 'deployments' / 'prefect.yaml'}" in res.stdout
+    assert "deployment nightly of flows/generate_dataset.py:generate_dataset on normguide-cpu" in res.stdout
+    assert "work pool normguide-gpu-kubernetes (kubernetes)" in res.stdout

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from normguide.data import layout
+from normguide.data.parquet_io import read_metadata, read_table
+
 MANIFEST_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
@@ -101,7 +104,9 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
     norms = flat.norm(dim=-1)
     z = prior.zscore(flat)
     logp = prior.log_prob(norms)
-    refs = seeds.meta["reference_uris"]
+    # as written in the concept table (a relative path stays relative: no path of this machine in
+    # the dataset); resolved only where a reference is read (the seeds file keeps the resolved ones)
+    refs = (seeds.meta.get("concept") or {}).get("reference_uris") or seeds.meta["reference_uris"]
     rec_err = seeds.reconstruction_errors
     shared = asdict(ctx)
     rows = []
@@ -134,12 +139,9 @@ def _precision_fallback(seeds: SeedsFile, sources, generation: str | None) -> st
     return ",".join(parts) or None
 
 
-def part_key(concept_id: str) -> str:
-    return f"manifest/part-{concept_id}.parquet"
-
-
-def image_key(concept_id: str, image_id: str) -> str:
-    return f"images/{concept_id}/{image_id}.png"
+# the keys live in normguide.data.layout; these names are kept for callers
+part_key = layout.part_key
+image_key = layout.image_key
 
 
 #: Key of a manifest part's Parquet metadata holding its concept's row (JSON of
@@ -163,7 +165,7 @@ def rows_to_parquet(rows: list[dict], *, concept: dict | None = None) -> bytes:
 
 
 def parquet_to_table(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
+    return read_table(data)
 
 
 def part_concept(table: pa.Table) -> dict | None:
@@ -178,7 +180,7 @@ def part_concept(table: pa.Table) -> dict | None:
 
 def num_rows(data: bytes) -> int:
     """Row count of a Parquet part from its footer alone."""
-    return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+    return read_metadata(data).num_rows
 
 
 def consolidate(parts: list[bytes]) -> bytes:

@@ -10,10 +10,11 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from normguide.data import layout
 from normguide.config import RunConfig
 
-RUN_JSON = "run.json"
-SUCCESS = "_SUCCESS"
+RUN_JSON = layout.RUN_JSON  # names kept for callers; the keys live in normguide.data.layout
+SUCCESS = layout.SUCCESS
 
 
 def now() -> datetime:
@@ -41,14 +42,16 @@ def dumps(doc: dict[str, Any]) -> bytes:
 STATUSES = ("running", "complete", "failed", "interrupted")
 
 
-def new_record(config: RunConfig, *, output_root: str, model: dict[str, Any], table_digest: str) -> bytes:
-    """The run.json of a run that starts now (status ``running``); ``config`` is pinned (its
-    ``run_id`` set), ``table_digest`` the digest of the concept table it runs."""
+def new_record(config: RunConfig, *, output_root: str, model: dict[str, Any],
+               table_digest: str, warnings: list[str] | None = None) -> bytes:
+    """The run.json of a run that starts now (status ``running``); ``warnings``: what the model
+    cannot draw of the table (``normguide.vocabulary``); ``config`` is
+    pinned (its ``run_id`` set), ``table_digest`` the digest of the concept table it runs."""
     return dumps({
         "run_id": config.run_id, "status": "running", "started_at": now().isoformat(),
         "finished_at": None, "output_root": output_root, "model": model, "versions": versions(),
         "table_digest": table_digest, "concepts": None, "images": None, "error": None,
-        "config": config.public_dict(),
+        "config": config.public_dict(), "warnings": list(warnings or []),
     })
 
 

@@ -14,7 +14,6 @@ Every violation is collected and reported at once, each with its column, the row
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 import re
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from normguide.data.parquet_io import read_table
 from normguide.data.text import control_characters, describe
 from normguide.errors import InputError
 
@@ -118,7 +118,7 @@ def _is_string(t: pa.DataType) -> bool:
 def parse_concept_table(data: bytes, *, source: str) -> ConceptTable:
     """Parse and validate Parquet bytes; relative reference paths resolve against ``source``'s folder."""
     try:
-        table = pq.read_table(io.BytesIO(data))
+        table = read_table(data)
     except Exception as exc:  # pyarrow raises several types for non-Parquet input
         raise ConceptTableError(source, [f"not a readable Parquet file: {exc}"]) from None
     return validate_concept_table(table, source=source)
@@ -133,7 +133,7 @@ def table_digest(data: bytes) -> str:
     import json
 
     try:
-        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+        rows = read_table(data).to_pylist()
         blob = json.dumps(sorted(rows, key=lambda r: str(r.get("concept_id"))), sort_keys=True, default=str).encode()
     except Exception:  # noqa: BLE001 - unreadable tables are reported by parse_concept_table
         blob = data

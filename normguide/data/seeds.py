@@ -26,14 +26,13 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from normguide.data import layout
 from normguide.data.plan import PlannedSeed, SeedPlan
 
 META_KEY = "normguide"
 
 
-def seeds_key(concept_id: str) -> str:
-    """Storage key of a concept's seeds file under the run root."""
-    return f"seeds/{concept_id}.safetensors"
+seeds_key = layout.seeds_key  # the key lives in normguide.data.layout
 
 
 @dataclass(frozen=True)

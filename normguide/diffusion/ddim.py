@@ -35,15 +35,19 @@ in float32 too raises ``PrecisionError``; no NaN seed or constant image is ever 
 
 Batch invariance (what a seed's image depends on). DDIM here is deterministic (η = 0: no noise after
 z_T), so an image depends only on its seed, the prompt, the steps and guidance, and on float rounding.
-- CPU, ``batch_invariant`` (the CPU default): bit-identical bytes whatever ``batch_size`` and batch
-  mates (each sample runs alone through the models; tested).
-- ``batch_invariant=False`` (the GPU default, and the fast CPU mode): batches run whole; kernels block
-  their work by batch size, so an image may differ from its single-seed run in the last bits
-  (float32 on CPU: max |Δ| ~1e-5 per UNet call, enough to flip some pixel values by one level after
-  many steps; fp16 on GPU more, diffusers #2659). With ``torch.compile`` the last batch is padded to
-  ``batch_size`` so that every batch runs the same compiled kernels: then an image depends on its
-  position in the batch only, never on how many seeds the call had. Same hardware, software, batch
-  size and seed order give the same bytes run to run (cuDNN autotuning off, as PyTorch defaults).
+- Batched (the default on every device, ``batch_invariant=False``): batches run whole through the
+  models, as diffusers' own pipeline does, and give the bytes bare diffusers gives at the same batch
+  size (tested against ``StableDiffusionPipeline`` on the demo model). Kernels block their work by
+  batch size, so an image may differ from its single-seed run in the last bits (float32 on CPU:
+  max |Δ| ~1e-5 per UNet call, enough to flip some pixel values by one level after many steps;
+  fp16 on GPU more, diffusers #2659). Same hardware, software, batch size and seed order give the
+  same bytes run to run (cuDNN autotuning off, as PyTorch defaults). With ``torch.compile`` the
+  last batch is padded to ``batch_size`` so that every batch runs the same compiled kernels: then
+  an image depends on its position in the batch only, never on how many seeds the call had.
+- ``batch_invariant=True`` (an option, for users who need an image's bytes independent of its batch
+  mates): each sample runs alone through the models, so on CPU the bytes are identical whatever
+  ``batch_size`` and batch mates (tested); it costs ~3-5x on CPU at batch 8-32
+  (benchmarks/pipeline_throughput.py) and more on GPU.
 """
 
 from __future__ import annotations
@@ -277,8 +281,9 @@ def _rowwise(rowwise: bool, fn, x: torch.Tensor) -> torch.Tensor:
     Why: conv/matmul kernels block their work by batch size, so a sample's float32 rounding depends
     on how many others share its batch (measured on CPU: max |Δ| ~1e-5 per UNet call, enough to flip
     image bytes after a few steps). One row at a time makes every image's bytes independent of
-    batch_size and of its batch mates, at a cost: ~2.5x for the overhead-bound demo, little for real
-    models on CPU (compute-bound), a lot on GPU (which is why it is only the CPU default).
+    batch_size and of its batch mates, at a cost: ~3-5x for the overhead-bound demo at batch 8-32,
+    less for real models on CPU (compute-bound), a lot on GPU (which is why it is an option, off
+    by default).
     """
     if not rowwise or x.shape[0] == 1:
         return fn(x)
@@ -286,7 +291,9 @@ def _rowwise(rowwise: bool, fn, x: torch.Tensor) -> torch.Tensor:
 
 
 def _default_rowwise(model: LoadedModel, batch_invariant: bool | None) -> bool:
-    return model.device.type == "cpu" if batch_invariant is None else bool(batch_invariant)
+    """Rowwise only when asked (``batch_invariant=True``); None is the default: batched, as
+    diffusers runs, on every device."""
+    return bool(batch_invariant)
 
 
 class _GuidedUNet:
@@ -393,7 +400,7 @@ def invert_images(
     with the same steps/guidance/prompt and compared with z_0 (RMSE): a direct measure of how well
     the seed reproduces the reference; it roughly doubles the cost.
 
-    ``batch_invariant`` (default: True on CPU, False on GPU): run the models one image at a time
+    ``batch_invariant`` (default: off, batched as diffusers runs): run the models one image at a time
     inside each batch so that results do not depend on ``batch_size`` (see ``_rowwise``).
 
     Every z_0, z_T (and regenerated z_0) is checked per image and retried once in float32 where it
@@ -483,9 +490,9 @@ def generate_images(
             as given: DDIM's initial noise sigma is 1, and NAO seeds are planned at their norm.
         prompt: the text condition; the negative prompt is empty.
         batch_invariant: run the models one seed at a time inside each batch, so that an image's
-            bytes do not depend on batch_size or on its batch mates (default: True on CPU, where it
-            is verified bit-exact; False on GPU, where batches stay whole for throughput). See the
-            module docstring for what holds without it.
+            bytes do not depend on batch_size or on its batch mates (verified bit-exact on CPU).
+            Default: off on every device: batches stay whole, with bare diffusers' bytes at the
+            same batch size. See the module docstring for what holds without it.
         vae_batch_size: latents decoded per VAE call (VAE slicing); default: the whole batch on
             CPU, on CUDA as many as keep it to 8 images of 512 px (2 at 1024 px).
 

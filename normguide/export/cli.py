@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from normguide.config import EXPORT_FORMATS
+from normguide.data import layout
 
 
 def export_command(
@@ -25,18 +26,19 @@ def export_command(
 ) -> None:
     """Export a finished run for training jobs: hf (datasets Parquet) and webdataset (tar shards).
 
-    Prints one line per format: its folder and a line of Python that loads it. Rerunning it
+    Prints one line per format: its folder and a line of Python that loads it. The run's dataset
+    card (README.md) and report are rewritten to name and load the exports. Rerunning it
     finishes an interrupted export and is a no-op for a finished one.
     """
     from normguide.cli import _existing_run
     from normguide.data.storage import StorageError
-    from normguide.export import export_run, load_snippet
-    from normguide.pipeline import RunContext
+    from normguide.export import load_snippet
+    from normguide.pipeline import RunContext, steps
 
     try:
         cfg, store = _existing_run(run_uri, endpoint_url)
-        uris = export_run(RunContext.create(cfg, storage=store), format, shard_size=shard_size)
-        shards = json.loads(store.read_bytes("webdataset/_SUCCESS"))["shards"] if "webdataset" in uris else 1
+        uris = steps.export_and_report(RunContext.create(cfg, storage=store), format, shard_size=shard_size)
+        shards = json.loads(store.read_bytes(layout.export_success_key(layout.WEBDATASET_DIR)))["shards"] if "webdataset" in uris else 1
     except (ValueError, FileNotFoundError, StorageError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.export.source import (
     FinishedRun,
@@ -49,8 +50,8 @@ from normguide.export.source import (
 if TYPE_CHECKING:
     import datasets
 
-FOLDER = "hf"
-SPLIT = "train"
+FOLDER = layout.HF_DIR
+SPLIT = layout.HF_SPLIT
 #: Rows per Parquet row group; datasets' own value for image datasets.
 ROW_GROUP_SIZE = 100
 
@@ -79,7 +80,7 @@ def method_files(manifest: pa.Table, shard_size: int) -> dict[str, list[tuple[st
     out: dict[str, list[tuple[str, range]]] = {}
     for method in sorted(set(methods)):
         ranges = shard_ranges(methods.count(method), shard_size)
-        out[method] = [(f"{FOLDER}/{method}/{SPLIT}-{i:05d}-of-{len(ranges):05d}.parquet", r)
+        out[method] = [(layout.hf_file_key(method, i, len(ranges)), r)
                        for i, r in enumerate(ranges)]
     return out
 

@@ -25,8 +25,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from normguide.data import layout
 from normguide.data import manifest as mf
-from normguide.data import run_record
 from normguide.data.images import sha256_hex
 from normguide.data.storage import Storage
 
@@ -34,7 +34,7 @@ _log = logging.getLogger("normguide")
 
 #: Concurrent image reads per shard (the reads are IO-bound; S3 latency dominates).
 READ_THREADS = 16
-EXPORT_SUCCESS = "_SUCCESS"
+EXPORT_SUCCESS = layout.EXPORT_SUCCESS
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,11 @@ class FinishedRun:
 def open_finished_run(storage: Storage, run_id: str) -> FinishedRun:
     """The run at ``storage`` if it is finalized (``_SUCCESS`` and ``manifest.parquet``), else a
     ValueError naming the run and what is missing."""
-    missing = [k for k in (run_record.SUCCESS, "manifest.parquet") if not storage.exists(k)]
+    missing = [k for k in (layout.SUCCESS, layout.MANIFEST) if not storage.exists(k)]
     if missing:
         raise ValueError(f"run {run_id!r} at {storage.root} is not finalized: it has no {' and no '.join(missing)} "
                          "(finish it with `normguide run` before exporting)")
-    data = storage.read_bytes("manifest.parquet")
+    data = storage.read_bytes(layout.MANIFEST)
     manifest = mf.parquet_to_table(data)
     concepts = tuple(sorted(set(manifest.column("concept_id").to_pylist())))
     return FinishedRun(storage=storage, run_id=run_id, manifest=manifest, concepts=concepts,
@@ -123,7 +123,7 @@ def dumps(doc: dict[str, Any]) -> bytes:
 SETTINGS = ("format", "shard_size")
 #: Written when an export starts (its record), so a killed export's files say which manifest
 #: they were made from; removed once ``_SUCCESS`` is written.
-EXPORT_STARTED = "_STARTED"
+EXPORT_STARTED = layout.EXPORT_STARTED
 
 
 def finished_export(storage: Storage, folder: str, record: dict[str, Any]) -> bool:
@@ -138,7 +138,7 @@ def finished_export(storage: Storage, folder: str, record: dict[str, Any]) -> bo
     earlier manifest of the run (the run was reopened since: concepts added or changed) is
     deleted, with a warning, and made again. Files with no record at all (an export killed before
     records were kept) are resumed as before, or refused by :func:`refuse_strangers`."""
-    done_key, started_key = f"{folder}/{EXPORT_SUCCESS}", f"{folder}/{EXPORT_STARTED}"
+    done_key, started_key = layout.export_success_key(folder), layout.export_started_key(folder)
     present = storage.list(folder)
     found = next((k for k in (done_key, started_key) if k in present), None)
     try:
@@ -163,20 +163,20 @@ def finished_export(storage: Storage, folder: str, record: dict[str, Any]) -> bo
 
 def start_export(storage: Storage, folder: str, record: dict[str, Any]) -> None:
     """Record what the export about to be written is made from (``_STARTED``)."""
-    storage.write_bytes(f"{folder}/{EXPORT_STARTED}", dumps(record))
+    storage.write_bytes(layout.export_started_key(folder), dumps(record))
 
 
 def finish_export(storage: Storage, folder: str, record: dict[str, Any]) -> None:
     """Write ``<folder>/_SUCCESS`` (last) and drop the start marker."""
-    storage.write_bytes(f"{folder}/{EXPORT_SUCCESS}", dumps(record))
-    storage.delete([f"{folder}/{EXPORT_STARTED}"])
+    storage.write_bytes(layout.export_success_key(folder), dumps(record))
+    storage.delete([layout.export_started_key(folder)])
 
 
 def refuse_strangers(storage: Storage, folder: str, planned: Sequence[str]) -> set[str]:
     """The keys under ``folder`` (listed once); ValueError naming the files that the planned export
     would not write (left by an export with another shard size: loaders would read both)."""
     present = set(storage.list(folder))
-    strangers = sorted(present - set(planned) - {f"{folder}/{EXPORT_SUCCESS}", f"{folder}/{EXPORT_STARTED}"})
+    strangers = sorted(present - set(planned) - {layout.export_success_key(folder), layout.export_started_key(folder)})
     if strangers:
         shown = ", ".join(storage.uri(k) for k in strangers[:3]) + (" ..." if len(strangers) > 3 else "")
         raise ValueError(f"{storage.uri(folder)} holds {len(strangers)} file(s) this export would not write ({shown}), "

@@ -27,6 +27,7 @@ import tarfile
 
 import pyarrow as pa
 
+from normguide.data import layout
 from normguide.export.source import (
     FinishedRun,
     dumps,
@@ -40,11 +41,10 @@ from normguide.export.source import (
     start_export,
 )
 
-FOLDER = "webdataset"
+FOLDER = layout.WEBDATASET_DIR
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}"
+shard_name = layout.wds_shard_name
 
 
 def sample_key(concept_id: str, image_id: str) -> str:

@@ -13,14 +13,16 @@ import json
 
 from PIL import Image
 
+from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data import run_record
+from normguide.data.parquet_io import read_frame
 from normguide.data.schema import parse_concept_table
 from normguide.data.seeds import seeds_key
 from normguide.pipeline.context import RunContext
 from normguide.pipeline.resume import read_seeds
 
-EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = "eval/metrics.parquet", "eval/report.md", "eval/metrics.png"
+EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = layout.EVAL_METRICS, layout.EVAL_REPORT, layout.EVAL_PLOT
 
 
 def _judge_kind(ctx: RunContext) -> str | None:
@@ -104,7 +106,7 @@ def evaluate(ctx: RunContext, *, judge=None):
 
     storage = ctx.storage
     # 1. Check inputs: a finalized run and a judge
-    if not storage.exists("manifest.parquet"):
+    if not storage.exists(layout.MANIFEST):
         raise ValueError(f"run at {storage.root} has no manifest.parquet: it is missing or not complete "
                          "(finish it with `normguide run` first)")
     judge = judge or evaluation_judge(ctx)
@@ -112,7 +114,7 @@ def evaluate(ctx: RunContext, *, judge=None):
         raise ValueError("no judge to evaluate with: this model has no built-in one; set evaluation.clip_model "
                          "to a local CLIP directory (or evaluation.judge)")
     # 2. The manifest, its images, and each concept's references
-    manifest = pd.read_parquet(io.BytesIO(storage.read_bytes("manifest.parquet")))
+    manifest = read_frame(storage.read_bytes(layout.MANIFEST))
     images = [_decode(storage.read_bytes(key), storage.uri(key))
               for key in (mf.image_key(c, i) for c, i in zip(manifest.concept_id, manifest.image_id))]
     names = dict(zip(manifest.concept_id, manifest.name))
@@ -127,6 +129,9 @@ def evaluate(ctx: RunContext, *, judge=None):
     judge_name = getattr(judge, "name", type(judge).__name__)
     buf = io.BytesIO()
     metrics.to_parquet(buf, index=False)
+    from normguide.pipeline.steps import check_lease  # here: steps imports this module
+
+    check_lease(ctx)
     storage.write_bytes(EVAL_METRICS, buf.getvalue())
     storage.write_bytes(EVAL_REPORT, ev.report_markdown(metrics, run_id=ctx.run_id, judge_name=judge_name).encode())
     storage.write_bytes(EVAL_PLOT, ev.plot_metrics(metrics))

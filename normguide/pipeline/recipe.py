@@ -22,11 +22,13 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from normguide.data import layout
 from normguide.data.schema import Concept
-from normguide.data.storage import Storage
+from normguide.data.storage import LeaseLost, Storage
 from normguide.pipeline import steps
 from normguide.pipeline.context import RunContext
 from normguide.pipeline.results import ConceptOutcome, PreparedRun, RunSummary
+from normguide.progress import announce
 
 log = logging.getLogger("normguide")
 
@@ -37,7 +39,8 @@ class Runner(Protocol):
 
     #: Where the recipe's own lines go (the flow run's logger under Prefect).
     log: logging.Logger | logging.LoggerAdapter
-    #: The run's output store, in the driver's own process (the run's lease is taken on it).
+    #: The run's context in the driver's own process (the run's lease is taken on its storage).
+    ctx: RunContext
     storage: Storage
 
     def step(self, name: str, *args: Any) -> Any:
@@ -73,6 +76,8 @@ def run_concept_isolated(ctx: RunContext, concept: Concept, logger: logging.Logg
     one concept's failure never stops the others, in either driver."""
     try:
         return run_concept(ctx, concept)
+    except LeaseLost:  # not this concept's failure: the whole run must stop writing
+        raise
     except Exception as exc:  # noqa: BLE001 - isolated per concept, reported in the summary
         logger.error("concept %s failed: %s", concept.concept_id, error_text(exc))
         return ConceptOutcome.failed(concept.concept_id, error_text(exc))
@@ -105,12 +110,15 @@ def run_recipe(runner: Runner, concept_ids: list[str] | None = None, *, finalize
     if concepts is None:
         runner.log.info("run %s is already complete at %s: nothing to do", prepared.run_id, prepared.output_root)
         summary = RunSummary(**head, finalized=True, already_complete=True,
-                             manifest_uri=runner.storage.uri("manifest.parquet"))
+                             manifest_uri=runner.storage.uri(layout.MANIFEST))
         return publish(runner, summary) if runner.step("wants_report", True) else summary
 
-    # 3. The run's lease (one per shard for a shard), held by the driver's process to the end: a
-    #    second run of the same dataset is refused, naming the holder; a crashed one's expires
-    lease = runner.storage.acquire_lease(steps.lease_name(concept_ids), owner=f"run {prepared.run_id}")
+    announce(steps.outline(runner.ctx, concepts))
+
+    # 3. The run's lease (its claim: every concept, or a shard's), held by the driver's process to
+    #    the end: an overlapping live run is refused, naming the holder; a crashed one's expires
+    lease = steps.acquire_lease(runner.ctx, [c.concept_id for c in concepts] if concept_ids is not None else None,
+                                owner=f"run {prepared.run_id}")
     try:
         return _run_leased(runner, concepts, head, finalize=finalize)
     finally:

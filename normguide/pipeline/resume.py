@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 from pyarrow import ArrowException
 
+from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.images import sha256_hex
@@ -178,9 +179,12 @@ def discard_concept(ctx: RunContext, concept: Concept, changed: list[str], *, fo
     cid = concept.concept_id
     _log.warning("concept %r changed in the concept table since %s was written (%s); its images, "
                  "seeds and manifest part are discarded and made again", cid, found, ", ".join(changed))
+    from normguide.pipeline.steps import check_lease  # here: steps imports this module
+
+    check_lease(ctx)
     storage.delete([run_record.SUCCESS])
     storage.delete([mf.part_key(cid)])
-    storage.delete([k for k in storage.list(f"images/{cid}") if k.startswith(f"images/{cid}/")])
+    storage.delete([k for k in storage.list(layout.images_prefix(cid)) if k.startswith(f"{layout.images_prefix(cid)}/")])
     storage.delete([seeds_key(cid)])
 
 
@@ -195,7 +199,6 @@ def read_seeds(ctx: RunContext, concept_id: str) -> SeedsFile | None:
     except ValueError as exc:  # from_bytes names the file
         _log.warning("%s; concept %r will be inverted again", exc, concept_id)
         return None
-
 
 def image_record(blob: bytes, image: Image.Image | None = None,
                   precision_fallback: str | None = None) -> mf.ImageRecord:

@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from normguide import __version__, progress
+from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.images import ReferenceImageError, decode_reference, encode_png
@@ -52,7 +53,7 @@ from normguide.pipeline.evaluation import (  # noqa: F401 - the evaluation step,
     evaluation_judge,
     wants_evaluation,
 )
-from normguide.pipeline.publish import export, report, wants_report  # noqa: F401 - re-exported steps
+from normguide.pipeline.publish import export, export_and_report, report, wants_report  # noqa: F401 - re-exported
 from normguide.pipeline.results import GeneratedConcept, PreparedRun, SeedsRecord
 from normguide.pipeline.resume import (  # noqa: F401 - resume checks, importable from here
     complete_concepts,
@@ -98,12 +99,17 @@ def start(ctx: RunContext) -> PreparedRun:
     """Load the model (a bad model fails before any concept) and start run.json: a new record,
     or a resumed one marked ``running`` again."""
     storage = ctx.storage
+    warnings = drawing_warnings(ctx)
+    for line in warnings:
+        _log.warning("%s", line)
+    progress.announce(f"loading the model {ctx.config.model}")
     model = ctx.model()
+    check_lease(ctx)
     if not storage.exists(run_record.RUN_JSON):
         storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.config, output_root=storage.root, model={
             "id": model.model_id, "revision": model.revision, "family": model.family, "is_demo": model.is_demo,
             "note": model.note, "seed_shape": list(model.seed_shape), "scheduler": model.scheduler,
-        }, table_digest=ctx.table.digest))
+        }, table_digest=ctx.table.digest, warnings=warnings))
     else:
         record = storage.read_bytes(run_record.RUN_JSON)
         if json.loads(record).get("status") != "running":
@@ -114,17 +120,35 @@ def start(ctx: RunContext) -> PreparedRun:
                        is_demo=model.is_demo, model_note=model.note)
 
 
-def lease_name(concept_ids: list[str] | None) -> str:
-    """The lease a driver holds while it writes: ``_LEASE`` for a whole run (and a fan-out's
-    parent), one per shard for a shard's concepts, so shards run side by side while two runs
-    of the same dataset (or of the same shard) cannot."""
-    from normguide.data.storage import LEASE_NAME
+def drawing_warnings(ctx: RunContext, concepts: list[Concept] | None = None) -> list[str]:
+    """What the model cannot draw of the concept table (``normguide.vocabulary``): prompt words
+    its tokenizer does not know, and for the demo concepts that are not digits. Warnings, never
+    errors; loads no model (the tokenizer only, without torch)."""
+    from normguide.vocabulary import drawing_warnings as check
 
-    if concept_ids is None:
-        return LEASE_NAME
-    import hashlib
+    try:
+        rows = load_concepts(ctx) if concepts is None else concepts
+        return check(ctx.config.model, rows, ctx.config.prompt_template)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run must not stop the run
+        _log.debug("drawing check skipped: %s", exc)
+        return []
 
-    return f"{LEASE_NAME}-shard-{hashlib.sha256(chr(0).join(sorted(concept_ids)).encode()).hexdigest()[:12]}"
+
+def acquire_lease(ctx: RunContext, concept_ids: list[str] | None, *, owner: str, coordinator: bool = False):
+    """The run's claim in the output root's lease (``normguide.data.storage.lease``): every
+    concept for a whole run (``concept_ids`` None), those concepts for a subset or shard, or a
+    fan-out parent's ``coordinator`` claim. A live run whose claim overlaps is named in
+    :class:`LeaseHeld`. The steps then check it before each write (:func:`check_lease`)."""
+    return ctx.storage.acquire_lease(owner=owner, concepts=concept_ids, coordinator=coordinator)
+
+
+def check_lease(ctx: RunContext, *, finalizing: bool = False) -> None:
+    """Before a write: raise ``LeaseLost`` if this process's lease on the run root was lost
+    (one read of the lease object); ``finalizing`` upgrades a subset's claim to every concept
+    (``LeaseHeld`` while another writer is live). No lease held in this process: no check."""
+    from normguide.data.storage.lease import check_held
+
+    check_held(ctx.storage, finalizing=finalizing)
 
 
 def record_status(ctx: RunContext, status: str, error: str | None = None) -> None:
@@ -133,6 +157,7 @@ def record_status(ctx: RunContext, status: str, error: str | None = None) -> Non
     of a failure, which must stay the error the user sees."""
     storage = ctx.storage
     try:
+        check_lease(ctx)  # a lost lease: another run owns run.json now
         if not storage.exists(run_record.RUN_JSON) or storage.exists(run_record.SUCCESS):
             return
         record = storage.read_bytes(run_record.RUN_JSON)
@@ -208,6 +233,28 @@ def check_references(ctx: RunContext, concepts: list[Concept]) -> None:
         raise ReferenceImageError(f"{len(problems)} concept(s) have unusable reference images:\n  " + "\n  ".join(problems))
 
 
+def outline(ctx: RunContext, concepts: list[Concept]) -> str:
+    """What the run will do next, in one line: a new run names its concepts, images and steps; a
+    resumed one says how many concepts are complete ("resuming: 1 of 3 concepts complete").
+    One listing of the manifest parts; no model."""
+    cfg = ctx.config
+    ids = [c.concept_id for c in concepts]
+    missing = missing_parts(ctx, ids)
+    images = sum((c.num_images or cfg.plan.num_images) for c in concepts)
+    steps_text = (f"inversion {cfg.inversion.num_inference_steps} steps per reference, generation "
+                  f"{cfg.generation.num_inference_steps} steps per image")
+    if ctx.storage.exists(run_record.RUN_JSON):
+        done = len(ids) - len(missing)
+        head = f"resuming: {done} of {len(ids)} concept(s) complete"
+        if missing:
+            head += f"; next: {', '.join(missing)} ({steps_text})"
+        return head
+    return (f"{len(ids)} concept(s) ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}), "
+            f"{images * len(cfg.plan.methods)} image(s) with method(s) {', '.join(cfg.plan.methods)}; {steps_text}; "
+            f"next: loading the model {cfg.model}, then inverting {ids[0] if ids else '-'}")
+
+
+# -- 3. per concept ------------------------------------------------------------------------------
 # -- 3. per concept: invert, plan, generate ---------------------------------------------------
 def seeds_record(ctx: RunContext, seeds: SeedsFile) -> SeedsRecord:
     return SeedsRecord(concept_id=seeds.concept_id, seeds_uri=ctx.storage.uri(seeds_key(seeds.concept_id)),
@@ -257,6 +304,7 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
         "inversion_guidance": inv.guidance_scale, "seed_shape": list(model.seed_shape),
         "precision_fallback": fallbacks,
     })
+    check_lease(ctx)
     ctx.storage.write_bytes(seeds_key(cid), seeds.to_bytes())
     return seeds
 
@@ -275,6 +323,7 @@ def plan(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> SeedsFile:
         pair_paths=p.pair_paths, centroid_paths=p.centroid_paths, include_inversions=p.include_inversions,
         t_values=p.t_values, base_seed=ctx.config.seed,
     ))
+    check_lease(ctx)
     ctx.storage.write_bytes(seeds_key(concept.concept_id), planned.to_bytes())
     return planned
 
@@ -318,11 +367,11 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
                       normguide_version=__version__),
         seeds, keys, [records[i] for i in range(len(rows))],
     )
+    check_lease(ctx)
     storage.write_bytes(mf.part_key(cid), mf.rows_to_parquet(part, concept=concept.definition()))
     z = [r["seed_zscore"] for r in part]
     return GeneratedConcept(concept_id=cid, images=len(rows), generated=len(todo), skipped=False,
                             methods=sorted({r.method for r in rows}), mean_seed_zscore=sum(z) / len(z) if z else None)
-
 
 def _encode_and_write(storage, keys: list[str], idx: list[int], images, fallbacks) -> dict[int, mf.ImageRecord]:
     """PNG-encode, hash and write one generated batch (on the writer thread)."""
@@ -353,6 +402,7 @@ def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: li
             if pending is not None:
                 records.update(pending.result())
             # PNG encoding, hashing and the upload of this batch overlap the generation of the next
+            check_lease(ctx)  # before each batch's write: a run that lost its lease writes no more
             pending = writer.submit(_encode_and_write, ctx.storage, [keys[i] for i in idx], idx, images,
                                     images.precision_fallback)
             bar.advance(len(images))
@@ -371,17 +421,18 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
     the concepts whose part is missing (nothing is written then). Needs no model.
     """
     storage = ctx.storage
-    manifest_uri = storage.uri("manifest.parquet")
+    manifest_uri = storage.uri(layout.MANIFEST)
     if is_complete(ctx):
         return manifest_uri
     missing = missing_parts(ctx, concept_ids)
     if missing:
         raise RuntimeError(f"cannot finalize run {ctx.run_id!r}: manifest parts missing for concepts {missing}")
+    check_lease(ctx, finalizing=True)  # every writer of the root excluded from here on
     if not storage.exists(run_record.RUN_JSON):
         raise RuntimeError(f"cannot finalize run {ctx.run_id!r}: {storage.uri(run_record.RUN_JSON)!r} is missing")
     parts = [storage.read_bytes(mf.part_key(c)) for c in concept_ids]
     manifest = mf.consolidate(parts)
-    if storage.exists("manifest.parquet") and storage.read_bytes("manifest.parquet") != manifest:
+    if storage.exists(layout.MANIFEST) and storage.read_bytes(layout.MANIFEST) != manifest:
         # a reopened run: the evaluation scored the earlier manifest; the card must not show it
         stale = sorted(storage.existing([EVAL_METRICS, EVAL_REPORT, EVAL_PLOT]))
         if stale:
@@ -389,7 +440,7 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
                          "evaluated again when evaluation is on, or with `normguide evaluate`",
                          ", ".join(storage.uri(k) for k in stale))
             storage.delete(stale)
-    storage.write_bytes("manifest.parquet", manifest)
+    storage.write_bytes(layout.MANIFEST, manifest)
     storage.write_bytes(run_record.RUN_JSON, run_record.finished_record(
         storage.read_bytes(run_record.RUN_JSON), concepts=concept_ids, images=sum(mf.num_rows(p) for p in parts),
         table_digest=ctx.table.digest))

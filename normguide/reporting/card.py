@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
+from normguide.data import layout
 from normguide.data.manifest import MANIFEST_SCHEMA
 from normguide.reporting.records import (
     EVAL_PLOT_KEY,
@@ -76,12 +77,26 @@ def derived_hf_yaml(hf_files: Sequence[str]) -> dict[str, Any]:
     method, the first the default; used when ``normguide.export`` does not provide the header."""
     methods = list(dict.fromkeys(k.split("/")[1] for k in hf_files if k.count("/") >= 2 and k.endswith(".parquet")))
     configs = [{"config_name": m, **({"default": True} if i == 0 else {}),
-                "data_files": [{"split": "train", "path": f"hf/{m}/train-*.parquet"}]} for i, m in enumerate(methods)]
+                "data_files": [{"split": "train", "path": f"{layout.HF_DIR}/{m}/{layout.HF_SPLIT}-*.parquet"}]} for i, m in enumerate(methods)]
     return {"configs": configs} if configs else {}
 
 
+def set_split_bytes(header: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
+    """Give every split of ``header["dataset_info"]`` its ``num_bytes`` (``datasets`` ignores a
+    split without one, with a "malformed" warning on every load): the size of the files its config
+    reads (``sizes``: key -> bytes, of the ``hf`` export's files), matched by the config's glob."""
+    from fnmatch import fnmatch
+
+    paths = {c["config_name"]: [f["path"] for f in c.get("data_files", [])] for c in header.get("configs", [])}
+    for info in header.get("dataset_info") or []:
+        globs = paths.get(info.get("config_name", "default"), [])
+        n = sum(size for key, size in sizes.items() if any(fnmatch(key, g) for g in globs))
+        for split in info.get("splits", []):
+            split["num_bytes"] = n
+
+
 def card_yaml(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Schema = MANIFEST_SCHEMA,
-              export_yaml: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              export_yaml: Mapping[str, Any] | None = None, manifest_bytes: int = 0) -> dict[str, Any]:
     """The card's YAML header as a dict (keys in the order Hugging Face's template uses); the
     ``hf`` export's ``configs`` and ``dataset_info`` (``export_yaml``) replace the manifest's."""
     license_id = (run.get("config") or {}).get("license") or "other"
@@ -95,9 +110,9 @@ def card_yaml(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Schema
         "size_categories": [size_category(record.images)],
         "pretty_name": pretty,
         "configs": [{"config_name": "default",
-                     "data_files": [{"split": "train", "path": "manifest.parquet"}]}],
+                     "data_files": [{"split": "train", "path": layout.MANIFEST}]}],
         "dataset_info": {"features": manifest_features(schema),
-                         "splits": [{"name": "train", "num_examples": record.images}]},
+                         "splits": [{"name": "train", "num_bytes": manifest_bytes, "num_examples": record.images}]},
     }
     if export_yaml:
         header.update({k: v for k, v in export_yaml.items() if k in ("configs", "dataset_info")})
@@ -123,14 +138,18 @@ def _model_lines(model: Mapping[str, Any]) -> list[str]:
 
 def _load_snippets(record: ReportRecord, snippets: Mapping[str, str]) -> list[str]:
     """The "How to load" section: pandas for the manifest, and one block per export present
-    (``snippets``: format -> a line of Python that loads it, from normguide.export)."""
-    root = record.output_root
-    s3 = root.startswith("s3://")
+    (``snippets``: format -> a line of Python that loads it, from normguide.export). A local run's
+    lines are relative to its folder (no path of the machine that made it: a copied folder
+    loads as it is); an S3 run's name its s3:// URI."""
+    s3 = record.output_root.startswith("s3://")
+    root = record.output_root if s3 else "."
     opts = ', storage_options={"endpoint_url": ...})  # S3: credentials from the environment' if s3 else ")"
     lines = [
         "## How to load",
         "",
-        f"The run's folder is `{root}`; the manifest's paths are relative to it, so a copied folder still loads.",
+        (f"The dataset is at `{root}`." if s3 else
+         "Run these from this folder (the run's folder), or set `root` to its path; every path in the manifest "
+         "and the exports is relative to it, so a copied or moved folder loads as it is."),
         "",
         "**pandas, the manifest** (one row per image: concept, method, kind, path on the seed path, seed "
         "statistics, generation settings):",
@@ -143,30 +162,33 @@ def _load_snippets(record: ReportRecord, snippets: Mapping[str, str]) -> list[st
         f'manifest = pd.read_parquet(f"{{root}}/manifest.parquet"{opts}',
         'print(manifest.groupby(["concept_id", "method"]).size())',
         "row = manifest.iloc[0]",
-        'image = Image.open(f"{root}/images/{row.concept_id}/{row.image_id}.png")' if not s3 else
-        '# images: f"{root}/images/{row.concept_id}/{row.image_id}.png" (read them with s3fs / fsspec)',
+        'image = Image.open(f"{root}/{row.file_name}")' if not s3 else
+        '# images: f"{root}/{row.file_name}" (read them with s3fs / fsspec)',
         "```",
         "",
     ]
+    methods = list(dict.fromkeys(m for c in record.concepts for m in c.images))
     if "hf" in record.formats:
         lines += [
-            "**Hugging Face `datasets`** (the `hf` export: Parquet with the images embedded, one config per method; "
-            "this card's header declares them):",
+            "**Hugging Face `datasets`** (the `hf` export: Parquet with the images embedded, columns `image` and "
+            "`label` then the manifest's; one config per method, declared in this card's header):",
             "",
             "```python",
             "import datasets",
             "",
-            f'ds = datasets.load_dataset("{root}")                # every method, as declared in this card',
-            f'ds = datasets.load_dataset("{root}", "<method>")    # one method (an ablation)',
-            *([snippets["hf"]] if "hf" in snippets else []),
+            f'ds = datasets.load_dataset("{root}", split="train")          # every method (config "default")',
+            f'ds = datasets.load_dataset("{root}", "{methods[0] if methods else "nao"}", split="train")'
+            "   # one method (an ablation)",
+            *([snippets["hf"] + "   # the same, without the card"] if "hf" in snippets else []),
             "```",
             "",
         ]
     else:
         lines += [
             "**Hugging Face `datasets`**: this card's header declares `manifest.parquet` as the train split, so "
-            f'`datasets.load_dataset("{root}")` loads the manifest (the images as paths). The run has no `hf` '
-            "export with the images embedded (`normguide export` writes one).",
+            f'`datasets.load_dataset("{root}", split="train")` loads the manifest (the images as paths, '
+            "`file_name`). The run has no `hf` export with the images embedded: `normguide export <run folder> "
+            "--format hf` writes one and rewrites this card to load it.",
             "",
         ]
     if "webdataset" in record.formats:
@@ -176,7 +198,7 @@ def _load_snippets(record: ReportRecord, snippets: Mapping[str, str]) -> list[st
             "```python",
             "import webdataset",
             "",
-            "ds = " + snippets.get("webdataset", f'webdataset.WebDataset("{root}/webdataset/shard-00000.tar")'),
+            "ds = " + snippets.get("webdataset", f'webdataset.WebDataset("{root}/{layout.wds_shard_key(0, ".tar")}")'),
             "for sample in ds.decode(\"pil\"):",
             "    image, row = sample[\"png\"], sample[\"json\"]",
             "```",
@@ -190,7 +212,8 @@ def plural(n: int, word: str) -> str:
 
 
 def dataset_card(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Schema = MANIFEST_SCHEMA,
-                 export_yaml: Mapping[str, Any] | None = None, snippets: Mapping[str, str] | None = None) -> str:
+                 export_yaml: Mapping[str, Any] | None = None, snippets: Mapping[str, str] | None = None,
+                 manifest_bytes: int = 0) -> str:
     """The card's text (YAML header and prose) for a run (its run.json ``run``), its report and
     its manifest's ``schema``; ``export_yaml`` and ``snippets`` come from the exports present."""
     from normguide.data.plan import SEED_METHODS
@@ -202,7 +225,7 @@ def dataset_card(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Sch
     refs_text = (plural(min(refs), "real reference image") if refs and min(refs) == max(refs)
                  else f"{min(refs, default=0)}–{max(refs, default=0)} real reference images")
     gen, inv = cfg.get("generation") or {}, cfg.get("inversion") or {}
-    fields = card_yaml(run, record, schema=schema, export_yaml=export_yaml)
+    fields = card_yaml(run, record, schema=schema, export_yaml=export_yaml, manifest_bytes=manifest_bytes)
     header = yaml.safe_dump(fields, sort_keys=False, allow_unicode=True, width=1000)
     pretty = fields["pretty_name"]
 
@@ -215,6 +238,9 @@ def dataset_card(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Sch
         "photograph or sample; do not use them as evidence about the real world, and check them before training "
         "on them.",
         "",
+        *(["## Warnings", "",
+           "normguide found, at the start of the run, that the model may not draw what the concept table asks:",
+           "", *(f"- {w}" for w in run["warnings"]), ""] if run.get("warnings") else []),
         "## What this is",
         "",
         f"normguide run `{record.run_id}`: {plural(record.images, 'image')} of {plural(len(record.concepts), 'concept')}, "
@@ -263,6 +289,10 @@ def dataset_card(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Sch
     lines += [
         "## Contact sheets",
         "",
+        "The report to look at in a browser is [`report/index.html`](report/index.html): these pictures, the "
+        "evaluation, and a page per concept showing every image with its manifest fields (relative links: it "
+        "works from a local disk or a static host such as an S3 website).",
+        "",
         "Each sheet shows a concept's real reference images (top, on a light orange band) and below them each "
         "method's generated images, captioned with what they are (`centroid`; `i to j, t=…`: the point at "
         "fraction t of the path between references i and j, numbered from 0; `c to j, t=…`: on the path from "
@@ -287,6 +317,7 @@ def dataset_card(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Sch
         "manifest.parquet                   one row per image (all concepts)",
         "images/<concept_id>/<image_id>.png the images; image_id = <method>-<kind>-<index>",
         "seeds/<concept_id>.safetensors     inverted seeds, centroids and planned seeds",
+        "report/index.html                  the report to look at in a browser (a page per concept)",
         "report/index.md                    summary; report/<concept_id>/ contact sheet and seed-norm plot",
         *(["eval/                              metrics.parquet, report.md, metrics.png"] if record.evaluation else []),
         *(["hf/<method>/train-*.parquet        Hugging Face datasets export"] if "hf" in record.formats else []),

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-CARD_KEY = "README.md"
-REPORT_DIR = "report"
-INDEX_KEY = f"{REPORT_DIR}/index.md"
-EVAL_REPORT_KEY = "eval/report.md"
-EVAL_PLOT_KEY = "eval/metrics.png"
-EVAL_METRICS_KEY = "eval/metrics.parquet"
+from normguide.data import layout
+# the keys live in normguide.data.layout; these names are kept for callers
+CARD_KEY = layout.CARD
+REPORT_DIR = layout.REPORT_DIR
+INDEX_KEY = layout.REPORT_INDEX
+EVAL_REPORT_KEY = layout.EVAL_REPORT
+EVAL_PLOT_KEY = layout.EVAL_PLOT
+EVAL_METRICS_KEY = layout.EVAL_METRICS
 #: The headline evaluation metrics of the summary tables (columns of eval/metrics.parquet).
 HEADLINE_METRICS = ("recognisability", "coverage", "tstr_accuracy", "vendi", "seed_zscore_mean")
 
 
-def sheet_key(concept_id: str) -> str:
-    return f"{REPORT_DIR}/{concept_id}/contact_sheet.png"
-
-
-def norms_key(concept_id: str) -> str:
-    return f"{REPORT_DIR}/{concept_id}/seed_norms.png"
+sheet_key = layout.sheet_key
+norms_key = layout.norms_key
 
 
 class _Record(BaseModel):

@@ -14,15 +14,15 @@ concepts' manifest parts written so far. Reads only small files; no model, no im
 
 from __future__ import annotations
 
-import io
 import json
-import time
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from normguide.data import manifest as mf
+from normguide.data import layout
 from normguide.data import run_record
+from normguide.data.parquet_io import read_frame
 from normguide.data.storage import Storage
 from normguide.data.text import printable
 from normguide.errors import InputError
@@ -67,21 +67,16 @@ def open_run(run_uri: str, *, endpoint_url: str | None = None) -> Storage:
 
 def _lease_state(store: Storage) -> str | None:
     """'live', 'expired' (also when its holder is a process of this host that is gone: killed
-    with SIGKILL, its lease not yet run out), or None (no lease, or no lease support)."""
-    try:
-        from normguide.data.storage.lease import LEASE_NAME, LeaseInfo
-    except ImportError:
-        return None
-    if not store.exists(LEASE_NAME):
-        return None
-    info = LeaseInfo.from_bytes(store.read_bytes(LEASE_NAME))
-    return "expired" if info is None or info.expired(time.time()) or info.holder_gone() else "live"
+    with SIGKILL, its lease not yet run out), 'damaged', or None (no lease)."""
+    from normguide.data.storage.lease import lease_state
+
+    return lease_state(store)
 
 
 def _counts(store: Storage) -> tuple[dict[str, tuple[str, dict[str, int]]], str]:
-    if store.exists("manifest.parquet"):
-        return counts_by_concept(pd.read_parquet(io.BytesIO(store.read_bytes("manifest.parquet")))), "manifest.parquet"
-    parts = [k for k in store.list("manifest") if k.startswith("manifest/part-") and k.endswith(".parquet")]
+    if store.exists(layout.MANIFEST):
+        return counts_by_concept(read_frame(store.read_bytes(layout.MANIFEST))), layout.MANIFEST
+    parts = [k for k in store.list(layout.MANIFEST_DIR) if layout.is_part_key(k)]
     frames = [mf.parquet_to_table(store.read_bytes(k)).select(["concept_id", "name", "method"]).to_pandas() for k in parts]
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["concept_id", "name", "method"])
     return counts_by_concept(manifest), f"{len(parts)} manifest part(s) (not finalized)"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from normguide.data.parquet_io import read_frame
 from normguide.data.text import printable
 from normguide.reporting.records import HEADLINE_METRICS
 
@@ -51,7 +51,7 @@ def headline_evaluation(metrics_parquet: bytes) -> dict[str, dict[str, float | N
     """method -> {metric: value} from the evaluation's "(all)" rows (:data:`HEADLINE_METRICS`)."""
     from normguide.evaluation import ALL
 
-    metrics = pd.read_parquet(io.BytesIO(metrics_parquet))
+    metrics = read_frame(metrics_parquet)
     overall = metrics[metrics["concept_id"] == ALL]
     out = {}
     for _, row in overall.iterrows():

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
+from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data import run_record
 from normguide.data.images import ReferenceImageError, decode_reference
@@ -72,11 +73,11 @@ def write_report(ctx: RunContext, *, evaluation: EvaluationRecord | None = None,
     # 1. Check inputs: a finalized run
     if max_per_method < 1:
         raise ValueError(f"max_per_method must be ≥ 1, got {max_per_method}")
-    if not storage.exists("manifest.parquet"):
+    if not storage.exists(layout.MANIFEST):
         raise ValueError(f"run at {storage.root} has no manifest.parquet: it is missing or not complete "
                          "(finish it with `normguide run` first)")
     run = json.loads(storage.read_bytes(run_record.RUN_JSON)) if storage.exists(run_record.RUN_JSON) else {}
-    manifest_table = mf.parquet_to_table(storage.read_bytes("manifest.parquet"))
+    manifest_table = mf.parquet_to_table(storage.read_bytes(layout.MANIFEST))
     manifest = manifest_table.to_pandas()
     model = run.get("model") or {}
     run_id = str(run.get("run_id") or ctx.run_id)  # the recorded id: a config read back may resolve differently
@@ -121,9 +122,23 @@ def write_report(ctx: RunContext, *, evaluation: EvaluationRecord | None = None,
 
     # 4. The summary and the card
     storage.write_bytes(INDEX_KEY, index_markdown(record, absolute=False).encode())
-    storage.write_bytes(CARD_KEY, card_mod.dataset_card(run, record, schema=manifest_table.schema,
-                                                        export_yaml=exports.card_yaml, snippets=exports.snippets).encode())
+    write_html(ctx, record, manifest, warnings=list(run.get("warnings") or []))
+    storage.write_bytes(CARD_KEY, card_mod.dataset_card(
+        run, record, schema=manifest_table.schema, export_yaml=exports.card_yaml, snippets=exports.snippets,
+        manifest_bytes=storage.sizes([layout.MANIFEST]).get(layout.MANIFEST, 0)).encode())
     return record
+
+
+def write_html(ctx: RunContext, record: ReportRecord, manifest: pd.DataFrame, *, warnings: list[str]) -> None:
+    """``report/index.html`` and ``report/<concept_id>/index.html`` (:mod:`normguide.reporting.html`)."""
+    from normguide.reporting import html
+
+    storage = ctx.storage
+    for cid, rows in manifest.groupby("concept_id", sort=False):
+        storage.write_bytes(html.concept_page_key(str(cid)), html.concept_html(str(cid), rows).encode())
+    storage.write_bytes(html.HTML_INDEX_KEY, html.index_html(
+        record, warnings=warnings, has_eval_plot=record.evaluation_plot_uri is not None,
+        has_eval_report=record.evaluation_report_uri is not None).encode())
 
 
 def _read_seeds(ctx: RunContext, concept_id: str) -> SeedsFile:
@@ -190,12 +205,13 @@ def contact_sheet(ctx: RunContext, seeds: SeedsFile, rows: pd.DataFrame, *, titl
     n_refs = len(seeds.meta["reference_uris"])
     bands = [Band("REFERENCES", ("real images", f"{n_refs} image(s)" + (f", {len(refs)} shown" if len(refs) < n_refs else ""),
                                  "inverted to seeds"), tuple(refs), reference=True)]
+    table_refs = (seeds.meta.get("concept") or {}).get("reference_uris") or seeds.meta["reference_uris"]  # as source_refs
     for method, group in rows.groupby("method", sort=False):
         shown = _display_order(group, max_per_method)
         tiles = []
         for row in shown.itertuples():
             with Image.open(io.BytesIO(storage.read_bytes(mf.image_key(row.concept_id, row.image_id)))) as im:
-                tiles.append(Tile(im.convert("RGB"), caption(row, seeds.meta["reference_uris"])))
+                tiles.append(Tile(im.convert("RGB"), caption(row, table_refs)))
         count = f"{len(group)} generated" + (f", {len(shown)} shown" if len(shown) < len(group) else "")
         desc = SEED_METHODS[method].description if method in SEED_METHODS else ""
         bands.append(Band(str(method), (count, desc), tuple(tiles)))
@@ -233,14 +249,18 @@ def find_exports(ctx: RunContext, manifest: pa.Table) -> Exports:
     ``hf`` export's card YAML and a loading line per format, from ``normguide.export`` when it
     is installed (its ``hf_card_yaml`` needs the ``datasets`` package), else derived here."""
     storage = ctx.storage
-    hf_files = [k for k in storage.list("hf") if k.endswith(".parquet")]
-    shards = [k for k in storage.list("webdataset") if k.endswith(".tar")]
+    hf_files = [k for k in storage.list(layout.HF_DIR) if k.endswith(".parquet")]
+    shards = [k for k in storage.list(layout.WEBDATASET_DIR) if k.endswith(".tar")]
     formats = ["manifest"] + (["hf"] if hf_files else []) + (["webdataset"] if shards else [])
     try:
         from normguide import export
     except ImportError:
         export = None
     endpoint = ctx.config.storage.endpoint_url
+    # the card's loading lines work from where the dataset is: relative to the run's folder for a
+    # local run (a copied or moved folder still loads), the s3:// URI for a run on S3
+    s3 = storage.root.startswith("s3://")
+    where = storage.uri if s3 else (lambda key: f"./{key}")
     snippets, yaml_fields = {}, None
     if hf_files:
         try:
@@ -248,13 +268,14 @@ def find_exports(ctx: RunContext, manifest: pa.Table) -> Exports:
         except ImportError:  # the datasets package is not installed
             yaml_fields = None
         yaml_fields = yaml_fields or card_mod.derived_hf_yaml(hf_files)
+        card_mod.set_split_bytes(yaml_fields, storage.sizes(hf_files))
         if export is not None:
-            snippets["hf"] = export.load_snippet("hf", storage.uri("hf"), endpoint_url=endpoint)
+            snippets["hf"] = export.load_snippet("hf", where(layout.HF_DIR), endpoint_url=endpoint)
     if shards:
         snippets["webdataset"] = (
-            export.load_snippet("webdataset", storage.uri("webdataset"), endpoint_url=endpoint, num_shards=len(shards))
+            export.load_snippet("webdataset", where(layout.WEBDATASET_DIR), endpoint_url=endpoint, num_shards=len(shards))
             if export is not None else
-            f'webdataset.WebDataset("{storage.uri("webdataset")}/shard-{{00000..{len(shards) - 1:05d}}}.tar")'
+            f'webdataset.WebDataset("{where(layout.WEBDATASET_DIR)}/shard-{{00000..{len(shards) - 1:05d}}}.tar")'
         )
     return Exports(formats=formats, card_yaml=yaml_fields, snippets=snippets)
 
@@ -274,7 +295,7 @@ def index_markdown(record: ReportRecord, *, absolute: bool) -> str:
         if not uri.startswith(root):
             return uri
         key = uri[len(root):]
-        return key[len("report/"):] if key.startswith("report/") else "../" + key
+        return key[len(layout.REPORT_DIR) + 1:] if key.startswith(f"{layout.REPORT_DIR}/") else "../" + key
 
     lines = [
         f"# normguide run `{record.run_id}`",
@@ -282,6 +303,7 @@ def index_markdown(record: ReportRecord, *, absolute: bool) -> str:
         f"- output: `{record.output_root}`",
         f"- {record.images} images, {len(record.concepts)} concept(s); dataset card: [README.md]({link(record.card_uri)})",
         f"- formats: {', '.join(record.formats)}",
+        f"- the report to look at in a browser: [report/index.html]({link(record.output_root.rstrip('/') + '/report/index.html')})",
         "",
         "## Images per concept and method",
         "",

@@ -104,6 +104,7 @@ def test_paper_reference_method_follows_the_reference_call_site():
         _plan(_seeds(3), methods=("paper-reference",))
 
 
+@pytest.mark.slow  # the paper's Adam solver: minutes on a loaded machine (issue 23)
 def test_paper_method_plans_with_the_papers_solver():
     inv = _seeds(3, scale=1.0)
     plan = _plan(inv, methods=("paper",), num_images=4)

@@ -77,23 +77,30 @@ def test_generate_yields_one_list_per_batch_in_order(demo):
     assert not torch.is_inference_mode_enabled()  # no state leaks into the consumer between batches
     rest = list(gen)
     assert [len(first)] + [len(b) for b in rest] == [2, 2, 1]
+    # batch-invariant mode, so that the first batch's bytes can be checked against single-seed runs
+    first = next(generate_images(m, seeds, "a bird", num_inference_steps=2, batch_size=2, batch_invariant=True))
     singles = [b[0] for b in generate_images(m, seeds, "a bird", num_inference_steps=2, batch_size=1)]
     assert [im.tobytes() for im in first] == [im.tobytes() for im in singles[:2]]
 
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
-def test_generation_is_batch_size_invariant_on_cpu(demo, make_images, family):
+def test_batch_invariant_mode_is_batch_size_invariant_on_cpu(demo, make_images, family):
+    """The opt-in mode (``batch_invariant=True``; batched is the default): bytes do not depend on
+    the batch size, for generation and inversion."""
     m = demo(family)
     seeds = torch.randn(3, *m.seed_shape, generator=torch.Generator().manual_seed(1))
     by_batch = {
-        bs: [im.tobytes() for b in generate_images(m, seeds, "a fish", num_inference_steps=3, batch_size=bs) for im in b]
+        bs: [im.tobytes() for b in generate_images(m, seeds, "a fish", num_inference_steps=3, batch_size=bs,
+                                                     batch_invariant=True) for im in b]
         for bs in (1, 2, 3)
     }
     assert by_batch[1] == by_batch[2] == by_batch[3]
     # inversion too: an image's seed does not depend on its batch mates
     imgs = make_images(3)
-    one = invert_images(m, imgs, "a fish", num_inference_steps=2, batch_size=1, reconstruction=False)
-    three = invert_images(m, imgs, "a fish", num_inference_steps=2, batch_size=3, reconstruction=False)
+    one = invert_images(m, imgs, "a fish", num_inference_steps=2, batch_size=1, reconstruction=False,
+                        batch_invariant=True)
+    three = invert_images(m, imgs, "a fish", num_inference_steps=2, batch_size=3, reconstruction=False,
+                          batch_invariant=True)
     assert torch.equal(one.seeds, three.seeds)
 
 

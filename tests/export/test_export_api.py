@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pyarrow.parquet as pq
 import pytest
 import typer
 from pydantic import ValidationError
@@ -36,6 +39,12 @@ def test_adding_export_to_a_complete_run_resumes_it(run_copy):
     run_record.check_same_content(cfg, (run.root / "run.json").read_bytes(), "run.json")  # not refused
     summary = run_dataset(cfg, storage=Storage.open(str(run.root)), model=_never_load)
     assert summary.already_complete
+    # the export the complete run did not have is written, with the settings asked for
+    assert summary.exports == {"hf": str(run.root / "hf")}
+    done = json.loads((run.root / "hf" / "_SUCCESS").read_text())
+    assert done["format"] == "hf" and done["shard_size"] == 7
+    files = sorted((run.root / "hf").rglob("train-*.parquet"))
+    assert files and sum(pq.ParquetFile(f).metadata.num_rows for f in files) == pq.ParquetFile(run.root / "manifest.parquet").metadata.num_rows
 
 
 def _never_load():

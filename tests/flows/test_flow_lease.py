@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from normguide.data.storage import LeaseHeld
 from normguide.flows.generate_dataset import generate_dataset
-from normguide.pipeline import RunContext, steps
+from normguide.pipeline import RunContext
 
 from .conftest import tiny_config
 
@@ -12,7 +12,7 @@ from .conftest import tiny_config
 def test_a_flow_run_is_refused_while_another_run_holds_the_lease(concept_dir, tmp_path):
     ctx = RunContext.create(tiny_config(concept_dir / "concepts.parquet", tmp_path / "out"))
     cfg, store = ctx.config, ctx.storage  # pinned: its run_id set
-    held = store.acquire_lease(steps.lease_name(None), owner="run on another host")
+    held = store.acquire_lease(owner="run on another host")
     try:
         state = generate_dataset(config=cfg, return_state=True)
         assert state.is_failed()

@@ -223,8 +223,8 @@ def test_a_second_run_of_the_same_output_is_refused_while_the_first_holds_the_le
 
     table = _table(tmp_path / "in")
     cfg = _config(table, tmp_path / "o")
-    ctx = RunContext.create(cfg.pinned(read_table(cfg).digest), model=model)
-    held = ctx.storage.acquire_lease(steps.lease_name(None), owner="run elsewhere")
+    ctx = RunContext.create(cfg, model=model)
+    held = ctx.storage.acquire_lease(owner="run elsewhere")
     try:
         with pytest.raises(LeaseHeld, match="run elsewhere"):
             run_dataset(cfg, model=_never_load)
@@ -232,9 +232,9 @@ def test_a_second_run_of_the_same_output_is_refused_while_the_first_holds_the_le
                                   "--model", "demo:sd1", "--methods", "nao", "--num-images", "2", "--steps", "2",
                                   "--inversion-steps", "2", "--no-reconstruction"])
         assert res.exit_code == 2 and "run elsewhere" in res.output, res.output
-        # a shard of the same run takes its own lease and runs beside it
-        shard = run_dataset(cfg, concept_ids=["alpha"], finalize=False, model=model)
-        assert shard.concepts["alpha"].status == "completed"
+        # a shard of the same run overlaps the whole run's claim: refused too (issue 25)
+        with pytest.raises(LeaseHeld, match="run elsewhere"):
+            run_dataset(cfg, concept_ids=["alpha"], finalize=False, model=_never_load)
     finally:
         held.release()
     assert run_dataset(cfg, model=model).status == "complete"

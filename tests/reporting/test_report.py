@@ -94,7 +94,9 @@ def test_card_header_is_a_hugging_face_dataset_card_with_the_manifest_counts(rep
         assert key in header, key
     assert "synthetic" in header["tags"] and header["size_categories"] == ["n<1K"]
     manifest = _manifest(root)
-    assert header["dataset_info"]["splits"] == [{"name": "train", "num_examples": len(manifest)}]
+    # num_bytes: datasets ignores a split without one (a "malformed" warning on every load)
+    assert header["dataset_info"]["splits"] == [{"name": "train", "num_bytes": (root / "manifest.parquet").stat().st_size,
+                                                 "num_examples": len(manifest)}]
     assert [f["name"] for f in header["dataset_info"]["features"]] == list(manifest.columns)
     assert header["configs"][0]["data_files"][0]["path"] == "manifest.parquet"
     # the counts table: one row per concept, a column per method, matching the manifest

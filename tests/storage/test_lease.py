@@ -18,6 +18,7 @@ import time
 import pytest
 
 from normguide.data.storage import LeaseHeld, LeaseLost, Storage
+from normguide.data.storage.lease import read_holders
 
 #: A holder process: takes the lease, prints "held <pid>", keeps it (renewing) until killed or
 #: until stdin closes, then releases it. argv: root, ttl_s, endpoint ('' for local), label.
@@ -90,14 +91,14 @@ def test_second_run_is_refused_while_the_first_lives_then_takes_over_after_a_cra
         # over at once, without waiting for it to expire (wait_s=0: no waiting allowed)
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
-        stale = json.loads(st.read_bytes("_LEASE"))
-        assert stale["pid"] == holder.pid
+        (stale,) = read_holders(st)
+        assert stale.pid == holder.pid
         lease = st.acquire_lease(ttl_s=ttl, owner="run-parent")
     finally:
         if holder.poll() is None:
             holder.kill()
     with lease:
-        assert json.loads(st.read_bytes("_LEASE"))["label"] == "run-parent"
+        assert [h.label for h in read_holders(st)] == ["run-parent"]
         assert lease.info.pid == os.getpid()
     assert not st.exists("_LEASE")  # released on leaving the with block
 
@@ -134,7 +135,7 @@ def test_taken_over_lease_is_lost_and_release_leaves_the_new_holder_alone(backen
         first.renew()
     assert first.lost
     first.release()  # must not delete run-2's lease
-    assert json.loads(st.read_bytes("_LEASE"))["label"] == "run-2"
+    assert [h.label for h in read_holders(st)] == ["run-2"]
     second.release()
     assert not st.exists("_LEASE")
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from normguide.data.storage import Storage
+from normguide.data.storage.lease import read_holders
 from tests.conftest import _BOOTSTRAP_ACTIONS, S3Server, _stop_process, _wait_for_port
 
 _TESTS = Path(__file__).resolve().parents[1]
@@ -159,8 +160,8 @@ def _exactly_one_wins(st: Storage, name: str, answers: list[dict]) -> dict:
     for loser in (a for a in answers if not a["got"]):  # refused, naming the winner
         assert (loser["holder_pid"], loser["holder_label"]) == (winner["pid"], winner["label"]), answers
         assert st.uri(name) in loser["message"] and winner["label"] in loser["message"]
-    stored = json.loads(st.read_bytes(name))  # and the lease object is the winner's
-    assert (stored["pid"], stored["label"]) == (winner["pid"], winner["label"])
+    stored = read_holders(st, name)  # and the lease object is the winner's alone
+    assert [(h.pid, h.label) for h in stored] == [(winner["pid"], winner["label"])]
     return winner
 
 
@@ -200,7 +201,7 @@ def test_of_racing_processes_exactly_one_gets_the_lease_s3(serial_s3_server, mon
         assert holder.stdout.readline().strip() == "held"
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
-        assert json.loads(st.read_bytes("_LEASE-killed"))["pid"] == holder.pid
+        assert [h.pid for h in read_holders(st, "_LEASE-killed")] == [holder.pid]
         winner = _exactly_one_wins(st, "_LEASE-killed", racers.race("_LEASE-killed"))
         assert winner["label"] != "killed-run"
     finally:

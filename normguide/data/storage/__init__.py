@@ -31,7 +31,7 @@ Only the names below are the public API; the modules' other names serve this pac
 from normguide.data.storage.base import Storage
 from normguide.data.storage.errors import StorageError
 from normguide.data.storage.inputs import exists_uri, read_bytes
-from normguide.data.storage.lease import LEASE_NAME, LEASE_TTL_S, Lease, LeaseHeld, LeaseLost
+from normguide.data.storage.lease import LEASE_NAME, LEASE_TTL_S, Lease, LeaseDamaged, LeaseHeld, LeaseLost
 from normguide.data.storage.local import LocalStorage
 from normguide.data.storage.options import storage_options_for
 from normguide.data.storage.retry import INPUT_RETRY_SECONDS, RETRY_SECONDS
@@ -44,6 +44,7 @@ __all__ = [
     "LEASE_NAME",
     "LEASE_TTL_S",
     "Lease",
+    "LeaseDamaged",
     "LeaseHeld",
     "LeaseLost",
     "Storage",

@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from normguide.data import layout
 from normguide.data.storage.lease import LEASE_NAME, LEASE_TTL_S, Lease, acquire_lease
 from normguide.data.storage.retry import RETRY_SECONDS
 from normguide.data.storage.uris import check_key, check_output_root, is_s3
@@ -24,7 +25,7 @@ __all__ = ["WRITE_CHECK_NAME", "Storage", "as_bytes", "batched"]
 T = TypeVar("T")
 
 #: Name stem of the probe object that check_writable writes and removes.
-WRITE_CHECK_NAME = ".normguide-write-check"
+WRITE_CHECK_NAME = layout.WRITE_CHECK
 
 
 def batched(items: Iterable[T], n: int) -> Iterator[list[T]]:
@@ -142,20 +143,24 @@ class Storage:
 
     # -- the lease: one live run per root (normguide.data.storage.lease) ------------------------
     def acquire_lease(self, name: str = LEASE_NAME, *, ttl_s: float = LEASE_TTL_S, owner: str | None = None,
-                      wait_s: float = 0.0, auto_renew: bool = True) -> Lease:
+                      wait_s: float = 0.0, auto_renew: bool = True, concepts: Iterable[str] | None = None,
+                      coordinator: bool = False) -> Lease:
         """Take the lease ``name`` under this root, renewed every ``ttl_s / 3`` on a background
         thread (``auto_renew``) until :meth:`Lease.release` (or the end of a ``with`` block).
 
         A lease whose holder stopped renewing it (a crashed run) is taken over once expired.
         ``owner`` labels the holder in messages (e.g. the run id); ``wait_s`` > 0 waits that
-        long for a live holder to let go.
+        long for a live holder to let go. ``concepts`` limits the claim to those concept ids
+        (None: every concept); ``coordinator`` is a fan-out parent's claim while its shards run.
 
         Raises:
-            LeaseHeld: (a ValueError) another live run holds it: the message names this root,
-                the holder (host, pid, label), when it started and when it expires.
+            LeaseHeld: (a ValueError) another live run's claim overlaps: the message names this
+                root, the holder (host, pid, label), its claim, when it started and expires.
+            LeaseDamaged: (a ValueError) the lease object is not a valid lease, named.
             StorageError: the storage failed past its retry budget.
         """
-        return acquire_lease(self, name, ttl_s=ttl_s, owner=owner, wait_s=wait_s, auto_renew=auto_renew)
+        return acquire_lease(self, name, ttl_s=ttl_s, owner=owner, wait_s=wait_s, auto_renew=auto_renew,
+                             concepts=concepts, coordinator=coordinator)
 
     # Backend primitives of the lease; ``version`` is opaque to the caller (an ETag, or the bytes).
     def _lease_create(self, key: str, data: bytes) -> tuple[bool, Any]:

@@ -1,0 +1,25 @@
+"""FLOPs per image from the model (FlopCounterMode on one forward, cached), MFU and cost."""
+
+import pytest
+
+from normguide.diffusion import get_pipeline
+from normguide.diffusion.flops import device_peak_tflops, flops_per_image, unet_flops_per_row, utilisation, vae_decode_flops
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_flops_per_image_counts_unet_rows_steps_and_one_decode(family):
+    m = get_pipeline(f"demo:{family}")
+    unet, vae = unet_flops_per_row(m), vae_decode_flops(m)
+    assert unet > 0 and vae > 0
+    assert flops_per_image(m, steps=10, guidance_scale=7.5) == 2 * 10 * unet + vae  # CFG: two rows a step
+    assert flops_per_image(m, steps=10, guidance_scale=1.0) == 10 * unet + vae
+    assert unet_flops_per_row(m) == unet  # cached per model
+
+
+def test_utilisation_and_cost_arithmetic():
+    u = utilisation(images=100, seconds=10.0, flops_per_image=10**12, peak_tflops=100.0, price_per_hour=3.6)
+    assert u["images_per_s_per_device"] == pytest.approx(10.0) and u["achieved_tflops"] == pytest.approx(10.0)
+    assert u["mfu"] == pytest.approx(0.1) and u["usd_per_1000_images"] == pytest.approx(0.1)
+    unknown = utilisation(images=100, seconds=10.0, flops_per_image=10**12, peak_tflops=None)
+    assert unknown["mfu"] is None and unknown["usd_per_1000_images"] is None
+    assert device_peak_tflops("cpu", "float32") is None and device_peak_tflops("cpu", "float32", override=2.5) == 2.5
