@@ -72,7 +72,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs of each command first (warm disk cache)")
     parser.add_argument("--busy", type=int, default=0, help="other processes keeping cores busy (yes > /dev/null)")
-    parser.add_argument("--log", type=Path, help="write the last default run's output here")
+    parser.add_argument("--log", type=Path, help="write the last run's output here")
+    parser.add_argument("--only", choices=("full", "quick"), help="measure only this command")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PYTHONUNBUFFERED="1", COLUMNS="160")
@@ -82,6 +83,8 @@ def main() -> None:
     log = ""
     try:
         for name, cmd in (("normguide run", ["run"]), ("normguide run --quick", ["run", "--quick"])):
+            if args.only and (args.only == "quick") != ("--quick" in cmd):
+                continue
             for _ in range(args.warmup):  # warm-up: disk cache, bytecode
                 one_run(cmd, env)
             results[name] = []
@@ -89,7 +92,7 @@ def main() -> None:
                 numbers, out = one_run(cmd, env)
                 results[name].append(numbers)
                 print(f"{name} #{i + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in numbers.items()), flush=True)
-                if cmd == ["run"]:
+                if cmd == ["run"] or args.only == "quick":
                     log = out
     finally:
         for p in busy:
@@ -110,7 +113,7 @@ def main() -> None:
         print(f"\nquick / full wall: {quick / full:.2f}")
     if args.log:
         args.log.write_text(log)
-    print("\nprogress output of the last `normguide run` (not a terminal), with seconds since the command:\n")
+    print("\nprogress output of the last run (not a terminal), with seconds since the command:\n")
     print(log)
 
 

@@ -1,128 +1,214 @@
-"""Benchmark: the paper's comparison at this scale. Which seeds make the best data for rare concepts?
+"""Benchmark: which seed method makes the best data for rare concepts, with statistics that can
+separate methods, a references-only baseline, and the long-tail augmentation protocol.
 
-    .venv/bin/python benchmarks/quality.py [--seeds 0 1 2] [--images 16] [--references 5]
-                                           [--guidance 1 7.5] [--out /tmp/normguide-quality]
+    .venv/bin/python benchmarks/quality.py [--seeds 0 1 2 3 4] [--images 16] [--references 5]
+                                           [--guidance 1 7.5] [--steps 25] [--out /tmp/normguide-quality]
 
-The demo model (a small Stable-Diffusion-architecture model trained on scikit-learn's digits,
-``normguide.demo``) saw the digits 2, 5 and 8 only 8 times each in training: those are the rare
-concepts. Every experiment seed runs the product's own pipeline (``normguide.pipeline.run_dataset``,
-evaluation on) once per guidance scale, with:
+The demo model (``normguide.demo``) saw the digits 2, 5 and 8 only 8 times each in training: those
+are the rare concepts. Per experiment seed (its own ``--references`` real references per digit,
+drawn from the held-out reference pool):
 
-- concepts: one per rare digit, prompt "a handwritten digit <name>", ``--references`` real
-  reference images drawn (seeded by the experiment seed) from the held-out reference pool;
-- methods: nao, nao-fitted, paper, slerp, lerp, cog and random (prompt only), the same image
-  budget each (``--images`` per concept and method: the centroid + interpolants, or random seeds);
-- generation at each ``--guidance`` (default: 1, and the product's default 7.5), 50 DDIM steps;
-  inversion 50 steps at guidance 1. The seeds are guidance-independent, so the second guidance
-  reuses the first run's seeds files (inversion and planning are not repeated).
+1. invert the references (DDIM, ``--inversion-steps`` 50, guidance 1; batched, ``batch_invariant=False``);
+2. plan ``--images`` seeds per concept for every method (``normguide.data.plan``, run seed = the
+   experiment seed): nao, nao-fitted, slerp, lerp, cog, norm-mean, circle (Diff-II) and random
+   (prompt only); the same identical inversions for every method;
+3. generate at each ``--guidance`` with ``--steps`` DDIM steps (batched);
+4. score (``normguide.evaluation.evaluate``, the demo's digit judge, 350 held-out real test
+   digits) with the ``references`` row (the 5 references themselves as the data):
+   recognisability, precision, coverage, Vendi, TSTR accuracy (train on one method's images of
+   the 3 rare digits only, test on real ones: a 3-way problem, chance 0.33);
+5. the long-tail augmentation protocol (``normguide.evaluation.longtail``): train on the
+   generator's own long-tailed real training split plus a method's images of the rare digits,
+   test on the balanced held-out real test split (10 digits); rare-digit and overall accuracy,
+   with linear (logistic regression) and SVM (RBF) classifiers on 16 x 16 grey pixels; baselines
+   real only, real + references, real re-weighted, real + 16 more real images per rare digit
+   (the ceiling).
 
-Evaluation (``normguide.evaluation``, digits judge = the demo's classifier, trained on real digits
-only; real test images = the held-out test split, never seen by any training):
-recognisability, precision/recall/density/coverage against the real test digits, Vendi
-diversity, and TSTR accuracy (a classifier trained only on the method's synthetic images of the
-three concepts, tested on the real test digits). Each cell of the printed table is the mean over
-the experiment seeds of the mean over the three concepts, ± the standard deviation over seeds.
-
-Also writes one contact sheet per method (rows: concepts; first experiment seed, last guidance)
-and a combined sheet to ``--sheets`` (default examples/figures/quality/).
+Printed: mean ± std over seeds per method; paired differences against NAO (mean, paired t-test
+and Wilcoxon signed-rank p-values, scipy.stats); the minimum detectable difference (two-sided
+α = 0.05, power 0.8, paired t) at this number of seeds. Also writes every number to
+``--out``/results.parquet and the contact sheets of the first seed.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import shutil
-import statistics
+import math
+import os
+import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("nao", "nao-fitted", "paper", "slerp", "lerp", "cog", "random")
-METRICS = ("recognisability", "precision", "coverage", "vendi", "tstr_accuracy", "seed_zscore_mean")
+METHODS = ("nao", "nao-fitted", "slerp", "lerp", "cog", "norm-mean", "circle", "random")
+REF = "references"
+EVAL_METRICS = ("recognisability", "precision", "coverage", "vendi", "tstr_accuracy", "seed_zscore_mean")
 
 
-def _concept_table(seed: int, references: int, workdir: Path) -> str:
-    from normguide.data.schema import write_concept_table
+def _references(seed: int, n: int):
     from normguide.demo import digits
 
     rng = np.random.default_rng(seed)
     pool = digits.load_split("reference")
-    rows = []
+    out = {}
     for label in digits.RARE_CLASSES:
-        name = digits.CLASS_NAMES[label]
         images = pool.of_class(label).images()
-        pick = sorted(rng.choice(len(images), size=references, replace=False).tolist())
-        refs = []
-        for i in pick:
-            path = workdir / "refs" / name / f"{i:02d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            images[i].save(path)
-            refs.append(str(path))
-        rows.append({"concept_id": f"digit-{name}", "name": name, "reference_uris": refs,
-                     "prompt": digits.prompt_for(label), "num_images": None})
-    table = workdir / "concepts.parquet"
-    write_concept_table(rows, table)
-    return str(table)
+        pick = sorted(rng.choice(len(images), size=n, replace=False).tolist())
+        out[label] = [images[i] for i in pick]
+    return out
 
 
-def _config(table: str, out: Path, seed: int, images: int, guidance: float):
-    from normguide.config import RunConfig
+def _one_seed(model, seed: int, args, longtail_data) -> tuple[list[dict], dict]:
+    """Every number of one experiment seed (rows: seed, guidance, method, block, metric, value)."""
+    import torch
 
-    return RunConfig.model_validate({
-        "concepts": table, "output": str(out), "model": "demo", "seed": seed,
-        "inversion": {"num_inference_steps": 50, "guidance_scale": 1.0, "reconstruction": True},
-        "generation": {"num_inference_steps": 50, "guidance_scale": guidance, "batch_size": 8},
-        "plan": {"methods": list(METHODS), "num_images": images},
-        "evaluation": {"enabled": True, "judge": "digits"},
-    })
+    from normguide.data.plan import plan_seeds
+    from normguide.demo import digits
+    from normguide.diffusion.ddim import generate_images, invert_images
+    from normguide.diffusion.loading import LoadedModel  # noqa: F401 - the model's type
+    from normguide.evaluation import DigitsJudge, digits_real_test, evaluate
+    from normguide.evaluation import longtail as lt
+    from normguide.evaluation.metrics import pixel_features
+    from normguide.geometry import ChiPrior
+
+    judge = DigitsJudge()
+    refs = _references(seed, args.references)
+    prior = ChiPrior(model.d)
+    plans = {}
+    for label, images in refs.items():
+        inv = invert_images(model, images, digits.prompt_for(label), num_inference_steps=args.inversion_steps, guidance_scale=1.0,
+                            batch_size=64, reconstruction=False, batch_invariant=False).seeds
+        cid = f"digit-{digits.CLASS_NAMES[label]}"
+        plans[label] = plan_seeds(inv, concept_id=cid, methods=METHODS, num_images=args.images, base_seed=seed)
+    rows, sheets = [], {}
+    names = {f"digit-{digits.CLASS_NAMES[c]}": digits.CLASS_NAMES[c] for c in refs}
+    real_test = digits_real_test(names)
+    real_train, real_test_lt, extra_real = longtail_data
+    rare = [digits.CLASS_NAMES[c] for c in digits.RARE_CLASSES]
+    for g in args.guidance:
+        man, imgs = [], []
+        for label, plan in plans.items():
+            cid = f"digit-{digits.CLASS_NAMES[label]}"
+            out = [im for b in generate_images(model, plan.seeds, digits.prompt_for(label), num_inference_steps=args.steps,
+                                               guidance_scale=g, batch_size=64, batch_invariant=False) for im in b]
+            z = prior.zscore(plan.seeds.reshape(len(plan.rows), -1).double()).tolist()
+            for row, im, zz in zip(plan.rows, out, z):
+                man.append({"concept_id": cid, "name": digits.CLASS_NAMES[label], "method": row.method, "seed_zscore": zz})
+                imgs.append(im)
+        manifest = pd.DataFrame(man)
+        refs_by_cid = {f"digit-{digits.CLASS_NAMES[c]}": ims for c, ims in refs.items()}
+        m = evaluate(manifest, imgs, refs_by_cid, judge, real_test, names, include_references=True)
+        for _, r in m[m.concept_id == "(all)"].iterrows():
+            for col in EVAL_METRICS:
+                rows.append({"seed": seed, "guidance": g, "method": r.method, "block": "eval", "metric": col, "value": float(r[col])})
+        # long-tail augmentation
+        feats = pixel_features(imgs)
+        syn = {meth: lt.Labelled(feats[(manifest.method == meth).to_numpy()],
+                                 manifest["name"][manifest.method == meth].to_numpy().astype(str)) for meth in METHODS}
+        ref_imgs = [im for c in refs for im in refs[c]]
+        ref_lab = [digits.CLASS_NAMES[c] for c in refs for _ in refs[c]]
+        table = lt.augmentation_table(real_train, real_test_lt, rare, references=lt.Labelled.of(pixel_features(ref_imgs), ref_lab),
+                                      synthetic=syn, extra_real=extra_real, classifiers=args.classifiers)
+        for _, r in table.iterrows():
+            for col in ("rare_accuracy", "overall_accuracy"):
+                rows.append({"seed": seed, "guidance": g, "method": r.training_set, "block": f"longtail-{r.classifier}",
+                             "metric": col, "value": float(r[col])})
+        if seed == args.seeds[0]:
+            sheets[g] = (manifest, imgs)
+    return rows, sheets
 
 
-def _sheet(images: list[list[Image.Image]], labels: list[str], title: str, scale: int = 2) -> Image.Image:
-    cols = max(len(r) for r in images)
-    side = images[0][0].width * scale
-    pad, left, top = 2, 60, 18
-    sheet = Image.new("RGB", (left + cols * (side + pad), top + len(images) * (side + pad)), "white")
+def _mdd(sd_diff: float, n: int) -> float:
+    """Minimum detectable paired difference: (t_{1-α/2, n-1} + t_{power, n-1}) · sd / √n."""
+    from scipy import stats
+
+    if n < 2 or not math.isfinite(sd_diff):
+        return math.nan
+    return float((stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd_diff / math.sqrt(n))
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """(mean difference a − b, paired t p, Wilcoxon p); NaN where undefined (all differences 0)."""
+    from scipy import stats
+
+    d = a - b
+    if len(d) < 2 or np.allclose(d, 0):
+        return float(d.mean()) if len(d) else math.nan, math.nan, math.nan
+    t_p = float(stats.ttest_rel(a, b).pvalue)
+    try:
+        w_p = float(stats.wilcoxon(a, b).pvalue)
+    except ValueError:
+        w_p = math.nan
+    return float(d.mean()), t_p, w_p
+
+
+def _fmt(x: float, nd: int = 3) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.{nd}f}"
+
+
+def _table(df: pd.DataFrame, methods: list[str], metrics: list[str], title: str, n: int) -> list[str]:
+    out = [f"\n### {title}", "", "| method | " + " | ".join(metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
+    for meth in methods:
+        cells = []
+        for col in metrics:
+            v = df[(df.method == meth) & (df.metric == col)].sort_values("seed").value.to_numpy()
+            cells.append("n/a" if len(v) == 0 or not np.isfinite(v).any() else
+                         f"{np.nanmean(v):.3f} ± {np.nanstd(v, ddof=1) if len(v) > 1 else 0:.3f}")
+        out.append(f"| {meth} | " + " | ".join(cells) + " |")
+    # paired differences against NAO
+    out += ["", f"paired differences against nao over {n} seeds: mean (t-test p / Wilcoxon p)", "",
+            "| method | " + " | ".join(metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
+    sds = {col: [] for col in metrics}
+    for meth in methods:
+        if meth == "nao":
+            continue
+        cells = []
+        for col in metrics:
+            a = df[(df.method == meth) & (df.metric == col)].sort_values("seed").value.to_numpy()
+            b = df[(df.method == "nao") & (df.metric == col)].sort_values("seed").value.to_numpy()
+            if len(a) != len(b) or len(a) == 0:
+                cells.append("n/a")
+                continue
+            d, tp, wp = _paired(a, b)
+            if len(a) > 1:
+                sds[col].append(float(np.std(a - b, ddof=1)))
+            cells.append(f"{d:+.3f} ({_fmt(tp)} / {_fmt(wp)})")
+        out.append(f"| {meth} | " + " | ".join(cells) + " |")
+    mdd = [_fmt(_mdd(float(np.median(sds[c])) if sds[c] else math.nan, n)) for c in metrics]
+    out.append("| minimum detectable difference (median sd of the paired differences) | " + " | ".join(mdd) + " |")
+    return out
+
+
+def _sheet(manifest, imgs, path: Path, scale: int = 2) -> None:
+    from PIL import Image, ImageDraw
+
+    groups = list(manifest.groupby(["method", "concept_id"], sort=False).indices.items())
+    side = imgs[0].width * scale
+    cols = max(len(ix) for _, ix in groups)
+    sheet = Image.new("RGB", (130 + cols * (side + 2), len(groups) * (side + 2) + 4), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((4, 2), title, fill="black")
-    for r, (row, label) in enumerate(zip(images, labels)):
-        y = top + r * (side + pad)
-        draw.text((4, y + side // 2 - 5), label, fill="black")
-        for c, im in enumerate(row):
-            sheet.paste(im.resize((side, side), Image.NEAREST), (left + c * (side + pad), y))
-    return sheet
-
-
-def _method_sheets(run_root: Path, out_dir: Path, guidance: float) -> None:
-    manifest = pd.read_parquet(run_root / "manifest.parquet")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    combined = []
-    for method in METHODS:
-        rows, labels = [], []
-        for cid, part in manifest[manifest.method == method].groupby("concept_id", sort=False):
-            rows.append([Image.open(run_root / "images" / cid / f"{i}.png").convert("RGB") for i in part.image_id])
-            labels.append(cid.replace("digit-", ""))
-        sheet = _sheet(rows, labels, f"{method} (guidance {guidance:g})")
-        sheet.save(out_dir / f"{method}.png")
-        combined.append(sheet)
-    width = max(s.width for s in combined)
-    whole = Image.new("RGB", (width, sum(s.height for s in combined)), "white")
-    y = 0
-    for s in combined:
-        whole.paste(s, (0, y))
-        y += s.height
-    whole.save(out_dir / "all_methods.png")
+    for r, ((meth, cid), ix) in enumerate(groups):
+        y = r * (side + 2) + 2
+        draw.text((4, y + side // 2 - 5), f"{meth} {cid.replace('digit-', '')}", fill="black")
+        for c, i in enumerate(ix):
+            sheet.paste(imgs[i].resize((side, side), Image.NEAREST), (130 + c * (side + 2), y))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--images", type=int, default=16, help="images per concept and method")
     ap.add_argument("--references", type=int, default=5, help="reference images per concept")
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 7.5])
+    ap.add_argument("--steps", type=int, default=25, help="DDIM steps for generation")
+    ap.add_argument("--inversion-steps", type=int, default=50, help="DDIM steps for inversion (guidance 1)")
+    ap.add_argument("--classifiers", nargs="+", default=["linear", "svm"])
     ap.add_argument("--out", type=Path, default=Path("/tmp/normguide-quality"))
     ap.add_argument("--sheets", type=Path, default=REPO / "examples" / "figures" / "quality")
     ap.add_argument("--threads", type=int, default=2)
@@ -130,54 +216,53 @@ def main() -> None:
 
     import torch
 
-    from normguide.pipeline import output_root, run_dataset
+    from normguide.diffusion.loading import get_pipeline
+    from normguide.evaluation import longtail as lt
+    from normguide.evaluation.metrics import pixel_features
 
     torch.set_num_threads(args.threads)
-    shutil.rmtree(args.out, ignore_errors=True)
-    frames = []
+    load_start = os.getloadavg()
     t_all = time.perf_counter()
+    model = get_pipeline("demo")
+    (tr_im, tr_y), (te_im, te_y), (ex_im, ex_y) = lt.digits_longtail(extra_per_class=args.images)
+    longtail_data = (lt.Labelled.of(pixel_features(tr_im), tr_y), lt.Labelled.of(pixel_features(te_im), te_y),
+                     lt.Labelled.of(pixel_features(ex_im), ex_y))
+    rows = []
     for seed in args.seeds:
-        workdir = args.out / f"seed{seed}"
-        table = _concept_table(seed, args.references, workdir)
-        first_root = None
-        for guidance in args.guidance:
-            cfg = _config(table, workdir / "runs", seed, args.images, guidance)
-            root = Path(output_root(cfg))
-            if first_root is not None:  # same seeds: reuse inversion and plan
-                shutil.copytree(first_root / "seeds", root / "seeds")
-            t0 = time.perf_counter()
-            summary = run_dataset(cfg)
-            if not summary.ok:
-                raise SystemExit(f"seed {seed}, guidance {guidance}: run failed: {summary}")
-            print(f"seed {seed} guidance {guidance:g}: {time.perf_counter() - t0:.0f} s", flush=True)
-            first_root = first_root or root
-            m = pd.read_parquet(io.BytesIO((root / "eval" / "metrics.parquet").read_bytes()))
-            frames.append(m.assign(seed=seed, guidance=guidance))
-            if seed == args.seeds[0] and guidance == args.guidance[-1]:
-                _method_sheets(root, args.sheets, guidance)
-    allm = pd.concat(frames)
-    allm.to_parquet(args.out / "metrics.parquet")
-
-    overall = allm[allm.concept_id == "(all)"]
-    n_img = int(overall.n_images.iloc[0])
-    print(f"\ndemo digits model, rare digits 2/5/8 (8 training images each), {args.references} held-out references per "
-          f"concept, {n_img // 3} images per concept and method, 50 steps; mean over the 3 concepts, then mean ± std "
-          f"over {len(args.seeds)} experiment seeds {args.seeds}; total {time.perf_counter() - t_all:.0f} s")
-    for guidance in args.guidance:
-        g = overall[overall.guidance == guidance]
-        print(f"\nguidance {guidance:g}")
-        print(f"{'method':<11}" + "".join(f"{c:>22}" for c in METRICS))
-        for method in METHODS:
-            cells = []
-            for col in METRICS:
-                vals = [float(v) for v in g[g.method == method][col] if pd.notna(v)]
-                if not vals:
-                    cells.append("n/a")
-                    continue
-                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                cells.append(f"{statistics.fmean(vals):.3f} ± {sd:.3f}")
-            print(f"{method:<11}" + "".join(f"{c:>22}" for c in cells))
-    print(f"\ncontact sheets: {args.sheets}")
+        t0 = time.perf_counter()
+        r, sheets = _one_seed(model, seed, args, longtail_data)
+        rows += r
+        for g, (man, imgs) in sheets.items():
+            _sheet(man, imgs, args.sheets / f"all_methods_g{g:g}.png")
+        print(f"seed {seed}: {time.perf_counter() - t0:.0f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+    df = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(args.out / "results.parquet")
+    total = time.perf_counter() - t_all
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    n = len(args.seeds)
+    lines = [f"# benchmarks/quality.py: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}, "
+             f"{n} experiment seeds {args.seeds}, total {total:.0f} s; load average at start "
+             f"{load_start[0]:.1f} / {load_start[1]:.1f} / {load_start[2]:.1f}, at end {os.getloadavg()[0]:.1f}",
+             f"demo digits model, rare digits 2/5/8, {args.references} references per digit per seed, {args.images} "
+             f"images per digit and method, {args.steps} DDIM steps; mean ± std over seeds (each seed: mean over the 3 digits)"]
+    methods_eval = [*METHODS, REF]
+    for g in args.guidance:
+        d = df[(df.guidance == g) & (df.block == "eval")]
+        lines += _table(d, methods_eval, list(EVAL_METRICS), f"guidance {g:g}: judge metrics and TSTR (3 rare digits; chance 0.33)", n)
+        for clf in args.classifiers:
+            d = df[(df.guidance == g) & (df.block == f"longtail-{clf}")]
+            sets = list(dict.fromkeys(d.method))
+            d = d.assign(method=d.method.str.replace("real + ", "+", regex=False))
+            sets = [s.replace("real + ", "+") for s in sets]
+            d = d.assign(method=d.method.where(d.method != "+nao", "nao"))  # paired against "+nao"
+            sets = ["nao" if s == "+nao" else s for s in sets]
+            lines += _table(d, sets, ["rare_accuracy", "overall_accuracy"],
+                            f"guidance {g:g}: long-tail augmentation, {clf} classifier (rare digits; overall = balanced over 10)", n)
+    text = "\n".join(lines)
+    print(text)
+    (args.out / "tables.md").write_text(text + "\n")
+    print(f"\nresults: {args.out}/results.parquet, tables: {args.out}/tables.md, sheets: {args.sheets}")
 
 
 if __name__ == "__main__":

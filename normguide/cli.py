@@ -117,6 +117,7 @@ def run(
     export: Optional[str] = typer.Option(None, help="Comma-separated export formats written after the run: hf, webdataset.", show_default="none"),
     endpoint_url: Optional[str] = typer.Option(None, help="S3-compatible endpoint URL for s3:// inputs and outputs.", show_default="AWS"),
     prefect: Optional[bool] = typer.Option(None, "--prefect/--no-prefect", help="Run as a Prefect flow (tracking, UI, retries) or in this process; both write the same bytes.", show_default="Prefect when a server is configured (PREFECT_API_URL), else in this process"),
+    strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", help="Refuse the whole run (exit 2) if any reference image is unusable, instead of skipping only the concepts whose references are bad (exit 1).", show_default="no: skip those concepts"),
     quick: bool = typer.Option(False, "--quick", metavar="", help="A quick look: 10 inversion and 10 generation steps, 4 images per concept and method, no reconstruction pass, into ./outputs-quick (options given here still override). The full default run takes a few times longer."),
 ) -> None:
     """Generate a dataset and print where it is and a summary."""
@@ -127,7 +128,7 @@ def run(
         cfg = _build_config(config, _step_options(
             config, concepts, output, model, run_id, prompt_template, seed, methods, num_images, steps, guidance,
             inversion_steps, batch_size, reconstruction, endpoint_url,
-            device=device, dtype=dtype, compile=compile, export=_split(export),
+            device=device, dtype=dtype, compile=compile, export=_split(export), strict_references=strict,
             **{"generation.batch_invariant": batch_invariant, "inversion.batch_invariant": batch_invariant}), quick=quick)
         from normguide.data.concept_table import TableSnapshot
 
@@ -164,7 +165,7 @@ def _checked(console, cfg: RunConfig, table, ids):
 
     try:
         runner = LocalRunner(RunContext.create(cfg, table=table))
-        prepared, concepts = check_run(runner, ids)
+        prepared, concepts, _ = check_run(runner, ids)
         if prepared.complete:
             return run_recipe(runner, ids)
         console.print(steps.outline(runner.ctx, concepts), highlight=False, soft_wrap=True)
@@ -430,7 +431,7 @@ def evaluate(
 
     console = Console()
     try:
-        cfg, store = _existing_run(run_uri, endpoint_url)
+        cfg, store = existing_run(run_uri, endpoint_url)
         cfg = cfg.with_overrides(**{"evaluation.clip_model": clip_model, "evaluation.real_test": real_test,
                                     "evaluation.judge": "clip" if clip_model else None})
         record = steps.evaluate(RunContext.create(cfg, storage=store))
@@ -440,15 +441,14 @@ def evaluate(
     _print_evaluation(console, record)
 
 
-def _existing_run(run_uri: str, endpoint_url: Optional[str]):
+def existing_run(run_uri: str, endpoint_url: Optional[str]):
     """The RunConfig recorded in a run's run.json (credentials from the environment, never
-    from the record, which masks them) and the run's store."""
-    from normguide.data.storage import Storage
+    from the record, which masks them) and the run's store (opened by
+    :func:`normguide.data.run_record.open_run`, as ``show`` opens it)."""
+    from normguide.data import run_record
 
     storage_config = {"endpoint_url": endpoint_url} if endpoint_url else {}
-    store = Storage.open(run_uri.rstrip("/"), storage_config=RunConfig(storage=storage_config).storage)
-    if not store.exists(layout.RUN_JSON):
-        raise ValueError(f"{run_uri} is not a normguide run: it has no run.json")
+    store = run_record.open_run(run_uri, storage_config=RunConfig(storage=storage_config).storage)
     doc = json.loads(store.read_bytes(layout.RUN_JSON))
     try:
         cfg = RunConfig.model_validate({**doc["config"], "storage": storage_config})
@@ -634,10 +634,13 @@ def show_config(
 def _register_commands() -> None:
     """``export`` and ``show`` live beside what they drive (their modules import nothing heavy)."""
     from normguide.export.cli import export_command
-    from normguide.reporting.cli import show_command
+    from normguide.pipeline.norm_response import norm_response_command
+    from normguide.reporting.cli import show_command, verify_command
 
     app.command("export")(export_command)
     app.command("show")(show_command)
+    app.command("norm-response")(norm_response_command)
+    app.command("verify")(verify_command)
 
 
 _register_commands()

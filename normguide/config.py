@@ -243,6 +243,8 @@ class RunConfig(BaseModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     export: tuple[str, ...] = Field((), description="Export formats written after the run: hf, webdataset.")
     export_shard_size: int = Field(DEFAULT_EXPORT_SHARD_SIZE, ge=1, description="Samples per export shard.")
+    strict_references: bool = Field(False, description="Refuse the whole run (exit 2) when any reference image is "
+                                    "unusable; default: skip only the concepts whose references are bad (exit 1).")
 
     @field_validator("run_id")
     @classmethod
@@ -285,7 +287,7 @@ class RunConfig(BaseModel):
         (:meth:`run_id_for`), and a run with a fixed run id follows the table as it changes
         (new concepts reopen a complete run)."""
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
-                                                 "export_shard_size", "compile"})
+                                                 "export_shard_size", "compile", "strict_references"})
         d["inversion"].pop("batch_size", None)
         d["generation"].pop("batch_size", None)
         d["generation"].pop("vae_batch_size", None)

@@ -26,9 +26,10 @@ def prepare_run(config: RunConfig, table: TableSnapshot) -> PreparedRun:
 
 
 @task(name="check-references", **_IO)
-def check_references(config: RunConfig, table: TableSnapshot, concepts: list[Concept]) -> None:
-    """Read and decode every reference image still to invert (no model): bad input fails here."""
-    steps.check_references(run_context(config, table), concepts)
+def check_references(config: RunConfig, table: TableSnapshot, concepts: list[Concept]) -> dict[str, str]:
+    """Read and decode every reference image still to invert (no model): the concepts whose
+    references are bad (skipped by the run); with ``strict_references`` bad input fails here."""
+    return steps.check_references(run_context(config, table), concepts)
 
 
 @task(name="start-run", **_IO)

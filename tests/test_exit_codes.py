@@ -77,7 +77,7 @@ def test_the_cheapest_commands_never_abort_at_exit(tmp_path):
                 + 2 * [["validate", "--concepts", str(tmp_path / "c.parquet")]] + 2 * [["methods"]])
     codes = []
     for args in commands:
-        res = subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+        res = subprocess.run([exe, *args], capture_output=True, text=True, timeout=300, check=False)
         codes.append((args[0], res.returncode))
         assert "terminate called" not in res.stderr, (args, res.stderr[-2000:])
     assert all(code == 0 for _, code in codes), codes

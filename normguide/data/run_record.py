@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from normguide.data import layout
+from normguide.errors import InputError
 from normguide.config import RunConfig
 
 RUN_JSON = layout.RUN_JSON  # names kept for callers; the keys live in normguide.data.layout
@@ -107,3 +108,19 @@ def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b)) for d in _flat_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
+
+
+class NotARunError(InputError):
+    """The location holds no normguide run (no run.json, or one that is not a run record)."""
+
+
+def open_run(run_uri: str, *, storage_config=None):
+    """The store of the run at ``run_uri`` (local path or s3:// URI; S3 credentials from
+    ``storage_config`` or the environment): "open an existing run", for every command that
+    reads one. :class:`NotARunError` when it has no run.json."""
+    from normguide.data.storage import Storage
+
+    store = Storage.open(run_uri.rstrip("/"), storage_config=storage_config)
+    if not store.exists(layout.RUN_JSON):
+        raise NotARunError(f"{run_uri} is not a normguide run: it has no run.json")
+    return store

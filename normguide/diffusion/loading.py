@@ -194,11 +194,15 @@ def content_revision(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+#: The shipped trained demo pipeline: package data of ``normguide.demo`` (its PIPELINE_DIR), named
+#: here by path so the loader does not import the package that trains and judges with it (that
+#: package sits above this one: its classifier and training script use the diffusion code).
+TRAINED_DEMO_DIR = Path(__file__).resolve().parents[1] / "demo" / "weights" / "pipeline"
+
+
 def trained_demo_dir() -> Path:
     """Where the shipped trained demo pipeline lives (inside the installed package)."""
-    from normguide.demo import PIPELINE_DIR
-
-    return PIPELINE_DIR
+    return TRAINED_DEMO_DIR
 
 
 def _hub_revision(repo_id: str) -> str:

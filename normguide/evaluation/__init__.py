@@ -16,7 +16,7 @@ frames, markdown strings and PNG bytes. The pipeline step reads a run's manifest
 Importing this package imports neither torch, transformers nor matplotlib.
 """
 
-from normguide.evaluation.evaluate import ALL, COLUMNS, METRIC_COLUMNS, METRICS, MetricInfo, evaluate
+from normguide.evaluation.evaluate import ALL, COLUMNS, METRIC_COLUMNS, METRICS, REFERENCES, MetricInfo, evaluate
 from normguide.evaluation.judges import DIGIT_NAMES, ClipJudge, DigitsJudge, Judge, digit_index, digits_real_test
 from normguide.evaluation.metrics import (
     mean_pairwise_distance,
@@ -37,6 +37,7 @@ __all__ = [
     "METRICS",
     "METRIC_COLUMNS",
     "PLOT_METRICS",
+    "REFERENCES",
     "ClipJudge",
     "DigitsJudge",
     "Judge",

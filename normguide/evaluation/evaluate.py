@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from normguide.evaluation.judges import Judge
 
 ALL = "(all)"
+#: The pseudo-method under which ``evaluate(include_references=True)`` scores the reference images
+#: themselves: the baseline every synthetic method should beat (it is not a "leader").
+REFERENCES = "references"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ def evaluate(
     *,
     k: int = 5,
     tstr_features: Literal["pixels", "judge"] = "pixels",
+    include_references: bool = False,
 ) -> pd.DataFrame:
     """Score a run's images, per (concept, method) and per method over all concepts.
 
@@ -92,6 +96,10 @@ def evaluate(
       grey pixels: the judge was trained on real data of the same classes, so its features would
       hand the classifier real-data knowledge) or ``"judge"`` (judge embeddings; for photo runs,
       where raw pixels are too weak a representation).
+    - ``include_references``: also score each concept's reference images themselves, as the
+      method ``"references"`` (rows after the manifest's; no seed statistics): the data a user
+      already has, the baseline for every synthetic method (its ref_similarity includes each
+      reference's similarity 1 with itself).
 
     Returns one row per (concept_id, method) present in the manifest (manifest order), then one row
     per method with ``concept_id == "(all)"``. Columns: :data:`COLUMNS`.
@@ -136,6 +144,8 @@ def evaluate(
     if lacking:
         raise ValueError(f"no reference images for concept(s) {lacking}: every evaluated concept needs at least one")
     real_test = {c: list(real_test.get(c, ())) for c in concepts} if real_test is not None else {c: [] for c in concepts}
+    if include_references and REFERENCES in set(methods):
+        raise ValueError(f"the manifest already has a method named {REFERENCES!r}; it is reserved for the references row")
 
     concept_name = {}
     for c in concepts:
@@ -146,8 +156,17 @@ def evaluate(
         else:
             concept_name[c] = c
 
-    # ---- features and class probabilities: one judge call per image set
     images = list(images)
+    if include_references:
+        extra = pd.DataFrame({"concept_id": [c for c in concepts for _ in references[c]], "method": REFERENCES})
+        extra["name"] = extra["concept_id"].map(concept_name)
+        manifest = pd.concat([manifest, extra], ignore_index=True)
+        images += [im for c in concepts for im in references[c]]
+        cids = manifest["concept_id"].astype(str)
+        methods_col = manifest["method"].astype(str)
+        methods.append(REFERENCES)
+
+    # ---- features and class probabilities: one judge call per image set
     fake = np.asarray(judge.embed(images), dtype=np.float64)
     if fake.shape[0] != len(images):
         raise ValueError(f"judge.embed returned {fake.shape[0]} rows for {len(images)} images")

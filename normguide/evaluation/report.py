@@ -72,6 +72,7 @@ def leaders(metrics: pd.DataFrame) -> dict[str, tuple[list[str], float]]:
     """Per metric with a direction: the best method(s) by their "(all)" value and that value
     (ties within 1e-9 all lead); metrics that are NaN for every method are left out."""
     per, overall, methods = _split(metrics)
+    methods = [m for m in methods if m != "references"]  # the baseline, not a method
     out = {}
     for mi in METRICS:
         if mi.higher_is_better is None or mi.column not in metrics:

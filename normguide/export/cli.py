@@ -30,13 +30,13 @@ def export_command(
     card (README.md) and report are rewritten to name and load the exports. Rerunning it
     finishes an interrupted export and is a no-op for a finished one.
     """
-    from normguide.cli import _existing_run
+    from normguide.cli import existing_run
     from normguide.data.storage import StorageError
     from normguide.export import load_snippet
     from normguide.pipeline import RunContext, steps
 
     try:
-        cfg, store = _existing_run(run_uri, endpoint_url)
+        cfg, store = existing_run(run_uri, endpoint_url)
         uris = steps.export_and_report(RunContext.create(cfg, storage=store), format, shard_size=shard_size)
         shards = json.loads(store.read_bytes(layout.export_success_key(layout.WEBDATASET_DIR)))["shards"] if "webdataset" in uris else 1
     except (ValueError, FileNotFoundError, StorageError) as exc:

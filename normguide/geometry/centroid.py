@@ -42,7 +42,7 @@ import math
 import torch
 
 from ._numerics import check_prior, check_seeds, check_t, out_dtype
-from .nao import _spread_orthogonal, geodesic_plane, nao_interpolate
+from .nao import geodesic_plane, nao_interpolate, spread_orthogonal
 from .planar import (
     DEFAULT_NODES,
     chord_constants,
@@ -100,7 +100,7 @@ def span_coordinates(S: torch.Tensor):
 
 def _ray_integral(prior, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """∫_a^b w(r) dr (signed) by Gauss–Legendre, a, b (...) > 0."""
-    from .energy import gauss_legendre
+    from .quadrature import gauss_legendre
 
     s, om = gauss_legendre(_RAY_QUAD, dtype=a.dtype, device=a.device)
     r = a[..., None] + (b - a)[..., None] * s
@@ -661,7 +661,7 @@ def _centroid_impl(seeds, prior, n_nodes, max_iter):
     if bool(line.any()):
         i = line.nonzero().squeeze(1)
         e1 = S[i, 0] / torch.linalg.vector_norm(S[i, 0], dim=-1, keepdim=True)
-        e2 = _spread_orthogonal(e1)
+        e2 = spread_orthogonal(e1)
         Y2 = torch.zeros(len(i), K, 2, dtype=torch.float64, device=S.device)
         Y2[..., 0] = (S[i] * e1[:, None]).sum(-1)
         y_start = torch.zeros(len(i), 2, dtype=torch.float64, device=S.device)

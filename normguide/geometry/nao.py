@@ -20,7 +20,7 @@ planes are built in float64 in chunks of pairs, so memory is the inputs, the out
 
 Degenerate inputs: a, b on one ray give the radial segment. Antipodal seeds
 (|b − (b·e1)e1| < EPS["antipodal"]·|b|) have no numerically defined plane; the plane is then
-spanned by a and a fixed ±1 sign pattern made orthogonal to a (``_spread_orthogonal``), and
+spanned by a and a fixed ±1 sign pattern made orthogonal to a (``spread_orthogonal``), and
 θ = π. The pattern is spread over all d
 coordinates on purpose: a standard axis as e2 would put a whole norm of ~√d into one
 coordinate of the interior points, far from a Gaussian seed and ruinous to round to bfloat16.
@@ -49,7 +49,7 @@ def geodesic_plane(a: torch.Tensor, b: torch.Tensor, antipodal_tol: float):
     by = torch.linalg.vector_norm(bperp, dim=-1)
     degenerate = by < antipodal_tol * rb
     if bool(degenerate.any()):
-        u = _spread_orthogonal(e1)
+        u = spread_orthogonal(e1)
         e2 = torch.where(degenerate[:, None], u, bperp / torch.where(degenerate, 1.0, by)[:, None])
         theta = torch.where(degenerate, torch.where(bx > 0, 0.0, math.pi), torch.atan2(by, bx))
     else:
@@ -58,7 +58,7 @@ def geodesic_plane(a: torch.Tensor, b: torch.Tensor, antipodal_tol: float):
     return ra, rb, theta, e1, e2
 
 
-def _spread_orthogonal(e1: torch.Tensor) -> torch.Tensor:
+def spread_orthogonal(e1: torch.Tensor) -> torch.Tensor:
     """A unit vector ⟂ e1 (B, d) spread over all coordinates: the first of the Thue–Morse sign
     pattern (−1)^popcount(i), the alternating pattern (−1)^i and, last resort, the standard axis
     most orthogonal to e1, whose part ⟂ e1 has norm ≥ 1/2, made orthogonal to e1. (The axis is

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from .energy import gauss_legendre
+from .quadrature import gauss_legendre
 
 DEFAULT_NODES = 64       # internal polyline nodes N per geodesic
 INTERNAL_QUAD = 8        # Gauss–Legendre nodes per internal (short) chord

@@ -125,7 +125,8 @@ def evaluate(ctx: RunContext, *, judge=None):
             raise ValueError(f"concept {cid!r}: no seeds file {storage.uri(seeds_key(cid))}, so its references are unknown")
         references[cid] = [_decode(ctx.read_input(u), u) for u in seeds.meta["reference_uris"]]
     # 3. Metrics, report and plot
-    metrics = ev.evaluate(manifest, images, references, judge, _real_test_images(ctx, judge, names), names)
+    metrics = ev.evaluate(manifest, images, references, judge, _real_test_images(ctx, judge, names), names,
+                          include_references=True)  # the baseline row: the references themselves
     judge_name = getattr(judge, "name", type(judge).__name__)
     buf = io.BytesIO()
     metrics.to_parquet(buf, index=False)

@@ -84,27 +84,31 @@ def run_concept_isolated(ctx: RunContext, concept: Concept, logger: logging.Logg
 
 
 # -- the run -----------------------------------------------------------------------------------
-def check_run(runner: Runner, concept_ids: list[str] | None = None) -> tuple[PreparedRun, list[Concept] | None]:
-    """Steps 1 and 2: the checks that need no model and write nothing. Returns the prepared run
-    and the concepts to run, or None for them when the run is already complete.
+def check_run(runner: Runner, concept_ids: list[str] | None = None,
+              ) -> tuple[PreparedRun, list[Concept] | None, dict[str, str]]:
+    """Steps 1 and 2: the checks that need no model and write nothing. Returns the prepared run,
+    the concepts to run (None when the run is already complete) and the concepts skipped for
+    unusable reference images (id -> what is wrong).
 
-    Raises ValueError (bad table, missing or broken reference images, unwritable output, other
-    settings than the run's) before any model loads."""
+    Raises ValueError (bad table, unwritable output, other settings than the run's; unusable
+    references with ``strict_references``, or when no concept would be left) before any model
+    loads."""
     # 1. Output writable, same settings; a complete run is a no-op
     prepared = runner.step("prepare")
     if prepared.complete:
-        return prepared, None
-    # 2. The concept table's rows and their reference images (still no model, nothing written)
+        return prepared, None, {}
+    # 2. The concept table's rows and their reference images (still no model, nothing written);
+    #    bad references fail only their concepts
     concepts = runner.step("load_concepts", concept_ids)
-    runner.step("check_references", concepts)
-    return prepared, concepts
+    skipped = runner.step("check_references", concepts)
+    return prepared, [c for c in concepts if c.concept_id not in skipped], skipped
 
 
 def run_recipe(runner: Runner, concept_ids: list[str] | None = None, *, finalize: bool = True) -> RunSummary:
     """One dataset run (or one shard of it: ``concept_ids``, with ``finalize`` off), through
     ``runner``. Returns the run summary; see :func:`normguide.pipeline.run_dataset` for what
     raises and what is reported in the summary instead."""
-    prepared, concepts = check_run(runner, concept_ids)
+    prepared, concepts, skipped = check_run(runner, concept_ids)
     head = dict(run_id=prepared.run_id, output_root=prepared.output_root, model=prepared.model,
                 is_demo=prepared.is_demo, model_note=prepared.model_note)
     if concepts is None:
@@ -120,12 +124,13 @@ def run_recipe(runner: Runner, concept_ids: list[str] | None = None, *, finalize
     lease = steps.acquire_lease(runner.ctx, [c.concept_id for c in concepts] if concept_ids is not None else None,
                                 owner=f"run {prepared.run_id}")
     try:
-        return _run_leased(runner, concepts, head, finalize=finalize)
+        return _run_leased(runner, concepts, head, finalize=finalize, skipped=steps.skipped_outcomes(skipped))
     finally:
         lease.release_quietly()
 
 
-def _run_leased(runner: Runner, concepts: list[Concept], head: dict, *, finalize: bool) -> RunSummary:
+def _run_leased(runner: Runner, concepts: list[Concept], head: dict, *, finalize: bool,
+                skipped: dict[str, ConceptOutcome]) -> RunSummary:
     """Steps 3 (the model, run.json) to 7 of :func:`run_recipe`, under the run's lease."""
     started = runner.step("start")
     head.update(model=started.model, is_demo=started.is_demo, model_note=started.model_note)
@@ -137,14 +142,15 @@ def _run_leased(runner: Runner, concepts: list[Concept], head: dict, *, finalize
     except BaseException as exc:  # Ctrl-C, SIGTERM (as SystemExit), a cancelled flow: the run is resumable
         runner.interrupted(f"interrupted ({type(exc).__name__}) after {len(outcomes)} of {len(concepts)} concepts")
         raise
-    outcomes = {c.concept_id: outcomes[c.concept_id] for c in concepts}
+    outcomes = {**{c.concept_id: outcomes[c.concept_id] for c in concepts}, **skipped}
     if failed := [cid for cid, o in outcomes.items() if o.status == "failed"]:
         runner.log.error("%d of %d concept(s) failed: %s", len(failed), len(outcomes), ", ".join(failed[:20]))
 
     # 5. Consolidate the manifest and write _SUCCESS, only when every concept is done
     summary = RunSummary(**head, concepts=outcomes)
     if summary.failed:
-        runner.step("record_status", "failed", "; ".join(f"{cid}: {outcomes[cid].error}" for cid in summary.failed))
+        runner.step("record_status", "failed", "; ".join(f"{cid}: {summary.concepts[cid].error}"
+                                                         for cid in summary.failed))
     elif finalize:
         manifest_uri = runner.step("finalize", [c.concept_id for c in concepts])
         summary = summary.model_copy(update={"finalized": True, "manifest_uri": manifest_uri})

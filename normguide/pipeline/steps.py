@@ -215,22 +215,37 @@ def read_references(ctx: RunContext, concept: Concept) -> list[Image.Image]:
     return images
 
 
-def check_references(ctx: RunContext, concepts: list[Concept]) -> None:
+def check_references(ctx: RunContext, concepts: list[Concept]) -> dict[str, str]:
     """Read and decode every reference of ``concepts`` that still needs inverting (a concept
     with a seeds file or a manifest part is skipped), without a model: what ``run`` would
-    reject is found before any model or Prefect start. Raises one :class:`ReferenceImageError`
-    naming every bad reference of every concept."""
+    reject is found before any model or Prefect start.
+
+    Returns concept id -> what is wrong with its references (every bad file of the concept
+    named), for the concepts a run skips while it makes the others (each is logged as an
+    error). Raises one :class:`ReferenceImageError` naming every bad reference of every concept
+    instead when ``config.strict_references`` is set, or when no concept would be left to make.
+    """
     have = ctx.storage.existing([k for c in concepts for k in (seeds_key(c.concept_id), mf.part_key(c.concept_id))])
-    problems = []
+    bad: dict[str, str] = {}
     for c in concepts:
         if seeds_key(c.concept_id) in have or mf.part_key(c.concept_id) in have:
             continue
         try:
             read_references(ctx, c)
         except ReferenceImageError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ReferenceImageError(f"{len(problems)} concept(s) have unusable reference images:\n  " + "\n  ".join(problems))
+            bad[c.concept_id] = str(exc)
+    if bad and (ctx.config.strict_references or len(bad) == len(concepts)):
+        raise ReferenceImageError(f"{len(bad)} concept(s) have unusable reference images:\n  " + "\n  ".join(bad.values()))
+    for cid, why in bad.items():
+        _log.error("concept %s is skipped: %s", cid, why)
+    return bad
+
+
+def skipped_outcomes(bad: dict[str, str]) -> dict:
+    """The failed outcomes of the concepts :func:`check_references` skipped."""
+    from normguide.pipeline.results import ConceptOutcome
+
+    return {cid: ConceptOutcome.failed(cid, f"skipped, unusable reference images: {why}") for cid, why in bad.items()}
 
 
 def outline(ctx: RunContext, concepts: list[Concept]) -> str:

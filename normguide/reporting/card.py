@@ -22,6 +22,7 @@ import yaml
 
 from normguide.data import layout
 from normguide.data.manifest import MANIFEST_SCHEMA
+from normguide.data.text import printable
 from normguide.reporting.records import (
     EVAL_PLOT_KEY,
     EVAL_REPORT_KEY,
@@ -240,7 +241,7 @@ def dataset_card(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Sch
         "",
         *(["## Warnings", "",
            "normguide found, at the start of the run, that the model may not draw what the concept table asks:",
-           "", *(f"- {w}" for w in run["warnings"]), ""] if run.get("warnings") else []),
+           "", *(f"- {printable(w)}" for w in run["warnings"]), ""] if run.get("warnings") else []),
         "## What this is",
         "",
         f"normguide run `{record.run_id}`: {plural(record.images, 'image')} of {plural(len(record.concepts), 'concept')}, "

@@ -25,13 +25,11 @@ from normguide.data import run_record
 from normguide.data.parquet_io import read_frame
 from normguide.data.storage import Storage
 from normguide.data.text import printable
-from normguide.errors import InputError
 from normguide.reporting.records import CARD_KEY, EVAL_METRICS_KEY, EVAL_REPORT_KEY, INDEX_KEY, REPORT_DIR
 from normguide.reporting.tables import counts_by_concept, counts_markdown, evaluation_markdown, headline_evaluation
 
 
-class NotARunError(InputError):
-    """The location holds no normguide run (no run.json, or one that is not a run record)."""
+NotARunError = run_record.NotARunError  # the name callers know; the class lives with run.json
 
 
 @dataclass(frozen=True)
@@ -59,10 +57,7 @@ def open_run(run_uri: str, *, endpoint_url: str | None = None) -> Storage:
     environment); :class:`NotARunError` when it has no run.json."""
     from normguide.config import StorageConfig
 
-    store = Storage.open(run_uri.rstrip("/"), storage_config=StorageConfig(endpoint_url=endpoint_url))
-    if not store.exists(run_record.RUN_JSON):
-        raise NotARunError(f"{run_uri} is not a normguide run: it has no run.json")
-    return store
+    return run_record.open_run(run_uri, storage_config=StorageConfig(endpoint_url=endpoint_url))
 
 
 def _lease_state(store: Storage) -> str | None:

@@ -147,7 +147,8 @@ def test_bad_inputs_fail_the_run_before_any_work(concept_dir, tmp_path):
     rows.append({"concept_id": "fine", "name": "fine", "reference_uris": [str(good), str(good)]})
     write_concept_table(rows, concept_dir / "bad.parquet")
 
-    cfg = tiny_config(concept_dir / "bad.parquet", tmp_path / "bad")
+    cfg = tiny_config(concept_dir / "bad.parquet", tmp_path / "bad", strict_references=True)
+    # (strict: the default skips the bad concepts alone, tests/pipeline/test_partial_references.py)
     # every bad reference is found up front, before the model loads or anything is written
     # (a concept failing later, inside its task, fails alone: tests/flows/test_batching.py)
     state, _ = _run(cfg)

@@ -54,13 +54,14 @@ def test_run_is_evaluated_when_a_judge_is_configured(tmp_path, table, model):
     root = tmp_path / "out" / summary.run_id
     metrics = pd.read_parquet(root / "eval" / "metrics.parquet")
     assert set(zip(metrics.concept_id, metrics.method)) == {
-        (c, m) for c in ("digit-two", "digit-five", "(all)") for m in METHODS}
-    assert (metrics.n_images[metrics.concept_id != "(all)"] == 3).all()
+        (c, m) for c in ("digit-two", "digit-five", "(all)") for m in (*METHODS, "references")}
+    synthetic = metrics.method != "references"  # the baseline row: each concept's references themselves
+    assert (metrics.n_images[(metrics.concept_id != "(all)") & synthetic] == 3).all()
     assert metrics.recognisability.between(0, 1).all() and metrics.n_real.gt(20).all()
     report = (root / "eval" / "report.md").read_text()
     assert "digit-two" in report and "nao" in report
     assert (root / "eval" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert set(summary.evaluation.per_method) == set(METHODS)
+    assert set(summary.evaluation.per_method) == {*METHODS, "references"}
 
 
 def test_evaluate_command_on_a_local_and_an_s3_run(tmp_path, table, model, s3_server, s3_bucket, monkeypatch):
@@ -77,7 +78,7 @@ def test_evaluate_command_on_a_local_and_an_s3_run(tmp_path, table, model, s3_se
         assert "recognisability" in res.output and "eval/report.md" in res.output
         store = RunContext.create(cfg).storage
         metrics = pd.read_parquet(io.BytesIO(store.read_bytes("eval/metrics.parquet")))
-        assert len(metrics) == 6
+        assert len(metrics) == 9  # (2 concepts + "(all)") x (nao, random, references)
 
 
 def test_evaluate_bad_input_is_named(tmp_path, table, model):

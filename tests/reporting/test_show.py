@@ -97,6 +97,7 @@ def test_report_artifact_links_local_pictures_and_draws_http_ones(finished_run, 
     md = report_artifact_markdown(record)
     assert "![" not in md and f"[`{record.concepts[0].contact_sheet_uri}`]" in md
     assert "not web addresses" in md
+    assert f"[report/index.html]({record.output_root}/report/index.html)" in md  # the HTML report, linked
     web = record.model_copy(update={
         "output_root": "https://example.org/run",
         "concepts": [c.model_copy(update={"contact_sheet_uri": f"https://example.org/run/{c.concept_id}.png",

@@ -68,7 +68,8 @@ def test_missing_reference_object_is_refused_before_any_work(inputs, s3_server, 
         {"concept_id": "alpha", "name": "alpha", "reference_uris": [good]},
     ], tmp_path / "t.parquet")
     s3_server.client().put_object(Bucket=s3_bucket, Key="t.parquet", Body=(tmp_path / "t.parquet").read_bytes())
-    cfg = run_config(f"s3://{s3_bucket}/t.parquet", f"s3://{s3_bucket}/datasets", storage=s3_server.env_storage)
+    cfg = run_config(f"s3://{s3_bucket}/t.parquet", f"s3://{s3_bucket}/datasets", storage=s3_server.env_storage,
+                     strict_references=True)  # the default skips gamma alone: tests/pipeline/test_partial_references.py
     state, result = run_flow(cfg)
     err = _error(state, result)
     assert state.is_failed() and isinstance(result, ValueError), result

@@ -1,0 +1,105 @@
+"""Verification of a finished run: what its manifest lists is there, intact, and nothing else is.
+
+:func:`verify_run` checks, for a run with ``manifest.parquet``:
+
+* the manifest and every manifest part are readable Parquet;
+* every manifest row's image exists and is not empty (the *quick* check: one listing per
+  concept folder, no image read), and with ``full`` (the default) hashes to the row's sha256
+  (every image read back once: the cost of the run's size in reads);
+* nothing is orphaned: no image, seeds file or manifest part of a concept the manifest does not
+  list (a concept removed from the table), and no image file the manifest does not list.
+
+It writes nothing. ``normguide verify <run>`` prints the result (exit 0 verified, 1 damaged).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from normguide.data import layout
+from normguide.data.images import sha256_hex
+from normguide.data.parquet_io import read_table
+from normguide.data.storage import Storage
+
+__all__ = ["Verification", "verify_run"]
+
+
+@dataclass
+class Verification:
+    """What :func:`verify_run` found. Keys are relative to the run root."""
+
+    root: str
+    full: bool
+    images: int = 0
+    damaged: dict[str, str] = field(default_factory=dict)  # key -> what is wrong
+    orphans: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and not self.orphans
+
+    def lines(self) -> list[str]:
+        how = "size and sha256" if self.full else "existence and size (quick)"
+        out = [f"{self.root}: {self.images} image(s) checked ({how}): "
+               + ("verified" if self.ok else f"{len(self.damaged)} damaged, {len(self.orphans)} orphaned")]
+        out += [f"  damaged: {self.root}/{k} ({why})" for k, why in sorted(self.damaged.items())]
+        out += [f"  orphaned: {self.root}/{k}" for k in self.orphans]
+        return out
+
+
+def verify_run(storage: Storage, *, full: bool = True) -> Verification:
+    """Verify the finished run in ``storage`` (see the module docstring)."""
+    result = Verification(root=storage.root, full=full)
+    try:
+        manifest = read_table(storage.read_bytes(layout.MANIFEST), columns=["concept_id", "image_id", "sha256"])
+    except FileNotFoundError:
+        result.damaged[layout.MANIFEST] = "missing"
+        return result
+    except Exception as exc:  # noqa: BLE001 - any failure to read it means it is damaged
+        result.damaged[layout.MANIFEST] = f"unreadable ({type(exc).__name__}: {exc})"
+        return result
+    rows = manifest.to_pylist()
+    concepts = {r["concept_id"] for r in rows}
+    listed = {layout.image_key(r["concept_id"], r["image_id"]): r["sha256"] for r in rows}
+    result.images = len(listed)
+
+    # 1. Parts readable
+    for cid in sorted(concepts):
+        key = layout.part_key(cid)
+        try:
+            read_table(storage.read_bytes(key), columns=["image_id"])
+        except FileNotFoundError:
+            result.damaged[key] = "missing"
+        except Exception as exc:  # noqa: BLE001
+            result.damaged[key] = f"unreadable ({type(exc).__name__})"
+
+    # 2. Images: present and not empty; with full, their sha256
+    sizes = storage.sizes(listed)
+    for key in listed:
+        if key not in sizes:
+            result.damaged[key] = "missing"
+        elif sizes[key] == 0:
+            result.damaged[key] = "empty (0 bytes)"
+    if full:
+        def check(key: str) -> tuple[str, str | None]:
+            got = sha256_hex(storage.read_bytes(key))
+            return key, None if got == listed[key] else f"sha256 {got[:12]}... is not the recorded {str(listed[key])[:12]}..."
+
+        todo = [k for k in listed if k not in result.damaged and listed[k]]
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="normguide-verify") as pool:
+            result.damaged.update({k: why for k, why in pool.map(check, todo) if why})
+
+    # 3. Orphans: files of concepts the manifest does not list, images it does not list
+    for key in storage.list(layout.IMAGES_DIR):
+        if key not in listed:
+            result.orphans.append(key)
+    for key in storage.list(layout.SEEDS_DIR):
+        cid = key.rsplit("/", 1)[-1].removesuffix(".safetensors")
+        if cid not in concepts:
+            result.orphans.append(key)
+    for key in storage.list(layout.MANIFEST_DIR):
+        if layout.is_part_key(key) and key not in {layout.part_key(c) for c in concepts}:
+            result.orphans.append(key)
+    result.orphans.sort()
+    return result
