@@ -119,6 +119,19 @@ def run(
     prefect: Optional[bool] = typer.Option(None, "--prefect/--no-prefect", help="Run as a Prefect flow (tracking, UI, retries) or in this process; both write the same bytes.", show_default="Prefect when a server is configured (PREFECT_API_URL), else in this process"),
     strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", help="Refuse the whole run (exit 2) if any reference image is unusable, instead of skipping only the concepts whose references are bad (exit 1).", show_default="no: skip those concepts"),
     quick: bool = typer.Option(False, "--quick", metavar="", help="A quick look: 10 inversion and 10 generation steps, 4 images per concept and method, no reconstruction pass, into ./outputs-quick (options given here still override). The full default run takes a few times longer."),
+    refine: Optional[bool] = typer.Option(None, "--refine/--no-refine", help="SeedSelect-refine every planned seed before generation (docs/refinement.md).", show_default="no", rich_help_panel="Refinement"),
+    refine_preset: Optional[str] = typer.Option(None, help="The paper's settings: nao, random, or auto (random seeds: random, others: nao).", show_default="auto", rich_help_panel="Refinement"),
+    refine_iterations: Optional[int] = typer.Option(None, help="Optimisation iterations per seed.", show_default="preset: 5 / 30", rich_help_panel="Refinement"),
+    refine_lr: Optional[float] = typer.Option(None, help="AdamW learning rate on the seed.", show_default="preset: 0.05 / 0.1", rich_help_panel="Refinement"),
+    refine_lr_decay_at: Optional[int] = typer.Option(None, help="Iteration from which the learning rate is multiplied by --refine-lr-decay-factor.", show_default="3", rich_help_panel="Refinement"),
+    refine_lr_decay_factor: Optional[float] = typer.Option(None, help="That factor (1 keeps the rate constant).", show_default="0.1", rich_help_panel="Refinement"),
+    refine_semantic_weight: Optional[float] = typer.Option(None, help="Weight of the semantic (feature) loss.", show_default="10", rich_help_panel="Refinement"),
+    refine_appearance_weight: Optional[float] = typer.Option(None, help="Weight of the appearance (latent) loss.", show_default="1", rich_help_panel="Refinement"),
+    refine_steps: Optional[int] = typer.Option(None, help="DDIM steps of each refinement pass.", show_default="20", rich_help_panel="Refinement"),
+    refine_guidance: Optional[float] = typer.Option(None, help="Guidance scale of the refinement passes.", show_default="preset: 1 / 7.5", rich_help_panel="Refinement"),
+    refine_stop_below: Optional[float] = typer.Option(None, help="Stop a seed once its loss is at or below this.", show_default="never", rich_help_panel="Refinement"),
+    refine_stop_tolerance: Optional[float] = typer.Option(None, help="Stop a seed once its loss improves by less than this fraction per iteration.", show_default="never", rich_help_panel="Refinement"),
+    feature_model: Optional[str] = typer.Option(None, help="Feature model of the semantic loss: a local CLIP directory, or 'demo'.", show_default="auto: the demo's autoencoder for the demo model", rich_help_panel="Refinement"),
 ) -> None:
     """Generate a dataset and print where it is and a summary."""
     from rich.console import Console
@@ -129,10 +142,16 @@ def run(
             config, concepts, output, model, run_id, prompt_template, seed, methods, num_images, steps, guidance,
             inversion_steps, batch_size, reconstruction, endpoint_url,
             device=device, dtype=dtype, compile=compile, export=_split(export), strict_references=strict,
-            **{"generation.batch_invariant": batch_invariant, "inversion.batch_invariant": batch_invariant}), quick=quick)
-        from normguide.data.concept_table import TableSnapshot
+            **{"generation.batch_invariant": batch_invariant, "inversion.batch_invariant": batch_invariant},
+            **{"refine.enabled": refine, "refine.preset": refine_preset, "refine.iterations": refine_iterations,
+               "refine.learning_rate": refine_lr, "refine.lr_decay_at": refine_lr_decay_at,
+               "refine.lr_decay_factor": refine_lr_decay_factor, "refine.semantic_weight": refine_semantic_weight,
+               "refine.appearance_weight": refine_appearance_weight, "refine.num_inference_steps": refine_steps,
+               "refine.guidance_scale": refine_guidance, "refine.stop_below": refine_stop_below,
+               "refine.stop_tolerance": refine_stop_tolerance, "refine.feature_model": feature_model}), quick=quick)
+        from normguide.pipeline.context import read_table
 
-        table = TableSnapshot.read(cfg.concepts, storage_config=cfg.storage)  # the run's one read of it
+        table = read_table(cfg)  # the run's one read of it: a missing one is named here
         cfg = cfg.pinned(table.digest)
     except ValueError as exc:
         raise _fail(console, str(exc)) from None
@@ -480,20 +499,22 @@ def validate(
     from rich.console import Console
     from rich.markup import escape
 
-    from normguide.data.storage import Storage
-    from normguide.pipeline import RunContext, steps
+    from normguide.data import references as refs
+    from normguide.data.storage import read_bytes
 
     console = Console(stderr=True)
     try:
         cfg = RunConfig().with_overrides(concepts=concepts, **{"storage.endpoint_url": endpoint_url})
-        # no output is written: the store is only where a run would look for finished concepts
-        ctx = RunContext.create(cfg, storage=Storage.open("."))
-        rows = steps.load_concepts(ctx, None)
+
+        def read_input(uri: str) -> bytes:  # as a run reads its inputs; nothing is written
+            return read_bytes(uri, storage_config=cfg.storage)
+
+        rows = refs.load_concepts(cfg, read_input, None)
         if references:
             problems = []
             for c in rows:  # every concept, done or not
                 try:
-                    steps.read_references(ctx, c)
+                    refs.read_references(read_input, c)
                 except ValueError as exc:
                     problems.append(str(exc))
             if problems:
@@ -558,14 +579,22 @@ def plan_command(
     console.print(f"run {ctx.run_id} -> {ctx.storage.root}: {len(rows)} concept(s), "
                   f"seed shape {tuple(shape)}; nothing is written", highlight=False, soft_wrap=True)
     total = 0
-    for concept, groups in plans:
-        table = Table(title=f"{concept.concept_id} ({concept.name}, {len(concept.reference_uris)} reference(s))",
-                      title_justify="left")
+    if len(plans) > _PLAN_TABLES:  # many concepts: one table per distinct plan (printing is the cost)
+        shared: dict[tuple, list] = {}
+        for concept, groups in plans:
+            shared.setdefault(tuple(groups), []).append(concept)
+        items = [(f"{len(cs)} concept(s) with {len(cs[0].reference_uris)} reference(s): "
+                  f"{', '.join(c.concept_id for c in cs[:5])}{', ...' if len(cs) > 5 else ''}", list(g), len(cs))
+                 for g, cs in shared.items()]
+    else:
+        items = [(f"{c.concept_id} ({c.name}, {len(c.reference_uris)} reference(s))", g, 1) for c, g in plans]
+    for title, groups, count in items:
+        table = Table(title=title, title_justify="left")
         for col in ("method", "kind", "images", "t", "pairs", "expected z (min..max)"):
             table.add_column(col, no_wrap=True)
         for g in groups:
             table.add_row(*g)
-            total += int(g[2])
+            total += int(g[2]) * count
         console.print(table)
     console.print(f"{total} image(s) in all", highlight=False)
     _print_existing(console, ctx, rows)
@@ -595,10 +624,13 @@ def _print_existing(console, ctx, concepts) -> None:
 
 def _seed_shape(cfg: RunConfig) -> tuple[int, int, int]:
     """The model's seed shape, from a local pipeline's unet config when there is one (no
-    weights loaded), else from loading the model (the demo loads in about a second)."""
-    path = Path(cfg.model)
+    weights loaded; the shipped demo's too, which spares importing diffusers), else from loading
+    the model."""
+    from normguide.diffusion.loading import trained_demo_dir
+
+    path = trained_demo_dir() if cfg.model == "demo" else Path(cfg.model)
     unet = path / "unet" / "config.json"
-    if cfg.model != "demo" and unet.is_file():
+    if unet.is_file():
         conf = json.loads(unet.read_text())
         size = conf.get("sample_size", 64)
         h, w = (size, size) if isinstance(size, int) else tuple(size)
@@ -606,6 +638,10 @@ def _seed_shape(cfg: RunConfig) -> tuple[int, int, int]:
     from normguide.diffusion import get_pipeline
 
     return tuple(get_pipeline(cfg.model, device="cpu", dtype="float32").seed_shape)
+
+
+#: Above this many concepts, ``plan`` prints one table per distinct plan instead of one per concept.
+_PLAN_TABLES = 50
 
 
 def _dry_plans(cfg: RunConfig, concepts, shape):

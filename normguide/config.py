@@ -45,7 +45,7 @@ def _check_guidance(value: float, field: str) -> float:
 class InversionConfig(_Section):
     """DDIM inversion of the reference images to seeds."""
 
-    num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM inversion steps.")
+    num_inference_steps: int = Field(50, ge=1, description="DDIM inversion steps (at most limits.max_steps).")
     guidance_scale: float = Field(1.0, description="Classifier-free guidance during inversion: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images inverted per batch.")
     batch_invariant: bool = Field(
@@ -70,7 +70,7 @@ class InversionConfig(_Section):
 class GenerationConfig(_Section):
     """Image generation from the planned seeds."""
 
-    num_inference_steps: int = Field(50, ge=1, le=1000, description="DDIM denoising steps.")
+    num_inference_steps: int = Field(50, ge=1, description="DDIM denoising steps (at most limits.max_steps).")
     guidance_scale: float = Field(7.5, description="Classifier-free guidance scale: 1 (none) up to 100.")
     batch_size: int = Field(4, ge=1, description="Images generated per batch.")
     batch_invariant: bool = Field(
@@ -98,7 +98,7 @@ class PlanConfig(_Section):
         ("nao",), min_length=1,
         description="Seed methods (ablations); `normguide methods` lists them (normguide.data.plan.SEED_METHODS).",
     )
-    num_images: int = Field(8, ge=1, le=100_000, description="Images per concept and method (the concept's num_images overrides).")
+    num_images: int = Field(8, ge=1, description="Images per concept and method (the concept's num_images overrides; at most limits.max_images_per_concept).")
     include_centroid: bool = Field(True, description="Plan the centroid of the inverted seeds as the first image.")
     pair_paths: bool = Field(True, description="Sample interpolants on paths between pairs of inverted seeds.")
     centroid_paths: bool = Field(True, description="Sample interpolants on paths from the centroid to each seed.")
@@ -137,6 +137,59 @@ class PlanConfig(_Section):
         return self
 
 
+class RefineConfig(_Section):
+    """SeedSelect refinement of the planned seeds before generation (normguide.diffusion.refine;
+    docs/refinement.md). Off by default. Unset hyper-parameters come from the paper's preset for
+    each seed's method (``preset: auto``: ``random`` seeds get the start-from-random preset, every
+    other method the start-from-NAO one)."""
+
+    enabled: bool = Field(False, description="Refine every planned seed before generation.")
+    preset: Literal["auto", "nao", "random"] = Field(
+        "auto", description="The paper's settings: 'nao' (lr 0.05, 5 iterations, guidance 1), 'random' (lr 0.1, "
+        "30 iterations, guidance 7.5), or 'auto' (random seeds: 'random', others: 'nao').")
+    iterations: int | None = Field(None, ge=0, le=10_000, description="Optimisation iterations per seed.")
+    learning_rate: float | None = Field(None, gt=0, description="AdamW learning rate on the seed.")
+    lr_decay_at: int | None = Field(None, ge=0, description="Iteration from which the learning rate is multiplied by lr_decay_factor (paper: 3).")
+    lr_decay_factor: float | None = Field(None, gt=0, description="That factor (paper: 0.1; 1 keeps it constant).")
+    semantic_weight: float | None = Field(None, ge=0, description="Weight of the semantic (feature) loss (paper: 10).")
+    appearance_weight: float | None = Field(None, ge=0, description="Weight of the appearance (latent) loss (paper: 1).")
+    step_weights: tuple[float, ...] | None = Field(None, description="Semantic-loss weights of the last DDIM steps, oldest first (paper: 0.05, 0.25, 0.7).")
+    num_inference_steps: int | None = Field(None, ge=1, le=1000, description="DDIM steps of each refinement pass (paper: 20).")
+    guidance_scale: float | None = Field(None, description="Guidance of the refinement passes (paper: 1 from NAO, 7.5 from random).")
+    stop_below: float | None = Field(None, description="Stop a seed once its loss is at or below this.")
+    stop_tolerance: float | None = Field(None, ge=0, description="Stop a seed once its loss improves by less than this fraction per iteration.")
+    divergence_ratio: float = Field(2.0, gt=0, description="A final loss above this multiple of the start loss falls back to the unrefined seed.")
+    feature_model: str = Field(
+        "auto", description="Feature model of the semantic loss: a local CLIP directory, 'demo' (the demo's "
+        "autoencoder), or 'auto' (the demo's for the demo model; other models need a CLIP directory).")
+    batch_size: int = Field(8, ge=1, description="Seeds refined together (one optimiser per batch; a seed's path is its own).")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass (less memory, ~1 more forward).")
+
+    @model_validator(mode="after")
+    def _settings(self) -> "RefineConfig":
+        if self.enabled:
+            for method in ("nao", "random"):
+                self.settings_for(method)  # ValueError naming the refine.* field
+        return self
+
+    def preset_for(self, method: str) -> str:
+        """The preset a seed of ``method`` starts from."""
+        return self.preset if self.preset != "auto" else ("random" if method == "random" else "nao")
+
+    def settings_for(self, method: str):
+        """The library settings (``normguide.diffusion.refine.RefineSettings``) for seeds of ``method``."""
+        from normguide.diffusion.refine import PRESETS, with_overrides
+
+        return with_overrides(
+            PRESETS[self.preset_for(method)], iterations=self.iterations, learning_rate=self.learning_rate,
+            lr_decay_at=self.lr_decay_at, lr_decay_factor=self.lr_decay_factor,
+            semantic_weight=self.semantic_weight, appearance_weight=self.appearance_weight,
+            step_weights=self.step_weights, num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale, stop_below=self.stop_below, stop_tolerance=self.stop_tolerance,
+            divergence_ratio=self.divergence_ratio, gradient_checkpointing=self.gradient_checkpointing,
+        )
+
+
 class EvaluationConfig(_Section):
     """How good the run's images are (``eval/`` under the run; see normguide.evaluation).
 
@@ -155,6 +208,24 @@ class EvaluationConfig(_Section):
         None, description="Concept table (Parquet) whose reference_uris are held-out REAL images per concept, "
         "for train-on-synthetic-test-on-real; the demo uses its own held-out digits."
     )
+
+
+class LimitsConfig(_Section):
+    """Bounds on what one run may ask of the machine (docs/limits.md). Each is checked before
+    any model work, with a one-line error naming the concept, table or setting; raise one when a
+    real workload needs it. Not part of the run id (they change no image)."""
+
+    max_concepts: int = Field(100_000, ge=1, description="Concepts (rows) in the concept table.")
+    max_references_per_concept: int = Field(1_000, ge=1, description="Reference images of one concept.")
+    max_images_per_concept: int = Field(
+        100_000, ge=1, description="Images of one concept and method (plan.num_images, the table's num_images).")
+    max_steps: int = Field(1_000, ge=1, description="Inversion and generation steps (num_inference_steps).")
+    max_prompt_chars: int = Field(
+        2_000, ge=1, description="Characters of a concept's prompt (its own, or the template with its name), checked "
+        "on the table before anything is loaded.")
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="Tokens of a prompt in the model's tokenizer, checked once the model is loaded; "
+        "default (and most): what the tokenizer reads (77 for CLIP), so no prompt is silently cut short.")
 
 
 #: Export formats written after a run is finalized (``export:`` in the config; normguide.export).
@@ -218,6 +289,7 @@ class RunConfig(BaseModel):
         inversion: DDIM inversion settings.
         generation: Generation settings.
         plan: Seed plan settings (methods, counts, t values).
+        refine: SeedSelect refinement of the planned seeds (off by default).
         storage: S3 endpoint and credentials.
         evaluation: Whether and how the images are evaluated (not part of the run id).
         export: Formats to export the finished dataset to (``hf``, ``webdataset``; not part of
@@ -239,8 +311,10 @@ class RunConfig(BaseModel):
     inversion: InversionConfig = Field(default_factory=InversionConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     plan: PlanConfig = Field(default_factory=PlanConfig)
+    refine: RefineConfig = Field(default_factory=RefineConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     export: tuple[str, ...] = Field((), description="Export formats written after the run: hf, webdataset.")
     export_shard_size: int = Field(DEFAULT_EXPORT_SHARD_SIZE, ge=1, description="Samples per export shard.")
     strict_references: bool = Field(False, description="Refuse the whole run (exit 2) when any reference image is "
@@ -279,6 +353,22 @@ class RunConfig(BaseModel):
 
         return check_template(v, where="prompt_template")
 
+    @model_validator(mode="after")
+    def _within_limits(self) -> "RunConfig":
+        lim, bad = self.limits, []
+        for field, value, most, name in (
+            ("inversion.num_inference_steps", self.inversion.num_inference_steps, lim.max_steps, "max_steps"),
+            ("generation.num_inference_steps", self.generation.num_inference_steps, lim.max_steps, "max_steps"),
+            ("plan.num_images", self.plan.num_images, lim.max_images_per_concept, "max_images_per_concept"),
+            ("prompt_template", len(self.prompt_template), lim.max_prompt_chars, "max_prompt_chars"),
+        ):
+            if value > most:
+                what = f"is {value:,} characters long" if field == "prompt_template" else f"is {value:,}"
+                bad.append(f"{field} {what}, more than limits.{name} ({most:,})")
+        if bad:
+            raise ValueError("; ".join(bad))
+        return self
+
     # -- derived --------------------------------------------------------------------------
     def content_dict(self) -> dict[str, Any]:
         """The settings that decide the dataset's content (not where it goes or who reads it).
@@ -287,10 +377,14 @@ class RunConfig(BaseModel):
         (:meth:`run_id_for`), and a run with a fixed run id follows the table as it changes
         (new concepts reopen a complete run)."""
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
-                                                 "export_shard_size", "compile", "strict_references"})
+                                                 "export_shard_size", "compile", "limits", "strict_references"})
         d["inversion"].pop("batch_size", None)
         d["generation"].pop("batch_size", None)
         d["generation"].pop("vae_batch_size", None)
+        if self.refine.enabled:
+            d["refine"].pop("gradient_checkpointing", None)  # recomputation changes no value
+        else:
+            d.pop("refine")  # off: the run id of a run without refinement is what it always was
         return d
 
     def run_id_for(self, table_digest: str) -> str:
@@ -374,7 +468,7 @@ def validation_line(exc) -> str:
         msg = str(err.get("msg", "invalid"))
         if msg.startswith("Value error, "):  # our validators' messages name the field and value already
             text = msg.removeprefix("Value error, ")
-            parts.append(text if text.startswith(loc.split(".")[0]) else f"{loc}: {text}")
+            parts.append(text if not err.get("loc") or text.startswith(loc.split(".")[0]) else f"{loc}: {text}")
             continue
         got = repr(err.get("input"))
         if loc.startswith("storage"):  # never echo what may be a credential

@@ -8,6 +8,7 @@ NormguideError                       the root: catch this to catch every normgui
 │   ├── ModelLoadError               a model spec that cannot be loaded
 │   ├── NotARunError                 a location that holds no normguide run
 │   ├── TemplateError                a prompt template that is not plain text with {name}
+│   ├── PromptTooLongError           a prompt longer than the model's tokenizer reads
 │   ├── LeaseHeld                    another live run holds the output root's lease
 │   ├── LeaseDamaged                 a lease object that cannot be read
 │   ├── LeaseDamaged                 the lease object is not a lease (hand-edited), named

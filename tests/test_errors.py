@@ -13,11 +13,13 @@ from normguide.data.storage.s3 import ObjectTooLarge
 from normguide.data.text import TemplateError
 from normguide.diffusion import PrecisionError
 from normguide.diffusion.loading import ModelLoadError
+from normguide.diffusion.prompts import PromptTooLongError
 from normguide.reporting.show import NotARunError
 
 KINDS = {
     ConceptTableError: errors.InputError, ReferenceImageError: errors.InputError, ModelLoadError: errors.InputError,
-    NotARunError: errors.InputError, TemplateError: errors.InputError, LeaseHeld: errors.InputError, LeaseDamaged: errors.InputError, ObjectTooLarge: errors.InputError,
+    NotARunError: errors.InputError, TemplateError: errors.InputError, PromptTooLongError: errors.InputError, LeaseHeld: errors.InputError,
+    LeaseDamaged: errors.InputError, ObjectTooLarge: errors.InputError,
     StorageError: errors.StorageError, PrecisionError: errors.RunFailure, LeaseLost: errors.RunFailure,
 }
 

@@ -39,7 +39,8 @@ class TableSnapshot:
     problems: tuple[str, ...] = ()
 
     @classmethod
-    def read(cls, source: str, *, storage_config: StorageConfig | None = None) -> TableSnapshot:
+    def read(cls, source: str, *, storage_config: StorageConfig | None = None, limits=None,
+             template: str | None = None) -> TableSnapshot:
         """Read and validate the table at ``source`` (a local path or s3:// URI): one read.
 
         Raises:
@@ -52,14 +53,15 @@ class TableSnapshot:
         except FileNotFoundError as exc:
             why = f" ({exc.strerror})" if "://" in source and exc.strerror else ""  # bucket, endpoint
             raise ValueError(f"concepts: concept table {source!r} does not exist{why}") from None
-        return cls.from_bytes(data, source=source)
+        return cls.from_bytes(data, source=source, limits=limits, template=template)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, source: str) -> TableSnapshot:
+    def from_bytes(cls, data: bytes, *, source: str, limits=None, template: str | None = None) -> TableSnapshot:
         """The snapshot of a table's Parquet bytes (relative reference paths resolve against
-        ``source``'s folder); an invalid table gives a snapshot that holds its problems."""
+        ``source``'s folder); an invalid table gives a snapshot that holds its problems. ``limits``
+        and ``template`` are as in :func:`normguide.data.schema.parse_concept_table`."""
         try:
-            rows = tuple(parse_concept_table(data, source=source).concepts)
+            rows = tuple(parse_concept_table(data, source=source, limits=limits, template=template).concepts)
         except ConceptTableError as exc:
             return cls(source=source, digest=table_digest(data), problems=tuple(exc.problems))
         return cls(source=source, digest=table_digest(data), concepts=rows)

@@ -12,6 +12,8 @@ through this module; none spells them itself.
 │                                           owner token, its concepts or the coordinator, expiry)
 ├── seeds/<concept_id>.safetensors          seeds_key(): inverted seeds, centroid, planned seeds, their
 │                                           health; metadata (JSON) in the safetensors header
+├── timings/refine-<concept_id>.json        refine_timing_key(): seconds per refined seed (refinement on;
+│                                           wall-clock, so kept out of the seeds file and the manifest)
 ├── images/<concept_id>/<image_id>.png      image_key(); image_id = <method>-<kind>-<index:05d>
 ├── manifest/part-<concept_id>.parquet      part_key(): the concept's manifest rows, written after its
 │                                           images; its concept-table row in the Parquet metadata
@@ -56,6 +58,11 @@ WRITE_CHECK = ".normguide-write-check"
 def seeds_key(concept_id: str) -> str:
     """A concept's seeds file."""
     return f"{SEEDS_DIR}/{concept_id}.safetensors"
+
+
+def refine_timing_key(concept_id: str) -> str:
+    """Seconds per refined seed of a concept (SeedSelect refinement; normguide.pipeline.refine)."""
+    return f"timings/refine-{concept_id}.json"
 
 
 def images_prefix(concept_id: str) -> str:

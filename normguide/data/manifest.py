@@ -50,6 +50,19 @@ MANIFEST_SCHEMA = pa.schema(
         ("reconstruction_error", pa.float64()),
         ("precision_fallback", pa.string()),  # None, or e.g. "inversion:full,generation:vae"
         ("seed", pa.int64()),
+        # SeedSelect refinement (null without it): the plan method the seed started from, the
+        # preset, steps applied, losses of the planned and of the generated seed, whether it fell
+        # back to the planned seed, and the planned seed's chi z-score (seed_* describe the
+        # seed the image was generated from: the refined one)
+        ("refine_start", pa.string()),
+        ("refine_preset", pa.string()),
+        ("refine_iterations", pa.int32()),
+        ("refine_semantic_start", pa.float64()),
+        ("refine_semantic_end", pa.float64()),
+        ("refine_appearance_start", pa.float64()),
+        ("refine_appearance_end", pa.float64()),
+        ("refine_fallback", pa.bool_()),
+        ("refine_start_zscore", pa.float64()),
         ("normguide_version", pa.string()),
         ("synthetic", pa.bool_()),
     ]
@@ -99,11 +112,13 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
     plan = seeds.plan_rows
     if not (len(plan) == len(file_names) == len(images)):
         raise ValueError(f"concept {ctx.concept_id!r}: {len(plan)} planned seeds, {len(file_names)} file names, {len(images)} images")
-    flat = seeds.planned.reshape(len(plan), -1).to(torch.float64)
+    flat = seeds.generation_seeds.reshape(len(plan), -1).to(torch.float64)
     prior = ChiPrior(flat.shape[1])
     norms = flat.norm(dim=-1)
     z = prior.zscore(flat)
     logp = prior.log_prob(norms)
+    refined = seeds.refine_rows if seeds.is_refined else None
+    start_z = prior.zscore(seeds.planned.reshape(len(plan), -1).to(torch.float64)) if refined else None
     # as written in the concept table (a relative path stays relative: no path of this machine in
     # the dataset); resolved only where a reference is read (the seeds file keeps the resolved ones)
     refs = (seeds.meta.get("concept") or {}).get("reference_uris") or seeds.meta["reference_uris"]
@@ -123,8 +138,18 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
             "reconstruction_error": max(rec_err[s] for s in r.sources) if rec_err and r.sources else None,
             "seed": r.seed, "synthetic": True,
             "precision_fallback": _precision_fallback(seeds, r.sources, im.precision_fallback),
+            **(_refine_columns(refined[i], float(start_z[i])) if refined else {}),
         })
     return rows
+
+
+def _refine_columns(record: dict, start_zscore: float) -> dict:
+    return {
+        "refine_start": record["start"], "refine_preset": record["preset"], "refine_iterations": record["iterations"],
+        "refine_semantic_start": record["semantic_start"], "refine_semantic_end": record["semantic_end"],
+        "refine_appearance_start": record["appearance_start"], "refine_appearance_end": record["appearance_end"],
+        "refine_fallback": record["fallback"], "refine_start_zscore": start_zscore,
+    }
 
 
 def _precision_fallback(seeds: SeedsFile, sources, generation: str | None) -> str | None:
@@ -183,9 +208,16 @@ def num_rows(data: bytes) -> int:
     return read_metadata(data).num_rows
 
 
+def _with_all_columns(table: pa.Table) -> pa.Table:
+    """A part written before a column existed gets it as nulls (columns in schema order)."""
+    n = table.num_rows
+    cols = [table.column(f.name) if f.name in table.column_names else pa.nulls(n, f.type) for f in MANIFEST_SCHEMA]
+    return pa.Table.from_arrays(cols, schema=MANIFEST_SCHEMA) if table.column_names != list(COLUMNS) else table
+
+
 def consolidate(parts: list[bytes]) -> bytes:
     """One manifest from its parts (in the order given); an image listed twice is an error."""
-    tables = [parquet_to_table(p).replace_schema_metadata(None).cast(MANIFEST_SCHEMA) for p in parts]
+    tables = [_with_all_columns(parquet_to_table(p).replace_schema_metadata(None)).cast(MANIFEST_SCHEMA) for p in parts]
     table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
     counts = Counter(table.column("file_name").to_pylist())
     if len(counts) != table.num_rows:

@@ -50,7 +50,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from itertools import combinations
+from itertools import combinations, islice
 
 import torch
 
@@ -116,19 +116,41 @@ def random_seed_for(base_seed: int, concept_id: str, index: int) -> int:
 MAX_RANDOM_SEED = 2**53 - 1
 
 
-def spread_pairs(k: int) -> list[tuple[int, int]]:
-    """All pairs of ``k`` seeds, ordered so that every prefix uses the references as evenly as
-    possible: (0, 1), (2, 3), (0, 2), (1, 3), ... A budget smaller than the number of paths then
-    draws on every reference instead of only on seed 0's paths."""
-    remaining = list(combinations(range(k), 2))
+def spread_pairs(k: int, limit: int | None = None) -> list[tuple[int, int]]:
+    """All pairs of ``k`` seeds (the first ``limit`` of them, if given), ordered so that every
+    prefix uses the references as evenly as possible: (0, 1), (2, 3), (0, 2), (1, 3), ... A
+    budget smaller than the number of paths then draws on every reference instead of only on
+    seed 0's paths.
+
+    The order is greedy: next comes the remaining pair with the least (use_a + use_b,
+    max(use_a, use_b), a, b), ``use`` counting the pairs taken so far that contain a seed. A
+    pair's key only grows as pairs are taken, so a heap whose stale entries are pushed back
+    with their current key when popped gives that order in O(log P) per pair (P = k(k−1)/2),
+    where scanning every remaining pair cost O(P) each (1,000 seeds: minutes, not ms)."""
+    import heapq
+
+    total = k * (k - 1) // 2
+    n = total if limit is None else max(0, min(limit, total))
+    if n == 0:
+        return []
+    kk = k * k
+    # key = (s·k + m)·k² + a·k + b with s = use_a + use_b, m = max(use_a, use_b) < k; initially all
+    # uses are 0 and the keys a·k + b are already in heap (sorted) order
+    heap = [a * k + b for a, b in combinations(range(k), 2)]
     use = [0] * k
-    order = []
-    while remaining:
-        best = min(remaining, key=lambda p: (use[p[0]] + use[p[1]], max(use[p[0]], use[p[1]]), p))
-        remaining.remove(best)
-        use[best[0]] += 1
-        use[best[1]] += 1
-        order.append(best)
+    order: list[tuple[int, int]] = []
+    while len(order) < n:
+        key = heapq.heappop(heap)
+        ab = key % kk
+        a, b = divmod(ab, k)
+        ua, ub = use[a], use[b]
+        current = ((ua + ub) * k + max(ua, ub)) * kk + ab
+        if current != key:  # stale: its seeds were used since it was pushed
+            heapq.heappush(heap, current)
+            continue
+        order.append((a, b))
+        use[a] += 1
+        use[b] += 1
     return order
 
 
@@ -143,10 +165,10 @@ def path_points(
         ts = [j / (m + 1) for j in range(1, m + 1)]
     else:
         ts = list(t_values)
-    # midpoint-first: every path's most central t, then the next, ... (ties: smaller t first)
+    # midpoint-first: every path's most central t, then the next, ... (ties: smaller t first);
+    # generated lazily: 1,000 seeds have 499,500 pair paths, of which a small budget uses few
     order = sorted(range(len(ts)), key=lambda j: (abs(ts[j] - 0.5), ts[j]))
-    points = [(p, ts[j]) for j in order for p in range(n_paths)]
-    return points[:budget]
+    return list(islice(((p, ts[j]) for j in order for p in range(n_paths)), budget))
 
 
 
@@ -368,16 +390,18 @@ def _plan_geometric(method: SeedMethod, flat: torch.Tensor, *, num_images: int, 
     name = method.name
     prior = method.prior(flat) if method.prior is not None else None
 
-    # 1. Paths: pairs of seeds, then centroid -> each seed; the points the budget buys
-    pairs = spread_pairs(K) if pair_paths else []
-    n_paths = len(pairs) + (K if centroid_paths else 0)
+    # 1. Paths: pairs of seeds, then centroid -> each seed; the points the budget buys (only the
+    #    pairs it samples are ordered and solved: the first ones of spread_pairs' order)
+    n_pairs = K * (K - 1) // 2 if pair_paths else 0
+    n_paths = n_pairs + (K if centroid_paths else 0)
     points = path_points(n_paths, num_images - (1 if include_centroid else 0), t_values)
+    pairs = spread_pairs(K, max((p + 1 for p, _ in points if p < n_pairs), default=0))
     ts = sorted({t for _, t in points})
     t_index = {t: i for i, t in enumerate(ts)}
     t_tensor = torch.tensor(ts, dtype=torch.float64)
 
     # 2. Centroid and the path points the plan uses (paths nobody samples are not computed)
-    need_c_paths = any(p >= len(pairs) for p, _ in points)
+    need_c_paths = any(p >= n_pairs for p, _ in points)
     if need_c_paths and method.centroid_paths is not None:
         centroid, c_paths = method.centroid_paths(flat, t_tensor, prior)
     else:
@@ -385,7 +409,7 @@ def _plan_geometric(method: SeedMethod, flat: torch.Tensor, *, num_images: int, 
         c_paths = method.interpolate(centroid.expand(K, -1), flat, t_tensor, prior) if need_c_paths else None
     centroid = centroid.to(torch.float32)
     p_paths = None
-    if any(p < len(pairs) for p, _ in points):
+    if pairs:
         ia = torch.tensor([i for i, _ in pairs])
         ib = torch.tensor([j for _, j in pairs])
         p_paths = method.interpolate(flat[ia], flat[ib], t_tensor, prior)  # (P, T, d)
@@ -397,12 +421,12 @@ def _plan_geometric(method: SeedMethod, flat: torch.Tensor, *, num_images: int, 
         rows.append(PlannedSeed(image_id(name, "centroid", 0), name, "centroid", 0, sources=tuple(range(K))))
         seeds.append(centroid)
     for idx, (p, t) in enumerate(points):
-        if p < len(pairs):
+        if p < n_pairs:
             i, j = pairs[p]
             seeds.append(p_paths[p, t_index[t]])
             rows.append(PlannedSeed(image_id(name, "interpolant", idx), name, "interpolant", idx, pair=(i, j), t=t, sources=(i, j)))
         else:
-            j = p - len(pairs)
+            j = p - n_pairs
             seeds.append(c_paths[j, t_index[t]])
             rows.append(PlannedSeed(image_id(name, "interpolant", idx), name, "interpolant", idx, pair=(-1, j), t=t, sources=tuple(range(K))))
     out = torch.stack([s.to(torch.float32) for s in seeds]) if seeds else flat.new_empty(0, flat.shape[1])

@@ -122,5 +122,23 @@ def open_run(run_uri: str, *, storage_config=None):
 
     store = Storage.open(run_uri.rstrip("/"), storage_config=storage_config)
     if not store.exists(layout.RUN_JSON):
+        if missing := _missing_bucket(store):
+            raise NotARunError(f"{run_uri} cannot be a run: {missing}")
         raise NotARunError(f"{run_uri} is not a normguide run: it has no run.json")
     return store
+
+
+def _missing_bucket(store) -> str | None:
+    """'the bucket 'b' does not exist (S3 endpoint ...)' when ``store`` is on S3 and its bucket
+    is missing, else None (one listing request; only asked once run.json was not found)."""
+    bucket = getattr(store, "bucket", None)
+    if bucket is None:
+        return None
+    from normguide.data.storage.errors import classify
+
+    try:
+        store.fs.call_s3("list_objects_v2", Bucket=bucket, MaxKeys=1)
+    except Exception as exc:  # noqa: BLE001 - only a missing bucket is named here
+        if classify(exc) == "no_bucket":
+            return f"the bucket {bucket!r} does not exist (S3 endpoint {store.endpoint})"
+    return None

@@ -29,7 +29,6 @@ from normguide.errors import InputError
 REQUIRED_COLUMNS = ("concept_id", "name", "reference_uris")
 OPTIONAL_COLUMNS = ("prompt", "num_images")
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-MAX_NUM_IMAGES = 100_000
 
 
 class ConceptTableError(InputError):
@@ -115,13 +114,16 @@ def _is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def parse_concept_table(data: bytes, *, source: str) -> ConceptTable:
-    """Parse and validate Parquet bytes; relative reference paths resolve against ``source``'s folder."""
+def parse_concept_table(data: bytes, *, source: str, limits=None, template: str | None = None) -> ConceptTable:
+    """Parse and validate Parquet bytes; relative reference paths resolve against ``source``'s folder.
+    ``limits`` (a :class:`normguide.config.LimitsConfig`; default: its defaults) bounds concepts,
+    references, images and prompt length; ``template`` is the run's prompt template, so the
+    prompt of a concept without its own is measured as it will be."""
     try:
         table = read_table(data)
     except Exception as exc:  # pyarrow raises several types for non-Parquet input
         raise ConceptTableError(source, [f"not a readable Parquet file: {exc}"]) from None
-    return validate_concept_table(table, source=source)
+    return validate_concept_table(table, source=source, limits=limits, template=template)
 
 
 def table_digest(data: bytes) -> str:
@@ -140,7 +142,17 @@ def table_digest(data: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
+def _default_limits():
+    from normguide.config import LimitsConfig
+
+    return LimitsConfig()
+
+
+def validate_concept_table(table: pa.Table, *, source: str, limits=None, template: str | None = None) -> ConceptTable:
+    limits = limits if limits is not None else _default_limits()
+    if table.num_rows > limits.max_concepts:  # before any row is converted
+        raise ConceptTableError(source, [f"the table has {table.num_rows:,} rows, more than limits.max_concepts "
+                                         f"({limits.max_concepts:,}); split it or raise the limit"])
     problems: list[str] = []
     cols = table.schema.names
     missing = [c for c in REQUIRED_COLUMNS if c not in cols]
@@ -195,6 +207,9 @@ def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
         if not refs:
             problems.append(f"column 'reference_uris', {where}: expected at least one reference image, got {refs!r}")
             refs = []
+        elif len(refs) > limits.max_references_per_concept:
+            problems.append(f"column 'reference_uris', {where}: {len(refs):,} reference images, more than "
+                            f"limits.max_references_per_concept ({limits.max_references_per_concept:,})")
         bad_refs = [r for r in refs if not isinstance(r, str) or not r.strip()]
         if bad_refs:
             problems.append(f"column 'reference_uris', {where}: empty or null entries {bad_refs!r}")
@@ -205,8 +220,10 @@ def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
             problems.append(f"column 'prompt', {where}: contains the control character {describe(bad[0])}; "
                             "prompts may not contain control or format characters (newlines, NUL, bidi overrides)")
         n = row.get("num_images")
-        if n is not None and not (1 <= n <= MAX_NUM_IMAGES):
-            problems.append(f"column 'num_images', {where}: expected an integer in 1..{MAX_NUM_IMAGES} or null, got {n!r}")
+        if n is not None and not (1 <= n <= limits.max_images_per_concept):
+            problems.append(f"column 'num_images', {where}: expected an integer in 1..{limits.max_images_per_concept} "
+                            f"(limits.max_images_per_concept) or null, got {n!r}")
+        problems += _prompt_length(name, prompt, template, limits.max_prompt_chars, where)
         concepts.append(
             Concept(
                 concept_id=cid if isinstance(cid, str) else str(cid),
@@ -220,6 +237,28 @@ def validate_concept_table(table: pa.Table, *, source: str) -> ConceptTable:
     if problems:
         raise ConceptTableError(source, problems)
     return ConceptTable(source=source, concepts=concepts)
+
+
+def _prompt_length(name, prompt, template: str | None, most: int, where: str) -> list[str]:
+    """The problem with the length of a concept's prompt as the model will get it (its own
+    prompt, else the template with its name), if any; the prompt itself is never echoed."""
+    if isinstance(prompt, str) and prompt.strip():
+        text, column = prompt, "prompt"
+    elif isinstance(name, str):
+        from normguide.data.text import TemplateError, render_template
+
+        try:
+            text = render_template(template, name=name) if template else name
+        except TemplateError:  # the config's validation names a bad template
+            text = name
+        column = "name"
+    else:
+        return []
+    if len(text) <= most:
+        return []
+    what = "its prompt" if column == "prompt" else ("its prompt (the template with its name)" if template else "its name")
+    return [f"column {column!r}, {where}: {what} is {len(text):,} characters long, more than "
+            f"limits.max_prompt_chars ({most:,})"]
 
 
 def _parent(source: str) -> str:

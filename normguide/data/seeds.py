@@ -5,11 +5,15 @@ Tensors (float32, seed shape ``(C, h, w)``):
     inverted            (K, C, h, w)  DDIM inversions of the K reference images, in reference order
     planned             (N, C, h, w)  the planned seeds, row-aligned with ``meta["plan"]``
     centroid.<method>   (C, h, w)     each geometric method's centroid
+    refined             (N, C, h, w)  SeedSelect-refined seeds, row-aligned with ``planned`` (only
+                                      with refinement on; rows not refined yet equal ``planned``)
 
 Metadata (one canonical-JSON value under the safetensors header key ``normguide``): concept_id,
 num_seeds, reference_uris, prompt, reconstruction_error (per seed or null), model,
 model_revision, inversion_steps, inversion_guidance, seed_shape, and after planning ``plan`` (the
-rows of :class:`normguide.data.plan.PlannedSeed` as dicts).
+rows of :class:`normguide.data.plan.PlannedSeed` as dicts), and with refinement ``refine``:
+``{"config": <the refine settings>, "rows": [per planned row: None (not refined yet) or its
+record: preset, iterations, losses at start and end, fallback]}``.
 
 The file is written after inversion (the expensive step's checkpoint) and once more with the
 plan; identical content gives identical bytes (safetensors keeps header metadata in a hash map
@@ -43,6 +47,7 @@ class SeedsFile:
     meta: dict[str, Any]
     planned: torch.Tensor | None = None
     centroids: dict[str, torch.Tensor] = field(default_factory=dict)
+    refined: torch.Tensor | None = None
 
     @property
     def concept_id(self) -> str:
@@ -63,6 +68,32 @@ class SeedsFile:
         return [PlannedSeed.from_dict(r) for r in self.meta["plan"]]
 
     @property
+    def refine_rows(self) -> list[dict | None] | None:
+        """Per planned row its refinement record (None: not refined yet); None without refinement."""
+        state = self.meta.get("refine")
+        return None if state is None else state["rows"]
+
+    @property
+    def is_refined(self) -> bool:
+        """Every planned row has been refined."""
+        rows = self.refine_rows
+        return self.refined is not None and rows is not None and all(r is not None for r in rows)
+
+    @property
+    def generation_seeds(self) -> torch.Tensor:
+        """The seeds images are generated from: the refined ones once every row is refined, else
+        the planned ones."""
+        return self.refined if self.is_refined else self.planned
+
+    def with_refinement(self, refined: torch.Tensor, config: dict, rows: list[dict | None]) -> SeedsFile:
+        """A copy holding (partly) refined seeds and their records."""
+        return replace(self, refined=refined.contiguous(), meta=dict(self.meta, refine={"config": config, "rows": rows}))
+
+    def without_refinement(self) -> SeedsFile:
+        meta = {k: v for k, v in self.meta.items() if k != "refine"}
+        return replace(self, refined=None, meta=meta)
+
+    @property
     def reconstruction_errors(self) -> list[float] | None:
         return self.meta.get("reconstruction_error")
 
@@ -81,6 +112,8 @@ class SeedsFile:
         if self.planned is not None:
             tensors["planned"] = self.planned.contiguous()
         tensors.update({f"centroid.{m}": c.contiguous() for m, c in self.centroids.items()})
+        if self.refined is not None:
+            tensors["refined"] = self.refined.contiguous()
         return st_save(tensors, metadata={META_KEY: json.dumps(self.meta, sort_keys=True)})
 
     @classmethod
@@ -96,4 +129,5 @@ class SeedsFile:
         except Exception as exc:  # noqa: BLE001 - any parse failure means a damaged file
             raise ValueError(f"{where} is not a readable normguide seeds file ({type(exc).__name__}: {exc})") from None
         centroids = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("centroid.")}
-        return cls(inverted=inverted, meta=meta, planned=tensors.get("planned"), centroids=centroids)
+        return cls(inverted=inverted, meta=meta, planned=tensors.get("planned"), centroids=centroids,
+                   refined=tensors.get("refined"))

@@ -3,6 +3,7 @@
 - ``digits``: the data and its fixed splits (held-out references and test images, a long-tailed
   generative training split, the judge's training split), prompts, image conversion.
 - ``classifier``: the shipped digit classifier ("judge") that scores generated images.
+- ``features``: the refinement feature model (an autoencoder, not the judge: see its docstring).
 - ``train``: the script that trained the shipped weights (``python -m normguide.demo.train``).
 - ``weights/``: the shipped pipeline (``weights/pipeline``, loaded by ``load_pipeline("demo")``),
   the classifier (``weights/classifier``) and the training record (``weights/TRAINING.md``/``.json``).
@@ -15,3 +16,4 @@ from pathlib import Path
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PIPELINE_DIR = WEIGHTS_DIR / "pipeline"
 CLASSIFIER_DIR = WEIGHTS_DIR / "classifier"
+FEATURES_DIR = WEIGHTS_DIR / "features"

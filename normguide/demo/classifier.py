@@ -151,6 +151,10 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (out + noise * noisy).clamp(0.0, 1.0)
 
 
+#: The shift-and-noise augmentation, also used to train the refinement features (``normguide.demo.features``).
+augment = _augment
+
+
 def _outliers(n: int, gen: torch.Generator) -> torch.Tensor:
     """n non-digit images (N, 1, 32, 32) in [0, 1]: per-pixel uniform noise, Gaussian noise around a
     random grey, smooth noise (random 2..16 px images upsampled), flat grey; a quarter of each."""

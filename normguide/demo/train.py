@@ -2,6 +2,8 @@
 
     python -m normguide.demo.train --out normguide/demo/weights          # the real run (< 20 min, 2 cores)
     python -m normguide.demo.train --out /tmp/smoke --smoke              # a few steps, end to end
+    python -m normguide.demo.train --out normguide/demo/weights --only features   # the refinement
+                                    feature model alone (``<out>/features``; nothing else is touched)
 
 What it trains (hyper-parameters in ``HPARAMS``; the prototype's, see shared/QUALITY.md, scaled to
 32 px images):
@@ -86,6 +88,10 @@ HPARAMS: dict = {
                   "beta_schedule": "scaled_linear", "prediction_type": "epsilon"},
     "eval": {"per_class": 50, "guidance": [1.0, 3.0], "num_inference_steps": 50, "seed": 1234, "sheet_per_row": 10},
 }
+
+#: The refinement feature model (``normguide.demo.features``): trained by its own step, which writes
+#: only ``<out>/features`` (its weights, config and TRAINING.json), never the other weights.
+FEATURES_HPARAMS: dict = {"epochs": 12, "batch_size": 64, "lr": 2e-3, "width": 16}
 
 SMOKE = {"classifier": {"epochs": 1}, "vae": {"steps": 4}, "unet": {"steps": 6, "warmup_steps": 2},
          "eval": {"per_class": 2, "num_inference_steps": 4, "sheet_per_row": 2}}
@@ -359,7 +365,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=HPARAMS["seed"])
     parser.add_argument("--threads", type=int, default=HPARAMS["threads"])
     parser.add_argument("--smoke", action="store_true", help="a few steps of everything: checks the script, not the model")
+    parser.add_argument("--only", choices=["features"], default=None,
+                        help="train only this part: 'features' (the refinement feature model, <out>/features)")
     args = parser.parse_args(argv)
+    if args.only == "features":
+        return train_features_step(args.out, seed=args.seed, threads=args.threads, smoke=args.smoke)
 
     from diffusers import StableDiffusionPipeline
 
@@ -514,6 +524,38 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "TRAINING.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     (out / "TRAINING.md").write_text(_markdown(record), encoding="utf-8")
     log(f"wrote {out} (pipeline {record['sizes_bytes']['pipeline'] / 2**20:.2f} MiB)")
+    train_features_step(out, seed=args.seed, threads=args.threads, smoke=args.smoke)
+    return record
+
+
+def train_features_step(out: Path, *, seed: int = 0, threads: int = 2, smoke: bool = False) -> dict:
+    """Train the refinement feature model (``normguide.demo.features``) on the ``"judge"`` split's
+    images (no labels) and write ``<out>/features`` (model.safetensors, config.json,
+    TRAINING.json) and nothing else. Deterministic from ``seed`` on one machine and thread count."""
+    from normguide.demo.classifier import images_to_tensor
+    from normguide.demo.features import train_features
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    hp = dict(FEATURES_HPARAMS, **({"epochs": 1} if smoke else {}))
+    t0, c0 = time.perf_counter(), time.process_time()
+    x = images_to_tensor(D.load_split("judge").images())
+    feats = train_features(x, seed=seed, log=lambda m: print(m, flush=True), **hp)
+    test = images_to_tensor(D.load_split("test").images())
+    with torch.no_grad():
+        test_mse = float(nn.functional.mse_loss(torch.sigmoid(feats.autoencoder(test)), test))
+    feats.save(Path(out) / "features")
+    record = {
+        "command": f"python -m normguide.demo.train --out {out} --only features" + (" --smoke" if smoke else ""),
+        "what": "refinement feature model: denoising autoencoder on the 'judge' split's images (no labels)",
+        "hparams": hp, "seed": seed, "threads": threads, "versions": _versions(),
+        "split_fingerprint": D.split_fingerprint(), "train_images": len(x),
+        "parameters": sum(p.numel() for p in feats.autoencoder.parameters()),
+        "results": {"test_reconstruction_mse": test_mse},
+        "time_s": round(time.perf_counter() - t0, 1), "cpu_time_s": round(time.process_time() - c0, 1),
+    }
+    (Path(out) / "features" / "TRAINING.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(f"  features: held-out test reconstruction mse {test_mse:.5f}; wrote {Path(out) / 'features'}", flush=True)
     return record
 
 

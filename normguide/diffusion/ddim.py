@@ -275,6 +275,20 @@ def _encode_prompt(model: LoadedModel, prompt: str, guidance_scale: float) -> _C
     return _Conditioning(embeds, None, None, guidance_scale)
 
 
+def prompt_conditioning(model: LoadedModel, prompt: str, guidance_scale: float) -> _Conditioning:
+    """The prompt's UNet conditioning as generation builds it (``unet_kwargs(batch, dtype)``,
+    ``guided``, ``guidance_scale``): for other samplers over the same model (refinement). Runs
+    the text encoder under no_grad; call it inside ``exclusive_device``."""
+    with torch.no_grad():
+        return _encode_prompt(model, prompt, guidance_scale)
+
+
+def ddim_scheduler(model: LoadedModel, num_inference_steps: int):
+    """A fresh DDIM scheduler from the pipeline's config with ``num_inference_steps`` set: the
+    one generation samples with."""
+    return _schedulers(model, num_inference_steps)[0]
+
+
 def _rowwise(rowwise: bool, fn, x: torch.Tensor) -> torch.Tensor:
     """fn(x), or fn applied one row at a time and concatenated.
 

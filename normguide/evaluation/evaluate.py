@@ -33,7 +33,9 @@ class MetricInfo:
 #: The metric columns of :func:`evaluate`'s frame, in order, with what each means (the report uses
 #: these lines).
 METRICS: tuple[MetricInfo, ...] = (
-    MetricInfo("recognisability", "Recognisability", "fraction of images the judge classifies as their concept (with its confidence threshold, if any)", True),
+    MetricInfo("recognisability", "Recognisability", "fraction of images the judge classifies as their concept (with its confidence threshold, if any; never an image at the similarity floor)", True),
+    MetricInfo("confidence", "Recognisability", "mean probability the judge gives its top answer, whatever the answer", None),
+    MetricInfo("none_of_these", "Recognisability", "fraction of images the judge abstains on: no label reaches its confidence threshold, or the image is at the similarity floor", False),
     MetricInfo("ref_similarity", "Recognisability", "mean cosine similarity of image features to the concept's reference features", True),
     MetricInfo("precision", "Fidelity and diversity", "fraction of images inside the real images' k-NN balls (fidelity)", True),
     MetricInfo("recall", "Fidelity and diversity", "fraction of real images inside the generated images' k-NN balls (diversity)", True),
@@ -51,7 +53,10 @@ METRICS: tuple[MetricInfo, ...] = (
 )
 METRIC_COLUMNS: tuple[str, ...] = tuple(m.column for m in METRICS)
 #: Every column of the frame, in order.
-COLUMNS: tuple[str, ...] = ("concept_id", "name", "method", "n_images", *METRIC_COLUMNS, "n_real", "prdc_real")
+COLUMNS: tuple[str, ...] = ("concept_id", "name", "method", "n_images", *METRIC_COLUMNS, "n_real", "prdc_real",
+                            "n_at_floor")
+#: Integer count columns (the others are metrics, strings or n_images/n_real).
+_COUNT_COLUMNS = ("n_images", "n_real", "n_at_floor")
 
 
 def _empty() -> pd.DataFrame:
@@ -80,6 +85,7 @@ def evaluate(
     *,
     k: int = 5,
     tstr_features: Literal["pixels", "judge"] = "pixels",
+    similarity_floor: float = M.SIMILARITY_FLOOR,
     include_references: bool = False,
 ) -> pd.DataFrame:
     """Score a run's images, per (concept, method) and per method over all concepts.
@@ -107,6 +113,12 @@ def evaluate(
     - recognisability over ``judge.label_names(run's names)`` (digits judge: all 10 digits; CLIP:
       the run's concept names plus any distractors), with the judge's ``min_confidence`` (digits
       judge 0.5, CLIP 0); NaN with fewer than 2 labels.
+    - abstention: an image whose features are (near) zero or whose mean cosine similarity to the
+      concept's references is at most ``similarity_floor`` (:data:`~normguide.evaluation.metrics.
+      SIMILARITY_FLOOR`) is "at the floor": the judge's probabilities for it come from its biases,
+      so it is never recognised, counts as "none of these" and is counted in ``n_at_floor``.
+      ``confidence`` is the mean top probability, ``none_of_these`` the fraction of images with no
+      label at the judge's threshold or at the floor.
     - ref_similarity against the references.
     - precision/recall/density/coverage against the concept's real test images when given (the
       larger set, so steadier k-NN radii, and never seen by the generator), else against its
@@ -212,12 +224,15 @@ def evaluate(
         real_set = "real_test" if len(real_test[c]) else "references"
         real_x = test_feats[c] if real_set == "real_test" else ref_feats[c]
         pr = M.prdc(real_x, x, k=k)
+        floor = M.at_similarity_floor(x, ref_feats[c], similarity_floor)
         rec = {
             "concept_id": c,
             "name": concept_name[c],
             "method": m,
             "n_images": len(idx),
-            "recognisability": M.recognisability(probs[idx], labels.index(concept_name[c]), min_conf),
+            "recognisability": M.recognisability(probs[idx], labels.index(concept_name[c]), min_conf, abstain=floor),
+            "confidence": M.judge_confidence(probs[idx]),
+            "none_of_these": M.none_of_these(probs[idx], min_conf, abstain=floor),
             "ref_similarity": M.reference_similarity(x, ref_feats[c]),
             "precision": pr["precision"],
             "recall": pr["recall"],
@@ -229,6 +244,7 @@ def evaluate(
             **seeds_cm.loc[(c, m)].to_dict(),
             "n_real": len(real_x),
             "prdc_real": real_set,
+            "n_at_floor": int(floor.sum()),
         }
         records.append(rec)
     per = pd.DataFrame.from_records(records)
@@ -244,13 +260,14 @@ def evaluate(
         rec["tstr_accuracy"] = tstr[m][0]
         rec.update(seeds_m.loc[m].to_dict())
         rec["n_real"] = int(sub["n_real"].sum())
+        rec["n_at_floor"] = int(sub["n_at_floor"].sum())
         kinds = sorted(set(sub["prdc_real"]))
         rec["prdc_real"] = kinds[0] if len(kinds) == 1 else "mixed"
         records.append(rec)
 
     out = pd.DataFrame.from_records(records, columns=list(COLUMNS))
-    out["n_images"] = out["n_images"].astype(int)
-    out["n_real"] = out["n_real"].astype(int)
+    for col in _COUNT_COLUMNS:
+        out[col] = out[col].astype(int)
     for col in METRIC_COLUMNS:
         out[col] = out[col].astype(float)
     return out

@@ -165,6 +165,61 @@ def _image_processor_class():
     return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
 
 
+def check_clip_directory(path: str | Path, *, what: str, tokenizer: bool = True) -> Path:
+    """``path`` as a Path when it is a saved CLIP model directory (``save_pretrained`` layout:
+    config.json with ``model_type: clip``, weights, preprocessor_config.json and, with
+    ``tokenizer``, the tokenizer files); else FileNotFoundError / ValueError starting with
+    ``what`` (the setting or component that names the path). Reads config.json only."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{what}: model directory {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise ValueError(f"{what}: {str(path)!r} is not a directory (expected a saved CLIP model directory)")
+    config_file = path / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{what}: {str(path)!r} is not a CLIP model directory (no config.json)") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{what}: cannot read {str(config_file)!r}: {exc}") from exc
+    if not isinstance(config, dict) or config.get("model_type") != "clip":
+        got = config.get("model_type") if isinstance(config, dict) else None
+        raise ValueError(
+            f"{what}: {str(path)!r} is not a CLIP model directory "
+            f"(config.json has model_type {got!r}, expected 'clip')"
+        )
+    # Checked here because transformers 5 silently builds an empty tokenizer from a directory
+    # without tokenizer files (every word becomes <unk>).
+    has_tokenizer = (path / "tokenizer.json").is_file() or (
+        (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
+    )
+    lacking = [
+        item
+        for item, ok in (
+            ("tokenizer files (tokenizer.json, or vocab.json + merges.txt)", has_tokenizer or not tokenizer),
+            ("preprocessor_config.json (the image processor)", (path / "preprocessor_config.json").is_file()),
+        )
+        if not ok
+    ]
+    if lacking:
+        raise ValueError(f"{what}: {str(path)!r} lacks {' and '.join(lacking)}; save the CLIPProcessor with the model")
+    return path
+
+
+def load_clip_image_model(path: str | Path, *, what: str, device: str = "cpu"):
+    """(CLIPModel in eval mode on ``device``, image processor) from a local CLIP directory
+    (:func:`check_clip_directory`, no tokenizer needed); never downloads. Errors start with ``what``."""
+    path = check_clip_directory(path, what=what, tokenizer=False)
+    from transformers import CLIPModel
+
+    try:
+        model = CLIPModel.from_pretrained(path, local_files_only=True).to(device).eval()
+        processor = _image_processor_class().from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{what}: cannot load a CLIP model and image processor from {str(path)!r}: {exc}") from exc
+    return model, processor
+
+
 class ClipJudge:
     """A CLIP model from a local directory (``save_pretrained`` layout: config.json with
     ``model_type: clip``, weights, tokenizer files, preprocessor_config.json). Nothing is downloaded.
@@ -190,39 +245,7 @@ class ClipJudge:
         check_template(prompt_template, where="CLIP judge prompt_template")  # only plain {name}
         if "{name}" not in prompt_template:
             raise ValueError(f"CLIP judge prompt_template must contain '{{name}}', got {prompt_template!r}")
-        path = Path(path).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"CLIP judge: model directory {str(path)!r} does not exist")
-        if not path.is_dir():
-            raise ValueError(f"CLIP judge: {str(path)!r} is not a directory (expected a saved CLIP model directory)")
-        config_file = path / "config.json"
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"CLIP judge: {str(path)!r} is not a CLIP model directory (no config.json)") from None
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"CLIP judge: cannot read {str(config_file)!r}: {exc}") from exc
-        if not isinstance(config, dict) or config.get("model_type") != "clip":
-            got = config.get("model_type") if isinstance(config, dict) else None
-            raise ValueError(
-                f"CLIP judge: {str(path)!r} is not a CLIP model directory "
-                f"(config.json has model_type {got!r}, expected 'clip')"
-            )
-        # Checked here because transformers 5 silently builds an empty tokenizer from a directory
-        # without tokenizer files (every word becomes <unk>).
-        has_tokenizer = (path / "tokenizer.json").is_file() or (
-            (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
-        )
-        lacking = [
-            what
-            for what, ok in (
-                ("tokenizer files (tokenizer.json, or vocab.json + merges.txt)", has_tokenizer),
-                ("preprocessor_config.json (the image processor)", (path / "preprocessor_config.json").is_file()),
-            )
-            if not ok
-        ]
-        if lacking:
-            raise ValueError(f"CLIP judge: {str(path)!r} lacks {' and '.join(lacking)}; save the CLIPProcessor with the model")
+        path = check_clip_directory(path, what="CLIP judge")
 
         import torch
         from transformers import AutoTokenizer, CLIPModel

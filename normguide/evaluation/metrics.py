@@ -23,7 +23,7 @@ NAN = float("nan")
 # Recognisability and similarity
 
 
-def recognisability(probs: np.ndarray, target: int, min_confidence: float = 0.0) -> float:
+def recognisability(probs: np.ndarray, target: int, min_confidence: float = 0.0, abstain: np.ndarray | None = None) -> float:
     """Fraction of images recognised as the concept: most probable label is the concept's, with at
     least ``min_confidence`` probability:
     ``mean_i 1[argmax_j probs[i, j] == target and probs[i, target] >= min_confidence]``.
@@ -34,7 +34,9 @@ def recognisability(probs: np.ndarray, target: int, min_confidence: float = 0.0)
     spreads its probability over all classes for a non-member ("not a digit") say so: the demo
     digit classifier gives noise near-uniform probabilities with an arbitrary but fixed argmax, so
     its judge uses 0.5. NaN for N = 0 or C < 2 (an argmax over one label is always "right" and says
-    nothing). Ties go to the lowest column.
+    nothing). Ties go to the lowest column. ``abstain`` (N,) bool marks images the judge's
+    answer does not count for (:func:`at_similarity_floor`: features the judge cannot place):
+    they are never recognised.
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2:
@@ -45,7 +47,61 @@ def recognisability(probs: np.ndarray, target: int, min_confidence: float = 0.0)
     if n == 0 or c < 2:
         return NAN
     hit = (np.argmax(probs, axis=1) == target) & (probs[:, target] >= min_confidence)
+    if abstain is not None:
+        hit &= ~np.asarray(abstain, dtype=bool)
     return float(np.mean(hit))
+
+
+#: Per-image mean cosine similarity to the references at or below which an image is "at the
+#: floor": its features say nothing about the concept (the demo classifier's ReLU features are
+#: all zero for noise and blank images; real digits score ~0.97, CLIP photos > 0.2).
+SIMILARITY_FLOOR = 0.05
+#: Feature vectors shorter than this (relative to the references' median length) count as zero.
+_ZERO_FEATURES = 1e-6
+
+
+def image_similarities(features: np.ndarray, reference_features: np.ndarray) -> np.ndarray:
+    """(N,) mean cosine similarity of each image to the references (0 for zero features)."""
+    x, y = _as_2d(features), _as_2d(reference_features)
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        return np.zeros(x.shape[0])
+    _same_dim(x, y)
+    return (_unit(x) @ _unit(y).T).mean(axis=1)
+
+
+def at_similarity_floor(features: np.ndarray, reference_features: np.ndarray,
+                        floor: float = SIMILARITY_FLOOR) -> np.ndarray:
+    """(N,) bool: images whose features are (near) zero, or whose mean cosine similarity to the
+    references is at most ``floor``. A judge's class probabilities for such an image come from
+    its biases, not from the image (a classifier can be "confident" about grey noise), so the
+    evaluation abstains on them ("none of these") instead of counting them."""
+    x, y = _as_2d(features), _as_2d(reference_features)
+    if x.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    if y.shape[0] == 0:
+        return np.zeros(x.shape[0], dtype=bool)
+    scale = float(np.median(np.linalg.norm(y, axis=1))) or 1.0
+    zero = np.linalg.norm(x, axis=1) <= _ZERO_FEATURES * scale
+    return zero | (image_similarities(x, y) <= floor)
+
+
+def judge_confidence(probs: np.ndarray) -> float:
+    """Mean of the judge's top probability per image (how sure it is of its answer, whatever the
+    answer); NaN for no images."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return float(probs.max(axis=1).mean()) if probs.size else NAN
+
+
+def none_of_these(probs: np.ndarray, min_confidence: float, abstain: np.ndarray | None = None) -> float:
+    """Fraction of images the judge abstains on: its top probability is below ``min_confidence``
+    (it names no label) or the image is at the similarity floor (``abstain``); NaN for none."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape[0] == 0:
+        return NAN
+    none = probs.max(axis=1) < min_confidence
+    if abstain is not None:
+        none |= np.asarray(abstain, dtype=bool)
+    return float(np.mean(none))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

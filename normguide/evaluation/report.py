@@ -99,6 +99,10 @@ def report_markdown(metrics: pd.DataFrame, run_id: str | None = None, judge_name
     concepts = list(dict.fromkeys(per["concept_id"].astype(str)))
     lines.append(f"- judge (feature model): {judge_name or 'unspecified'}")
     lines.append(f"- {int(per['n_images'].sum())} images, {len(concepts)} concept(s), methods: {', '.join(methods)}")
+    if "n_at_floor" in per:
+        floor = int(per["n_at_floor"].fillna(0).sum())
+        lines.append(f"- {floor} image(s) at the similarity floor (features that say nothing of any reference: noise, "
+                     "blank): the judge abstains on them, so they are never counted as recognised (none_of_these)")
     real_sets = sorted(set(per["prdc_real"].dropna().astype(str)))
     if real_sets:
         what = {"real_test": "held-out real test images", "references": "the reference images"}

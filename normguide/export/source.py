@@ -57,6 +57,10 @@ class FinishedRun:
     manifest_sha256: str = ""
 
 
+#: Manifest columns every export reads.
+_EXPORT_NEEDS = ("concept_id", "image_id", "sha256")
+
+
 def open_finished_run(storage: Storage, run_id: str) -> FinishedRun:
     """The run at ``storage`` if it is finalized (``_SUCCESS`` and ``manifest.parquet``), else a
     ValueError naming the run and what is missing."""
@@ -65,7 +69,14 @@ def open_finished_run(storage: Storage, run_id: str) -> FinishedRun:
         raise ValueError(f"run {run_id!r} at {storage.root} is not finalized: it has no {' and no '.join(missing)} "
                          "(finish it with `normguide run` before exporting)")
     data = storage.read_bytes(layout.MANIFEST)
-    manifest = mf.parquet_to_table(data)
+    try:
+        manifest = mf.parquet_to_table(data)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise ValueError(f"{storage.uri(layout.MANIFEST)} is not a readable manifest ({type(exc).__name__}: {exc})") from None
+    lacking = [c for c in _EXPORT_NEEDS if c not in manifest.column_names]
+    if lacking:
+        raise ValueError(f"{storage.uri(layout.MANIFEST)} lacks the column(s) {lacking} an export needs (every image "
+                         "is checked against its sha256): the manifest was altered after the run finished")
     concepts = tuple(sorted(set(manifest.column("concept_id").to_pylist())))
     return FinishedRun(storage=storage, run_id=run_id, manifest=manifest, concepts=concepts,
                        manifest_sha256=sha256_hex(data))

@@ -15,16 +15,24 @@ The Prefect driver (package ``normguide.flows``, folder ``flows/`` in a checkout
 recipe with a Prefect runner (``tasks/runner.py``): each step a task.
 """
 
-from normguide.pipeline.context import RunContext, output_root, read_table, resolved_run_id
-from normguide.pipeline.local import run_concept, run_dataset
-from normguide.pipeline.results import (
-    ConceptOutcome,
-    EvaluationRecord,
-    GeneratedConcept,
-    PreparedRun,
-    RunSummary,
-    SeedsRecord,
-)
+import importlib
+
+#: public names and the module each lives in: imported on first use, so that importing one
+#: submodule (e.g. the CLI's command modules) does not load torch through the local driver
+_EXPORTS = {
+    "RunContext": "context", "output_root": "context", "read_table": "context",
+    "resolved_run_id": "context",
+    "run_concept": "local", "run_dataset": "local",
+    "ConceptOutcome": "results", "EvaluationRecord": "results", "GeneratedConcept": "results",
+    "PreparedRun": "results", "RunSummary": "results", "SeedsRecord": "results",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"normguide.pipeline.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'normguide.pipeline' has no attribute {name!r}")
+
 
 __all__ = [
     "ConceptOutcome", "EvaluationRecord", "GeneratedConcept", "PreparedRun", "RunContext", "RunSummary",

@@ -25,7 +25,8 @@ ModelProvider = Callable[[], "LoadedModel"]
 
 def read_table(config: RunConfig) -> TableSnapshot:
     """The config's concept table, read once (``TableSnapshot.read``)."""
-    return TableSnapshot.read(config.concepts, storage_config=config.storage)
+    return TableSnapshot.read(config.concepts, storage_config=config.storage, limits=config.limits,
+                              template=config.prompt_template)
 
 
 def output_root(config: RunConfig, table: TableSnapshot | None = None) -> str:

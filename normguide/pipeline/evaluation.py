@@ -16,6 +16,7 @@ from PIL import Image
 from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data import run_record
+from normguide.data.images import decode_reference
 from normguide.data.parquet_io import read_frame
 from normguide.data.schema import parse_concept_table
 from normguide.data.seeds import seeds_key
@@ -86,7 +87,8 @@ def _real_test_images(ctx: RunContext, judge, concepts: dict[str, str]) -> dict[
     if source:
         table = parse_concept_table(ctx.read_input(source), source=source)
         found = {c.concept_id: c for c in table.concepts if c.concept_id in concepts}
-        return {cid: [_decode(ctx.read_input(u), u) for u in c.reference_uris] for cid, c in found.items()}
+        return {cid: [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in c.reference_uris]
+                for cid, c in found.items()}
     from normguide.evaluation import DigitsJudge, digits_real_test
 
     return digits_real_test(concepts) if isinstance(judge, DigitsJudge) else None
@@ -123,7 +125,7 @@ def evaluate(ctx: RunContext, *, judge=None):
         seeds = read_seeds(ctx, cid)
         if seeds is None:
             raise ValueError(f"concept {cid!r}: no seeds file {storage.uri(seeds_key(cid))}, so its references are unknown")
-        references[cid] = [_decode(ctx.read_input(u), u) for u in seeds.meta["reference_uris"]]
+        references[cid] = [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in seeds.meta["reference_uris"]]
     # 3. Metrics, report and plot
     metrics = ev.evaluate(manifest, images, references, judge, _real_test_images(ctx, judge, names), names,
                           include_references=True)  # the baseline row: the references themselves
@@ -137,7 +139,7 @@ def evaluate(ctx: RunContext, *, judge=None):
     storage.write_bytes(EVAL_REPORT, ev.report_markdown(metrics, run_id=ctx.run_id, judge_name=judge_name).encode())
     storage.write_bytes(EVAL_PLOT, ev.plot_metrics(metrics))
     overall = metrics[metrics.concept_id == ev.ALL].set_index("method")
-    headline = ["recognisability", "coverage", "tstr_accuracy", "vendi"]
+    headline = ["recognisability", "none_of_these", "coverage", "tstr_accuracy", "vendi"]
     return EvaluationRecord(
         metrics_uri=storage.uri(EVAL_METRICS), report_uri=storage.uri(EVAL_REPORT), judge=judge_name,
         per_method={m: {c: (None if pd.isna(v) else float(v)) for c, v in row.items() if c in headline}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from normguide.config import RunConfig
 from normguide.data.concept_table import TableSnapshot
 from normguide.data.storage import Storage
-from normguide.pipeline.context import ModelProvider, RunContext
+from normguide.pipeline.context import ModelProvider, RunContext, read_table
 from normguide.pipeline.recipe import (
     LocalRunner,
     Progress,
@@ -57,7 +57,7 @@ def run_dataset(
         (KeyboardInterrupt) marks run.json ``interrupted`` and propagates; a rerun resumes.
     """
     if table is None:
-        table = TableSnapshot.read(config.concepts, storage_config=config.storage)
+        table = read_table(config)
     ctx = RunContext.create(config, table=table, storage=storage, model=model)
     return run_recipe(LocalRunner(ctx, progress=progress), concept_ids, finalize=finalize)
 

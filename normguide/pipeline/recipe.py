@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from normguide.data import layout
 from normguide.data.schema import Concept
 from normguide.data.storage import LeaseLost, Storage
+from normguide.pipeline import refine as refine_stage
 from normguide.pipeline import steps
 from normguide.pipeline.context import RunContext
 from normguide.pipeline.results import ConceptOutcome, PreparedRun, RunSummary
@@ -61,11 +62,12 @@ def error_text(exc: BaseException) -> str:
 
 # -- one concept -------------------------------------------------------------------------------
 def run_concept(ctx: RunContext, concept: Concept) -> ConceptOutcome:
-    """Invert, plan and generate one concept (nothing of a complete concept is read again)."""
+    """Invert, plan, refine (when on) and generate one concept (nothing of a complete concept is read again)."""
     done = steps.completed_concept(ctx, concept)
     if done is None:
         seeds = steps.invert(ctx, concept)
         seeds = steps.plan(ctx, concept, seeds)
+        seeds = refine_stage.refine(ctx, concept, seeds)  # a no-op unless refine.enabled
         done = steps.generate(ctx, concept, seeds)
     return ConceptOutcome.from_generated(done)
 

@@ -186,6 +186,7 @@ def discard_concept(ctx: RunContext, concept: Concept, changed: list[str], *, fo
     storage.delete([mf.part_key(cid)])
     storage.delete([k for k in storage.list(layout.images_prefix(cid)) if k.startswith(f"{layout.images_prefix(cid)}/")])
     storage.delete([seeds_key(cid)])
+    storage.delete([layout.refine_timing_key(cid)])
 
 
 def read_seeds(ctx: RunContext, concept_id: str) -> SeedsFile | None:

@@ -39,11 +39,11 @@ from PIL import Image
 from normguide import __version__, progress
 from normguide.data import layout
 from normguide.data import manifest as mf
+from normguide.data import references as reference_io
 from normguide.data import run_record
-from normguide.data.images import ReferenceImageError, decode_reference, encode_png
-from normguide.data.schema import Concept, ConceptTableError, changed_fields
+from normguide.data.images import ReferenceImageError, encode_png
+from normguide.data.schema import Concept, changed_fields
 from normguide.data.seeds import SeedsFile, seeds_key
-from normguide.data.storage import check_uri_scheme
 from normguide.pipeline.context import RunContext
 from normguide.pipeline.evaluation import (  # noqa: F401 - the evaluation step, importable from here
     EVAL_METRICS,
@@ -82,6 +82,9 @@ def prepare(ctx: RunContext) -> PreparedRun:
     table as it is now (``_SUCCESS`` and run.json's table digest; a table that gained or changed
     concepts since reopens the run). A complete run reports the model from its run.json; call
     :func:`start` before any model work otherwise."""
+    from normguide.pipeline.refine import check_feature_model
+
+    check_feature_model(ctx.config)  # a missing or non-CLIP refine.feature_model, before any work
     storage = ctx.storage
     storage.check_writable()
     record = storage.read_bytes(run_record.RUN_JSON) if storage.exists(run_record.RUN_JSON) else None
@@ -98,12 +101,15 @@ def prepare(ctx: RunContext) -> PreparedRun:
 def start(ctx: RunContext) -> PreparedRun:
     """Load the model (a bad model fails before any concept) and start run.json: a new record,
     or a resumed one marked ``running`` again."""
+    from normguide.pipeline.refine import check_model
+
     storage = ctx.storage
     warnings = drawing_warnings(ctx)
     for line in warnings:
         _log.warning("%s", line)
     progress.announce(f"loading the model {ctx.config.model}")
     model = ctx.model()
+    check_model(ctx.config, model)  # refinement of a family that cannot backpropagate
     check_lease(ctx)
     if not storage.exists(run_record.RUN_JSON):
         storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.config, output_root=storage.root, model={
@@ -181,38 +187,15 @@ def is_complete(ctx: RunContext) -> bool:
 def load_concepts(ctx: RunContext, concept_ids: list[str] | None = None) -> list[Concept]:
     """The concepts of the run's table (``ctx.table``, read once per run), validated; every bad
     reference URI scheme is reported at once."""
-    source = ctx.table.source
     concepts = ctx.table.select(concept_ids)
-    problems = []
-    for c in concepts:
-        for uri in c.reference_uris:
-            try:
-                check_uri_scheme(uri, field=f"reference_uris of concept {c.concept_id!r}")
-            except ValueError as exc:
-                problems.append(str(exc))
-    if problems:
-        raise ConceptTableError(source, problems)
+    reference_io.check_reference_schemes(ctx.table.source, concepts)
     return concepts
 
 
 def read_references(ctx: RunContext, concept: Concept) -> list[Image.Image]:
     """The concept's reference images, decoded; every bad one of the concept is named in one
-    :class:`ReferenceImageError` (missing, empty, not an image, truncated, too small or large)."""
-    cid = concept.concept_id
-    images, problems = [], []
-    for uri in concept.reference_uris:
-        try:
-            images.append(decode_reference(ctx.read_input(uri), uri=uri, concept_id=cid))
-        except FileNotFoundError as exc:
-            where = f" ({exc.strerror})" if uri.startswith("s3://") and exc.strerror else ""  # endpoint, bucket
-            problems.append(f"concept {cid!r}: reference image {uri!r} does not exist{where}")
-        except ReferenceImageError as exc:
-            problems.append(str(exc))
-        except ValueError as exc:  # not a regular file, too large, access denied (named by storage)
-            problems.append(f"concept {cid!r}: reference image {uri!r}: {exc}")
-    if problems:  # every bad reference of the concept at once, so one fix-up round suffices
-        raise ReferenceImageError("; ".join(problems))
-    return images
+    :class:`ReferenceImageError` (:func:`normguide.data.references.read_references`)."""
+    return reference_io.read_references(ctx.read_input, concept)
 
 
 def check_references(ctx: RunContext, concepts: list[Concept]) -> dict[str, str]:
@@ -286,18 +269,20 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
     import torch
 
     from normguide.diffusion import invert_images, prepare_image
+    from normguide.diffusion.prompts import check_prompt_tokens
 
     cid = concept.concept_id
     if (found := read_seeds(ctx, cid)) is not None:
         if not (changed := changed_fields(found.meta.get("concept"), concept)):
             return found
         discard_concept(ctx, concept, changed, found=ctx.storage.uri(seeds_key(cid)))
-    # 1. Read and check every reference (errors name the concept and the file)
+    # 1. Read and check the prompt and every reference (errors name the concept and the file)
     model = ctx.model()
+    prompt = concept.resolved_prompt(ctx.config.prompt_template)
+    check_prompt_tokens(model, prompt, concept_id=cid, setting=ctx.config.limits.max_prompt_tokens)
     images = [prepare_image(im, model.resolution) for im in read_references(ctx, concept)]
     # 2. DDIM inversion
     inv = ctx.config.inversion
-    prompt = concept.resolved_prompt(ctx.config.prompt_template)
     seeds_out, errors, fallbacks = [], [], []
     with progress.stage(cid, "inversion", total=len(images)) as bar:
         for start in range(0, len(images), inv.batch_size):  # one batch per call, so progress is per batch
@@ -353,10 +338,13 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
     cid = concept.concept_id
     if (done := completed_concept(ctx, concept)) is not None:
         return done
+    from normguide.diffusion.prompts import check_prompt_tokens
+
     rows = seeds.plan_rows
     storage = ctx.storage
     model = ctx.model()
     prompt = concept.resolved_prompt(ctx.config.prompt_template)
+    check_prompt_tokens(model, prompt, concept_id=cid, setting=ctx.config.limits.max_prompt_tokens)
     gen = ctx.config.generation
 
     # 1. Which images are missing; the ones an earlier, interrupted run wrote are read back,
@@ -403,7 +391,7 @@ def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: li
 
     gen = ctx.config.generation
     records: dict[int, mf.ImageRecord] = {}
-    batches = generate_images(ctx.model(), seeds.planned[todo], prompt, num_inference_steps=gen.num_inference_steps,
+    batches = generate_images(ctx.model(), seeds.generation_seeds[todo], prompt, num_inference_steps=gen.num_inference_steps,
                               guidance_scale=gen.guidance_scale, batch_size=gen.batch_size,
                               batch_invariant=gen.batch_invariant, vae_batch_size=gen.vae_batch_size)
     cid = seeds.concept_id

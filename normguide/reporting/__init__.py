@@ -12,8 +12,21 @@ Needs a finished run's files only: no model is loaded; storage is local or S3 th
 :class:`~normguide.pipeline.RunContext`. The Prefect side (artifacts) is ``tasks/reporting.py``.
 """
 
-from normguide.reporting.records import CARD_KEY, INDEX_KEY, ConceptReport, ReportRecord, norms_key, sheet_key
-from normguide.reporting.write import index_markdown, write_report
+import importlib
+
+#: public names and their modules, imported on first use (``normguide show --help`` and the CLI's
+#: command registration must not load the plotting and seeds stack, nor torch)
+_EXPORTS = {
+    "CARD_KEY": "records", "INDEX_KEY": "records", "ConceptReport": "records", "ReportRecord": "records",
+    "norms_key": "records", "sheet_key": "records", "index_markdown": "write", "write_report": "write",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"normguide.reporting.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'normguide.reporting' has no attribute {name!r}")
+
 
 __all__ = [
     "CARD_KEY",

@@ -21,7 +21,7 @@ EVAL_REPORT_KEY = layout.EVAL_REPORT
 EVAL_PLOT_KEY = layout.EVAL_PLOT
 EVAL_METRICS_KEY = layout.EVAL_METRICS
 #: The headline evaluation metrics of the summary tables (columns of eval/metrics.parquet).
-HEADLINE_METRICS = ("recognisability", "coverage", "tstr_accuracy", "vendi", "seed_zscore_mean")
+HEADLINE_METRICS = ("recognisability", "none_of_these", "coverage", "tstr_accuracy", "vendi", "seed_zscore_mean")
 
 
 sheet_key = layout.sheet_key

@@ -78,6 +78,7 @@ def evaluation_markdown(evaluation: Mapping[str, Mapping[str, float | None]]) ->
 #: One line per headline metric, for readers of the card.
 METRIC_MEANINGS = {
     "recognisability": "fraction of images the judge recognises as their concept (higher is better)",
+    "none_of_these": "fraction of images the judge abstains on: no concept at its confidence threshold, or features at the similarity floor (noise, blank) (lower is better)",
     "coverage": "fraction of real images with a generated image nearby: diversity that stays real (higher is better)",
     "tstr_accuracy": "accuracy on real test images of a classifier trained only on these synthetic images (higher is better)",
     "vendi": "effective number of distinct images per concept (higher is more diverse)",

@@ -65,7 +65,7 @@ def test_weights_are_safetensors_and_small():
     files = [p for p in WEIGHTS_DIR.rglob("*") if p.is_file()]
     weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".pt", ".ckpt")]
     assert weights and all(p.suffix == ".safetensors" for p in weights)
-    assert {p.parent.name for p in weights} == {"unet", "vae", "text_encoder", "classifier"}
+    assert {p.parent.name for p in weights} == {"unet", "vae", "text_encoder", "classifier", "features"}
     assert sum(p.stat().st_size for p in files) < 10 * 2**20
 
 

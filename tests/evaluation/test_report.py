@@ -16,7 +16,8 @@ def _frame() -> pd.DataFrame:
     rows = []
     for cid, name in (("c2", "two"), ("c5", "five")):
         for j, m in enumerate(("nao", "slerp", "random")):
-            row = {"concept_id": cid, "name": name, "method": m, "n_images": 10, "n_real": 25, "prdc_real": "real_test"}
+            row = {"concept_id": cid, "name": name, "method": m, "n_images": 10, "n_real": 25, "prdc_real": "real_test",
+                   "n_at_floor": 0}
             row.update({c: float(rng.uniform(0.2, 0.8)) for c in METRIC_COLUMNS})
             row["recognisability"] = 0.9 - 0.2 * j
             row["vendi"] = 3.0 + j
@@ -27,7 +28,8 @@ def _frame() -> pd.DataFrame:
     alls = []
     for m in ("nao", "slerp", "random"):
         sub = per[per.method == m]
-        row = {"concept_id": ALL, "name": ALL, "method": m, "n_images": 20, "n_real": 50, "prdc_real": "real_test"}
+        row = {"concept_id": ALL, "name": ALL, "method": m, "n_images": 20, "n_real": 50, "prdc_real": "real_test",
+               "n_at_floor": 0}
         row.update({c: float(sub[c].mean()) for c in METRIC_COLUMNS})
         alls.append(row)
     return pd.concat([per, pd.DataFrame(alls)], ignore_index=True)[list(COLUMNS)]

@@ -17,6 +17,7 @@ from normguide.data.storage import Storage
 from normguide.export import export_run
 from normguide.export.cli import export_command
 from normguide.pipeline import run_dataset
+from tests.factories import never_load
 
 
 def test_export_settings_are_validated_and_not_content():
@@ -37,7 +38,7 @@ def test_adding_export_to_a_complete_run_resumes_it(run_copy):
     run, _ = run_copy
     cfg = run.config.with_overrides(export=("hf",), export_shard_size=7)
     run_record.check_same_content(cfg, (run.root / "run.json").read_bytes(), "run.json")  # not refused
-    summary = run_dataset(cfg, storage=Storage.open(str(run.root)), model=_never_load)
+    summary = run_dataset(cfg, storage=Storage.open(str(run.root)), model=never_load)
     assert summary.already_complete
     # the export the complete run did not have is written, with the settings asked for
     assert summary.exports == {"hf": str(run.root / "hf")}
@@ -46,9 +47,6 @@ def test_adding_export_to_a_complete_run_resumes_it(run_copy):
     files = sorted((run.root / "hf").rglob("train-*.parquet"))
     assert files and sum(pq.ParquetFile(f).metadata.num_rows for f in files) == pq.ParquetFile(run.root / "manifest.parquet").metadata.num_rows
 
-
-def _never_load():
-    raise AssertionError("the model must not be loaded")
 
 
 def test_export_run_refuses_bad_requests_and_unfinished_runs(run_copy):

@@ -21,6 +21,7 @@ from normguide.data.seeds import SeedsFile, seeds_key
 from normguide.diffusion import load_pipeline
 from normguide.pipeline import RunContext, read_table, run_dataset, steps
 from tests.helpers import make_reference
+from tests.factories import never_load, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +44,8 @@ def _rows(folder, beta_prompt=None, beta_images=None, beta_refs=2):
 
 
 def _config(table, output, **overrides) -> RunConfig:
-    return RunConfig.model_validate({
-        "concepts": str(table), "output": str(output), "model": "demo:sd1", "run_id": "nightly",
-        "inversion": {"num_inference_steps": 2, "reconstruction": False},
-        "generation": {"num_inference_steps": 2, "batch_size": 2},
-        "plan": {"methods": ["nao"], "num_images": 3},
-        "evaluation": {"enabled": False},
-    }).with_overrides(**overrides)
+    return tiny_config(table, output, num_images=3, **{"run_id": "nightly", "evaluation.enabled": False, **overrides})
 
-
-def _never_load():
-    raise AssertionError("the model must not be loaded")
 
 
 def _files(root, *parts) -> dict[str, bytes]:
@@ -98,7 +90,7 @@ def test_a_changed_row_under_a_fixed_run_id_is_made_again(tmp_path, model, caplo
     clean = run_dataset(_config(table, tmp_path / "clean"), model=model)
     assert clean.status == "complete"
     assert _data(root) == _data(tmp_path / "clean" / "nightly")
-    assert run_dataset(cfg, model=_never_load).already_complete
+    assert run_dataset(cfg, model=never_load).already_complete
 
 
 def test_a_discard_interrupted_half_way_is_finished_by_the_rerun(tmp_path, model):
@@ -124,7 +116,7 @@ def test_a_table_moved_with_its_references_changes_no_row(tmp_path, model):
     before = _data(root)
     shutil.copytree(tmp_path / "in", tmp_path / "moved")
     moved = tmp_path / "moved" / "concepts.parquet"
-    assert run_dataset(_config(moved, tmp_path / "o"), model=_never_load).already_complete
+    assert run_dataset(_config(moved, tmp_path / "o"), model=never_load).already_complete
 
     # a concept is added to the moved table: the others are skipped, not regenerated
     rows = pq.read_table(moved).to_pylist()

@@ -20,6 +20,7 @@ from normguide.data.schema import write_concept_table
 from normguide.diffusion import load_pipeline
 from normguide.pipeline import RunContext, read_table, resolved_run_id, run_dataset, steps
 from tests.helpers import make_reference
+from tests.factories import never_load, tiny_config
 
 runner = CliRunner()
 
@@ -42,16 +43,8 @@ def _table(folder, concepts=(("alpha", 2), ("beta", 2)), relative=True):
 
 
 def _config(table, output, **overrides) -> RunConfig:
-    return RunConfig.model_validate({
-        "concepts": str(table), "output": str(output), "model": "demo:sd1",
-        "inversion": {"num_inference_steps": 2, "reconstruction": False},
-        "generation": {"num_inference_steps": 2, "batch_size": 2},
-        "plan": {"methods": ["nao"], "num_images": 2},
-    }).with_overrides(**overrides)
+    return tiny_config(table, output, **overrides)
 
-
-def _never_load():
-    raise AssertionError("the model must not be loaded")
 
 
 def test_version_and_defaults_in_help():
@@ -134,7 +127,7 @@ def test_a_fixed_run_id_reopens_when_concepts_are_added(tmp_path, model):
     root = tmp_path / "o" / "nightly"
     assert first.status == "complete" and len(pd.read_parquet(root / "manifest.parquet")) == 4
     images = {p: p.read_bytes() for p in (root / "images").rglob("*.png")}
-    assert run_dataset(cfg, model=_never_load).already_complete
+    assert run_dataset(cfg, model=never_load).already_complete
 
     _table(tmp_path / "in", concepts=(("alpha", 2), ("beta", 2), ("gamma", 2)))  # a concept is added
     cfg = _config(table, tmp_path / "o", run_id="nightly")
@@ -148,7 +141,7 @@ def test_a_fixed_run_id_reopens_when_concepts_are_added(tmp_path, model):
     record = json.loads((root / "run.json").read_text())
     assert record["status"] == "complete" and record["concepts"] == ["alpha", "beta", "gamma"]
     assert record["table_digest"] == read_table(cfg).digest
-    assert run_dataset(cfg, model=_never_load).already_complete
+    assert run_dataset(cfg, model=never_load).already_complete
 
 
 def test_a_rejected_table_writes_nothing_and_a_fixed_run_id_then_runs(tmp_path, model):
@@ -163,11 +156,13 @@ def test_a_rejected_table_writes_nothing_and_a_fixed_run_id_then_runs(tmp_path, 
     assert run_dataset(cfg, model=model).status == "complete"
 
 
-def test_a_broken_reference_is_refused_before_the_model_loads(tmp_path):
+def test_a_broken_reference_is_refused_before_the_model_loads_when_strict(tmp_path):
+    # strict_references: the interactive refuse-everything mode (the default skips only the bad
+    # concept: tests/pipeline/test_partial_references.py)
     table = _table(tmp_path / "in")
     (tmp_path / "in" / "refs" / "beta" / "0.png").write_bytes(b"")
     with pytest.raises(ValueError, match=r"concept 'beta': reference image .*beta/0\.png.* is empty"):
-        run_dataset(_config(table, tmp_path / "o"), model=_never_load)
+        run_dataset(_config(table, tmp_path / "o", strict_references=True), model=never_load)
     assert not list((tmp_path / "o").rglob("run.json"))
 
 
@@ -227,14 +222,14 @@ def test_a_second_run_of_the_same_output_is_refused_while_the_first_holds_the_le
     held = ctx.storage.acquire_lease(owner="run elsewhere")
     try:
         with pytest.raises(LeaseHeld, match="run elsewhere"):
-            run_dataset(cfg, model=_never_load)
+            run_dataset(cfg, model=never_load)
         res = runner.invoke(app, ["run", "--no-prefect", "--concepts", str(table), "--output", str(tmp_path / "o"),
                                   "--model", "demo:sd1", "--methods", "nao", "--num-images", "2", "--steps", "2",
                                   "--inversion-steps", "2", "--no-reconstruction"])
         assert res.exit_code == 2 and "run elsewhere" in res.output, res.output
         # a shard of the same run overlaps the whole run's claim: refused too (issue 25)
         with pytest.raises(LeaseHeld, match="run elsewhere"):
-            run_dataset(cfg, concept_ids=["alpha"], finalize=False, model=_never_load)
+            run_dataset(cfg, concept_ids=["alpha"], finalize=False, model=never_load)
     finally:
         held.release()
     assert run_dataset(cfg, model=model).status == "complete"

@@ -73,7 +73,7 @@ def test_evaluate_command_on_a_local_and_an_s3_run(tmp_path, table, model, s3_se
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.storage["secret"])
     monkeypatch.setenv("AWS_DEFAULT_REGION", s3_server.storage["region_name"])
     for cfg, extra in ((local, []), (s3, ["--endpoint-url", s3_server.storage["endpoint_url"]])):
-        res = CliRunner().invoke(app, ["evaluate", output_root(cfg), *extra])
+        res = CliRunner().invoke(app, ["evaluate", output_root(cfg), *extra], env={"COLUMNS": "200"})
         assert res.exit_code == 0, res.output
         assert "recognisability" in res.output and "eval/report.md" in res.output
         store = RunContext.create(cfg).storage

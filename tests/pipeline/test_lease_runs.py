@@ -23,6 +23,7 @@ from normguide.data.storage.lease import read_holders
 from normguide.diffusion import load_pipeline
 from normguide.pipeline import RunContext, run_dataset
 from tests.helpers import make_reference
+from tests.factories import never_load
 
 #: A holder process: claims argv[2] ('' = every concept), prints "held", keeps it until stdin closes.
 HOLDER = textwrap.dedent("""
@@ -67,9 +68,6 @@ def _config(folder: Path, **over) -> RunConfig:
         "evaluation": {"enabled": False}, **over})
 
 
-def _never_load():
-    raise AssertionError("the model must not be loaded")
-
 
 def test_whole_runs_and_subsets_exclude_each_other_where_they_overlap(tmp_path, model):
     cfg = _config(tmp_path)
@@ -77,13 +75,13 @@ def test_whole_runs_and_subsets_exclude_each_other_where_they_overlap(tmp_path, 
     with Holder(root, "alpha"):  # a run of --concept-ids alpha
         for ids in (None, ["alpha", "beta"], ["alpha"]):  # whole run, table spelled out, same subset
             with pytest.raises(LeaseHeld, match="other run.*1 concept\\(s\\) \\(alpha\\)"):
-                run_dataset(cfg, concept_ids=ids, model=_never_load)
+                run_dataset(cfg, concept_ids=ids, model=never_load)
         # a disjoint subset runs beside it
         beta = run_dataset(cfg, concept_ids=["beta"], finalize=False, model=model)
         assert beta.concepts["beta"].status == "completed"
     with Holder(root, ""):  # a whole run: every subset is refused
         with pytest.raises(LeaseHeld, match="other run.*every concept"):
-            run_dataset(cfg, concept_ids=["beta"], finalize=False, model=_never_load)
+            run_dataset(cfg, concept_ids=["beta"], finalize=False, model=never_load)
     with Holder(root, "beta"):  # finalizing excludes every writer: alpha is made, not finalized
         with pytest.raises(LeaseHeld, match="other run.*beta"):
             run_dataset(cfg, concept_ids=["alpha"], finalize=True, model=model)

@@ -116,9 +116,12 @@ def test_chromium_renders_the_report_with_every_image_loaded(report, tmp_path):
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         for i, page in enumerate(pages):
-            res = _chromium("--virtual-time-budget=20000", "--dump-dom", f"{base}/check-{i}.html",
-                            profile=tmp_path / f"profile-{i}")
-            found = re.search(r"RESULT(.*)END", res.stdout)
+            for attempt, budget in enumerate((20000, 60000)):  # a loaded machine can run out of the first budget
+                res = _chromium(f"--virtual-time-budget={budget}", "--dump-dom", f"{base}/check-{i}.html",
+                                profile=tmp_path / f"profile-{i}-{attempt}")
+                found = re.search(r"RESULT(.*)END", res.stdout)
+                if found:
+                    break
             assert found, (page, res.stdout[-2000:], res.stderr[-2000:])
             seen = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
             assert seen["images"], page

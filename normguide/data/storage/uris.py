@@ -18,6 +18,10 @@ TMP_SUFFIX = ".normguide-tmp"
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _ALLOWED_SCHEMES = ("file", "s3")
+#: ``C:\x``, ``c:/x``, ``D:``: a Windows drive, which on POSIX would be a relative folder "C:\x".
+_DRIVE_RE = re.compile(r"^[A-Za-z]:([\\/]|$)")
+#: ``file:/x``, ``s3:bucket/x``, ``http:x``: a scheme without "//", which would be a relative folder.
+_NEAR_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 
 
 def check_uri_scheme(uri: str, *, field: str) -> None:
@@ -27,6 +31,13 @@ def check_uri_scheme(uri: str, *, field: str) -> None:
         raise ValueError(f"{field} must be a non-empty path or URI, got {uri!r}")
     m = _SCHEME_RE.match(uri)
     if m is None:
+        if _DRIVE_RE.match(uri):
+            raise ValueError(f"{field}: {uri!r} is a Windows drive path; normguide reads POSIX paths, file:///absolute/path "
+                             "and s3://bucket/prefix (it would otherwise become a folder of that name here)")
+        if _NEAR_SCHEME_RE.match(uri):
+            raise ValueError(f"{field}: {uri!r} looks like a URI but is not one normguide reads (a scheme needs '://': "
+                             f"file:///absolute/path or s3://bucket/prefix); for a local folder of that name write "
+                             f"'./{uri}'")
         return  # a local path; relative and '..' are the user's business
     scheme = m.group(1).lower()
     if scheme not in _ALLOWED_SCHEMES:
@@ -98,11 +109,17 @@ def is_s3(uri: str) -> bool:
 
 
 def local_path(uri: str) -> str:
-    """Absolute local path of a local path or file:// URI (not normalised beyond abspath)."""
+    """Absolute local path of a local path or file:// URI. A path with a ``..`` segment is
+    resolved after its symlinks (``/proc/self/cwd/..`` is the parent of the working directory,
+    not ``/proc/self``); others are only made absolute (abspath), so the paths a run records
+    are the ones the user gave."""
     m = _SCHEME_RE.match(uri)
     if m is not None and m.group(1).lower() == "file":
         uri = urlsplit(uri).path or "/"
-    return os.path.abspath(os.path.expanduser(uri))
+    path = os.path.expanduser(uri)
+    if ".." in path.replace("\\", "/").split("/"):
+        return os.path.realpath(path)
+    return os.path.abspath(path)
 
 
 def split_s3(uri: str) -> tuple[str, str]:
