@@ -22,8 +22,8 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from normguide.config import RunConfig
-from normguide.pipeline import output_root
 from normguide.sharding import pending_shards, split_into_shards
+from normguide.tasks.context import run_context
 from normguide.tasks.fan_out import launch_shard, wait_for_flow_runs
 from normguide.tasks.run_setup import (
     finalize_run,
@@ -75,27 +75,29 @@ def generate_dataset_fan_out(
         raise ValueError(f"shard_size must be >= 1 (or None for max(16, ceil(N / {MAX_SHARDS}))), got {shard_size}")
     if poll_interval_s <= 0:
         raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s}")
-    config = config.with_overrides(run_id=config.resolved_run_id())  # shards and parent share it
-    if is_run_complete(config):
-        logger.info("run %s is already complete at %s: nothing to do", config.run_id, output_root(config))
-        return {"run_id": config.run_id, "output_root": output_root(config), "shards": {}, "launched": [],
+    # the concept table, read once here (credentials resolved in this process); the run id it
+    # gives is fixed for the shards, which share the parent's run
+    ctx = run_context(config)
+    table, root = ctx.table, ctx.storage.root
+    config = config.pinned(table.digest)
+    if is_run_complete(config, table):
+        logger.info("run %s is already complete at %s: nothing to do", config.run_id, root)
+        return {"run_id": config.run_id, "output_root": root, "shards": {}, "launched": [],
                 "already_done": [], "failed": [], "manifest_uri": None, "already_complete": True}
 
     # the run's lease, held while the shards run and until the manifest is consolidated: a second
     # fan-out (or a whole run) of the same dataset is refused, naming the holder; each shard run
     # claims its own concepts; finalizing upgrades this claim to every concept (no writer left)
-    from normguide.pipeline import RunContext
-
-    with RunContext.create(config).storage.acquire_lease(owner=f"fan-out {config.run_id}", coordinator=True):
+    with ctx.storage.acquire_lease(owner=f"fan-out {config.run_id}", coordinator=True):
         # 2. Split the concept table into shards with stable names
-        concepts = load_concepts(config)
+        concepts = load_concepts(config, table)
         concept_ids = [c.concept_id for c in concepts]
         shard_size = shard_size or max(DEFAULT_SHARD_SIZE, math.ceil(len(concept_ids) / MAX_SHARDS))
         shards = split_into_shards(concept_ids, shard_size)
 
         # 3. Keep the shards whose concepts still miss a manifest part, or have one made for an
         #    earlier version of their row (a rerun redoes only those)
-        todo = pending_shards(shards, find_missing_parts(config, concepts))
+        todo = pending_shards(shards, find_missing_parts(config, table, concepts))
         done = [s.name for s in shards if s.name not in {p.name for p in todo}]
         logger.info("run %s: %d concepts in %d shards of <= %d; %d already done, %d to run",
                     config.run_id, len(concept_ids), len(shards), shard_size, len(done), len(todo))
@@ -107,7 +109,7 @@ def generate_dataset_fan_out(
         final = wait_for_flow_runs(runs, poll_interval_s=poll_interval_s, timeout_s=timeout_s)
 
         # 6. Report failed shards by name; a Completed run whose parts are missing also failed
-        still_missing = set(find_missing_parts(config, concepts))
+        still_missing = set(find_missing_parts(config, table, concepts))
         report: dict[str, dict[str, Any]] = {}
         failed = []
         for shard in todo:
@@ -119,7 +121,7 @@ def generate_dataset_fan_out(
                 report[shard.name]["missing"] = lacking
                 logger.error("%s failed (flow run %s, %s): no manifest part for %s",
                              shard.name, run["name"], run["state"], lacking)
-        summary = {"run_id": config.run_id, "output_root": output_root(config), "shards": report,
+        summary = {"run_id": config.run_id, "output_root": root, "shards": report,
                    "launched": list(runs), "already_done": done, "failed": failed, "manifest_uri": None}
         if failed:
             # a Failed final state that still carries the summary; nothing is consolidated
@@ -130,7 +132,7 @@ def generate_dataset_fan_out(
             )
 
         # 7. Consolidate the manifest and write _SUCCESS, once, after every shard is done
-        summary["manifest_uri"] = finalize_run(config, concept_ids)
+        summary["manifest_uri"] = finalize_run(config, table, concept_ids)
         logger.info("run %s complete: %s", config.run_id, summary["manifest_uri"])
         return summary
 

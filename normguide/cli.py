@@ -149,7 +149,10 @@ def run(
                "refine.appearance_weight": refine_appearance_weight, "refine.num_inference_steps": refine_steps,
                "refine.guidance_scale": refine_guidance, "refine.stop_below": refine_stop_below,
                "refine.stop_tolerance": refine_stop_tolerance, "refine.feature_model": feature_model}), quick=quick)
-        cfg = cfg.pinned()  # reads the table once: a missing one is named here
+        from normguide.pipeline.context import read_table
+
+        table = read_table(cfg)  # the run's one read of it: a missing one is named here
+        cfg = cfg.pinned(table.digest)
     except ValueError as exc:
         raise _fail(console, str(exc)) from None
     ids = list(_split(concept_ids)) if concept_ids else None
@@ -165,28 +168,26 @@ def run(
     console.print(f"run [bold]{cfg.run_id}[/bold] -> {output_root(cfg)}", soft_wrap=True, highlight=False)
     with _interrupts(console, cfg):
         if use_prefect:  # the checks that need no model run here, before Prefect starts
-            summary = _checked(console, cfg, ids) or _run_prefect(console, cfg, ids)
+            summary = _checked(console, cfg, table, ids) or _run_prefect(console, cfg, table, ids)
         else:  # the local driver runs the same checks first itself
-            summary = _run_local(console, cfg, ids)
+            summary = _run_local(console, cfg, table, ids)
     _print_summary(console, summary)
     raise typer.Exit(EXIT_OK if summary.ok else EXIT_FAILED)
 
 
-def _checked(console, cfg: RunConfig, ids):
-    """The checks that need no model and no Prefect (output writable, same settings, table,
-    references); returns the summary of a run that is already complete, else None."""
-    from normguide.pipeline import RunContext, RunSummary, steps
+def _checked(console, cfg: RunConfig, table, ids):
+    """The recipe's checks that need no model and no Prefect (output writable, same settings,
+    table, references); returns the summary of a run that is already complete (its no-op run
+    here, which writes a missing card or export), else None."""
+    from normguide.pipeline import RunContext, steps
+    from normguide.pipeline.recipe import LocalRunner, check_run, run_recipe
 
     try:
-        ctx = RunContext.create(cfg)
-        prepared = steps.prepare(ctx)
+        runner = LocalRunner(RunContext.create(cfg, table=table))
+        prepared, concepts, _ = check_run(runner, ids)
         if prepared.complete:
-            return RunSummary(run_id=prepared.run_id, output_root=prepared.output_root, model=prepared.model,
-                              is_demo=prepared.is_demo, model_note=prepared.model_note, finalized=True,
-                              already_complete=True, manifest_uri=ctx.storage.uri(layout.MANIFEST))
-        concepts = steps.load_concepts(ctx, ids)
-        steps.check_references(ctx, concepts)
-        console.print(steps.outline(ctx, concepts), highlight=False, soft_wrap=True)
+            return run_recipe(runner, ids)
+        console.print(steps.outline(runner.ctx, concepts), highlight=False, soft_wrap=True)
     except BAD_INPUT as exc:
         raise _fail(console, str(exc)) from None
     return None
@@ -239,7 +240,7 @@ class RichReporter:
             self._console.print(f"  {stage.describe()}", highlight=False)
 
 
-def _run_local(console, cfg: RunConfig, ids):
+def _run_local(console, cfg: RunConfig, table, ids):
     import logging
 
     from normguide import progress
@@ -252,7 +253,7 @@ def _run_local(console, cfg: RunConfig, ids):
     old = progress.set_reporter(reporter)
     try:
         with reporter:
-            return run_dataset(cfg, concept_ids=ids, finalize=ids is None or _is_whole_table(cfg, ids),
+            return run_dataset(cfg, concept_ids=ids, finalize=ids is None or _is_whole_table(table, ids), table=table,
                                progress=lambda n, total, o: console.print(
                                    f"[{n}/{total}] {o.concept_id}: {o.status}, {o.images} image(s), "
                                    f"{o.generated} generated", highlight=False))
@@ -262,13 +263,11 @@ def _run_local(console, cfg: RunConfig, ids):
         progress.set_reporter(old)
 
 
-def _is_whole_table(cfg: RunConfig, ids: list[str]) -> bool:
-    from normguide.pipeline import RunContext, steps
-
-    return set(ids) >= {c.concept_id for c in steps.load_concepts(RunContext.create(cfg))}
+def _is_whole_table(table, ids: list[str]) -> bool:
+    return set(ids) >= set(table.ids())
 
 
-def _run_prefect(console, cfg: RunConfig, ids):
+def _run_prefect(console, cfg: RunConfig, table, ids):
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "normguide")
     # The ephemeral API's telemetry heartbeat races the run for its SQLite file at start-up and
     # prints a 'database is locked' traceback; a user's explicit setting still wins.
@@ -286,7 +285,7 @@ def _run_prefect(console, cfg: RunConfig, ids):
     from normguide.flows.generate_dataset import generate_dataset
     from normguide.pipeline import RunSummary
 
-    finalize = ids is None or _is_whole_table(cfg, ids)
+    finalize = ids is None or _is_whole_table(table, ids)
     api = nullcontext()
     if watchdog and watchdog.serving:  # the watchdog's ephemeral server; it serves no UI to link to
         settings = get_current_settings()
@@ -577,7 +576,7 @@ def plan_command(
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(console, str(exc)) from None
     plans = _dry_plans(cfg, rows, shape)
-    console.print(f"run {cfg.resolved_run_id()} -> {ctx.storage.root}: {len(rows)} concept(s), "
+    console.print(f"run {ctx.run_id} -> {ctx.storage.root}: {len(rows)} concept(s), "
                   f"seed shape {tuple(shape)}; nothing is written", highlight=False, soft_wrap=True)
     total = 0
     if len(plans) > _PLAN_TABLES:  # many concepts: one table per distinct plan (printing is the cost)

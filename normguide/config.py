@@ -4,6 +4,10 @@ One model, :class:`RunConfig`, holds everything a run needs. A YAML or JSON file
 it (:func:`load_config`); the CLI and Prefect parameters override single fields. Secrets
 (storage credentials) are :class:`pydantic.SecretStr` and never reach logs, run.json, the
 manifest or error messages: :meth:`RunConfig.public_dict` is the only form that is written out.
+
+Pure settings: nothing here reads a file or storage. The concept table is read once per run, by
+the run context (``normguide.data.concept_table.TableSnapshot``), and its digest is what
+:meth:`RunConfig.run_id_for` names the run with.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator, model_validator
 
 #: The shipped example (inside the package, so an installed normguide finds it from any directory):
 #: the demo model's rare digits with held-out real references (examples/make_examples.py).
@@ -281,7 +285,6 @@ class RunConfig(BaseModel):
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         dtype: ``float32``, ``float16`` or ``bfloat16`` (half precision on CUDA only).
         prompt_template: Prompt for concepts without their own; ``{name}`` is replaced.
-        negative_prompt: Not used yet by generation; reserved.
         seed: Base seed of the ``random`` method (per concept and index, deterministic).
         inversion: DDIM inversion settings.
         generation: Generation settings.
@@ -316,7 +319,6 @@ class RunConfig(BaseModel):
     export_shard_size: int = Field(DEFAULT_EXPORT_SHARD_SIZE, ge=1, description="Samples per export shard.")
     strict_references: bool = Field(False, description="Refuse the whole run (exit 2) when any reference image is "
                                     "unusable; default: skip only the concepts whose references are bad (exit 1).")
-    _table_digest: str | None = PrivateAttr(None)
 
     @field_validator("run_id")
     @classmethod
@@ -372,7 +374,7 @@ class RunConfig(BaseModel):
         """The settings that decide the dataset's content (not where it goes or who reads it).
 
         The concept table is not among them: its *content* enters the default run id
-        (:meth:`table_digest`), and a run with a fixed run id follows the table as it changes
+        (:meth:`run_id_for`), and a run with a fixed run id follows the table as it changes
         (new concepts reopen a complete run)."""
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
                                                  "export_shard_size", "compile", "limits", "strict_references"})
@@ -385,33 +387,20 @@ class RunConfig(BaseModel):
             d.pop("refine")  # off: the run id of a run without refinement is what it always was
         return d
 
-    def table_digest(self) -> str:
-        """sha256 of the concept table's content (``normguide.data.schema.table_digest``), read
-        once per config object. Raises ValueError naming the table when it cannot be read."""
-        if self._table_digest is None:
-            from normguide.data.schema import table_digest
-            from normguide.data.storage import read_bytes
-
-            try:
-                data = read_bytes(self.concepts, storage_config=self.storage)
-            except FileNotFoundError as exc:
-                why = f" ({exc.strerror})" if "://" in self.concepts and exc.strerror else ""  # bucket, endpoint
-                raise ValueError(f"concepts: concept table {self.concepts!r} does not exist{why}") from None
-            self._table_digest = table_digest(data)
-        return self._table_digest
-
-    def resolved_run_id(self) -> str:
+    def run_id_for(self, table_digest: str) -> str:
         """``run_id`` if given, else ``run-`` + 12 hex digits of the hash of the content settings
-        and the concept table's content (reads the table once)."""
+        and the concept table's content digest (``TableSnapshot.digest``): the same settings and
+        table give the same id wherever the table is read from, so a rerun resumes."""
         if self.run_id:
             return self.run_id
-        blob = json.dumps({**self.content_dict(), "table": self.table_digest()}, sort_keys=True).encode()
+        blob = json.dumps({**self.content_dict(), "table": table_digest}, sort_keys=True).encode()
         return "run-" + hashlib.sha256(blob).hexdigest()[:12]
 
-    def pinned(self) -> "RunConfig":
-        """This config with its run id fixed (``run_id=resolved_run_id()``): what a driver hands
-        on, so every step, task and shard names the same run even if the table changes meanwhile."""
-        return self if self.run_id else self.with_overrides(run_id=self.resolved_run_id())
+    def pinned(self, table_digest: str) -> "RunConfig":
+        """This config with its run id fixed (``run_id=run_id_for(table_digest)``): what a driver
+        hands on, so every step, task and shard names the same run even if the table changes
+        meanwhile."""
+        return self if self.run_id else self.with_overrides(run_id=self.run_id_for(table_digest))
 
     def inline_secrets(self) -> list[str]:
         """The credentials set in this config itself: ``storage.key``/``secret``/``token``, any

@@ -1,6 +1,6 @@
 """The per-concept work as one task per batch of concepts: invert, plan, generate (+ manifest part).
 
-A batch task calls the local driver's :func:`~normguide.pipeline.local.run_concept_isolated` for each of its
+A batch task calls the recipe's :func:`~normguide.pipeline.recipe.run_concept_isolated` for each of its
 concepts in turn, so both drivers run the same code and write the same bytes. Why batches and
 not one task per step and concept: a Prefect task run costs API calls, a row in the server's
 database and state in the flow process, and the steps pass their data through storage anyway
@@ -21,7 +21,7 @@ from prefect.cache_policies import NONE
 from normguide.config import RunConfig
 from normguide.data.schema import Concept
 from normguide.pipeline import ConceptOutcome
-from normguide.pipeline.local import run_concept_isolated
+from normguide.pipeline.recipe import run_concept_isolated
 from normguide.tasks.context import retry_can_help, run_context
 
 

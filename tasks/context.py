@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from normguide import errors
 from normguide.config import RunConfig
+from normguide.data.concept_table import TableSnapshot
 from normguide.pipeline import RunContext
 
 
-def run_context(config: RunConfig) -> RunContext:
-    """A context for ``config``; a prefect-aws credentials block named in the config is resolved
-    here, in this process, so its secrets never travel as a parameter or result."""
+def run_context(config: RunConfig, table: TableSnapshot | None = None) -> RunContext:
+    """A context for ``config`` and the run's concept table (``table``: the flow's snapshot, so
+    a task never reads the table again); a prefect-aws credentials block named in the config is
+    resolved here, in this process, so its secrets never travel as a parameter or result."""
     if config.storage.aws_credentials_block:
         from normguide.tasks.credentials import resolve_storage_config
 
         config = config.model_copy(update={"storage": resolve_storage_config(config.storage)})
-    return RunContext.create(config)
+    return RunContext.create(config, table=table)
 
 
 def retry_can_help(task, task_run, state) -> bool:

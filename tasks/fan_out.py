@@ -28,9 +28,9 @@ _ACTIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.
 @task(name="launch-shard", task_run_name="launch-{shard.name}", retries=2, retry_delay_seconds=5)
 def launch_shard(config: RunConfig, shard: Shard, deployment: str) -> UUID:
     """Start the shard's flow run of ``deployment``, or attach to one still active from an
-    earlier attempt (same name: ``<run_id>-<shard>``)."""
+    earlier attempt (same name: ``<run_id>-<shard>``); ``config`` is pinned (its run_id set)."""
     logger = get_run_logger()
-    name = f"{config.resolved_run_id()}-{shard.name}"
+    name = f"{config.run_id}-{shard.name}"
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name(deployment)
         active = client.read_flow_runs(

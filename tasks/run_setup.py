@@ -1,6 +1,9 @@
 """Tasks that open and close a run: output and model checks, the concept table, finalisation.
 
-These are IO steps: they retry (storage hiccups), except on configuration errors.
+Each wraps one step of ``normguide.pipeline.steps`` (the recipe, ``normguide.pipeline.recipe``,
+calls them through ``tasks/runner.py``). They take the run's pinned config and the flow's
+snapshot of the concept table (``table``), so no task reads the table again. These are IO steps:
+they retry (storage hiccups), except on configuration errors.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 from prefect import task
 
 from normguide.config import RunConfig
+from normguide.data.concept_table import TableSnapshot
 from normguide.data.schema import Concept
 from normguide.pipeline import EvaluationRecord, GeneratedConcept, PreparedRun, steps
 from normguide.tasks.context import retry_can_help, run_context
@@ -16,75 +20,75 @@ _IO = dict(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_can_help)
 
 
 @task(name="prepare-run", **_IO)
-def prepare_run(config: RunConfig) -> PreparedRun:
+def prepare_run(config: RunConfig, table: TableSnapshot) -> PreparedRun:
     """Check the output and settings (no model, nothing written); say whether the run is complete."""
-    return steps.prepare(run_context(config))
+    return steps.prepare(run_context(config, table))
 
 
 @task(name="check-references", **_IO)
-def check_references(config: RunConfig, concepts: list[Concept]) -> dict[str, str]:
+def check_references(config: RunConfig, table: TableSnapshot, concepts: list[Concept]) -> dict[str, str]:
     """Read and decode every reference image still to invert (no model): the concepts whose
     references are bad (skipped by the run); with ``strict_references`` bad input fails here."""
-    return steps.check_references(run_context(config), concepts)
+    return steps.check_references(run_context(config, table), concepts)
 
 
 @task(name="start-run", **_IO)
-def start_run(config: RunConfig) -> PreparedRun:
+def start_run(config: RunConfig, table: TableSnapshot) -> PreparedRun:
     """Load the model (a bad model fails before any concept) and start run.json."""
-    return steps.start(run_context(config))
+    return steps.start(run_context(config, table))
 
 
 @task(name="record-run-status", **_IO)
-def record_run_status(config: RunConfig, status: str, error: str | None = None) -> None:
+def record_run_status(config: RunConfig, table: TableSnapshot, status: str, error: str | None = None) -> None:
     """Mark run.json failed or interrupted, with the error."""
-    steps.record_status(run_context(config), status, error)
+    steps.record_status(run_context(config, table), status, error)
 
 
 @task(name="is-run-complete", **_IO)
-def is_run_complete(config: RunConfig) -> bool:
-    """Whether the run already has _SUCCESS (a rerun is then a no-op)."""
-    return steps.is_complete(run_context(config))
+def is_run_complete(config: RunConfig, table: TableSnapshot) -> bool:
+    """Whether the run already has _SUCCESS for this table (a rerun is then a no-op)."""
+    return steps.is_complete(run_context(config, table))
 
 
 @task(name="load-concepts", **_IO)
-def load_concepts(config: RunConfig, concept_ids: list[str] | None = None) -> list[Concept]:
-    """Read and validate the concept table."""
-    return steps.load_concepts(run_context(config), concept_ids)
+def load_concepts(config: RunConfig, table: TableSnapshot, concept_ids: list[str] | None = None) -> list[Concept]:
+    """Validate the concept table's rows (from the flow's snapshot: no read)."""
+    return steps.load_concepts(run_context(config, table), concept_ids)
 
 
 @task(name="find-complete-concepts", **_IO)
-def find_complete_concepts(config: RunConfig, concepts: list[Concept]) -> dict[str, GeneratedConcept]:
+def find_complete_concepts(config: RunConfig, table: TableSnapshot,
+                           concepts: list[Concept]) -> dict[str, GeneratedConcept]:
     """The concepts whose manifest part and images all exist and were made for their row as it
     is now (a resumed run skips them; a changed row's outputs are discarded)."""
-    ctx = run_context(config)
-    return {c.concept_id: done for c in concepts if (done := steps.completed_concept(ctx, c)) is not None}
+    return steps.complete_concepts(run_context(config, table), concepts)
 
 
 @task(name="find-missing-parts", **_IO)
-def find_missing_parts(config: RunConfig, concepts: list[Concept]) -> list[str]:
+def find_missing_parts(config: RunConfig, table: TableSnapshot, concepts: list[Concept]) -> list[str]:
     """Concept ids whose manifest part is not in storage yet (not done, failed, or never run),
     or was made for a row of the table that has changed since."""
-    return steps.parts_to_redo(run_context(config), concepts)
+    return steps.parts_to_redo(run_context(config, table), concepts)
 
 
 @task(name="finalize-run", **_IO)
-def finalize_run(config: RunConfig, concept_ids: list[str]) -> str:
+def finalize_run(config: RunConfig, table: TableSnapshot, concept_ids: list[str]) -> str:
     """Consolidate the manifest, finish run.json, write _SUCCESS last."""
-    return steps.finalize(run_context(config), concept_ids)
+    return steps.finalize(run_context(config, table), concept_ids)
 
 
 @task(name="wants-evaluation", **_IO)
-def wants_evaluation(config: RunConfig, concept_names: list[str]) -> bool:
+def wants_evaluation(config: RunConfig, table: TableSnapshot, concept_names: list[str]) -> bool:
     """Whether the run is evaluated (``evaluation.enabled``, or a judge for these concepts is available)."""
-    return steps.wants_evaluation(run_context(config), concept_names)
+    return steps.wants_evaluation(run_context(config, table), concept_names)
 
 
 @task(name="evaluate-run")
-def evaluate_run(config: RunConfig) -> EvaluationRecord:
+def evaluate_run(config: RunConfig, table: TableSnapshot) -> EvaluationRecord:
     """Score the images per concept and method; write eval/ and publish the report as an artifact."""
     from prefect.artifacts import create_markdown_artifact
 
-    ctx = run_context(config)
+    ctx = run_context(config, table)
     record = steps.evaluate(ctx)
     report = ctx.storage.read_bytes(steps.EVAL_REPORT).decode()
     create_markdown_artifact(markdown=report, key="normguide-evaluation",
@@ -93,12 +97,12 @@ def evaluate_run(config: RunConfig) -> EvaluationRecord:
 
 
 @task(name="export-run", **_IO)
-def export_run(config: RunConfig) -> dict[str, str]:
+def export_run(config: RunConfig, table: TableSnapshot) -> dict[str, str]:
     """Write the configured export formats (hf, webdataset) of the finalized run."""
-    return steps.export(run_context(config))
+    return steps.export(run_context(config, table))
 
 
 @task(name="write-report", **_IO)
-def write_report(config: RunConfig, evaluation: EvaluationRecord | None = None):
+def write_report(config: RunConfig, table: TableSnapshot, evaluation: EvaluationRecord | None = None):
     """Contact sheets, seed-norm plots, report/index.md and the dataset card README.md."""
-    return steps.report(run_context(config), evaluation=evaluation)
+    return steps.report(run_context(config, table), evaluation=evaluation)

@@ -8,18 +8,30 @@ from pydantic import ValidationError
 from normguide.config import RunConfig, load_config
 
 
+#: A concept table's digest (``TableSnapshot.digest``): the config never reads the table itself.
+DIGEST = "0" * 64
+
+
 def test_defaults_are_valid_and_run_id_is_stable():
     a, b = RunConfig(), RunConfig()
-    assert a.resolved_run_id() == b.resolved_run_id()
-    assert a.resolved_run_id().startswith("run-") and len(a.resolved_run_id()) == 16
+    assert a.run_id_for(DIGEST) == b.run_id_for(DIGEST)
+    assert a.run_id_for(DIGEST).startswith("run-") and len(a.run_id_for(DIGEST)) == 16
+    assert a.run_id_for("1" * 64) != a.run_id_for(DIGEST)  # another table, another run
 
 
 def test_run_id_ignores_where_not_what():
     base = RunConfig()
-    assert base.with_overrides(output="/elsewhere", device="cuda").resolved_run_id() == base.resolved_run_id()
-    assert base.with_overrides(**{"generation.batch_size": 7}).resolved_run_id() == base.resolved_run_id()
-    assert base.with_overrides(**{"generation.guidance_scale": 2.0}).resolved_run_id() != base.resolved_run_id()
-    assert base.with_overrides(run_id="mine").resolved_run_id() == "mine"
+    run_id = base.run_id_for(DIGEST)
+    assert base.with_overrides(output="/elsewhere", device="cuda").run_id_for(DIGEST) == run_id
+    assert base.with_overrides(**{"generation.batch_size": 7}).run_id_for(DIGEST) == run_id
+    assert base.with_overrides(**{"generation.guidance_scale": 2.0}).run_id_for(DIGEST) != run_id
+    assert base.with_overrides(run_id="mine").run_id_for(DIGEST) == "mine"
+
+
+def test_pinned_fixes_the_run_id_and_reads_nothing(tmp_path):
+    cfg = RunConfig(concepts=str(tmp_path / "no-such-table.parquet"))  # pure settings: nothing is read
+    pinned = cfg.pinned(DIGEST)
+    assert pinned.run_id == cfg.run_id_for(DIGEST) and pinned.pinned("1" * 64) is pinned
 
 
 def test_yaml_and_json_files(tmp_path):

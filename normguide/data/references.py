@@ -24,6 +24,13 @@ def load_concepts(config, read_input: ReadInput, concept_ids: Sequence[str] | No
     check_uri_scheme(source, field="concepts")
     concepts = parse_concept_table(read_input(source), source=source, limits=config.limits,
                                    template=config.prompt_template).select(concept_ids)
+    check_reference_schemes(source, concepts)
+    return concepts
+
+
+def check_reference_schemes(source: str, concepts: Sequence[Concept]) -> None:
+    """Every reference URI of ``concepts`` has a supported scheme; else one
+    :class:`ConceptTableError` for the table ``source`` names every bad one."""
     problems = []
     for c in concepts:
         for uri in c.reference_uris:
@@ -33,7 +40,6 @@ def load_concepts(config, read_input: ReadInput, concept_ids: Sequence[str] | No
                 problems.append(str(exc))
     if problems:
         raise ConceptTableError(source, problems)
-    return concepts
 
 
 def read_references(read_input: ReadInput, concept: Concept) -> list[Image.Image]:

@@ -44,20 +44,22 @@ STATUSES = ("running", "complete", "failed", "interrupted")
 
 
 def new_record(config: RunConfig, *, output_root: str, model: dict[str, Any],
-               warnings: list[str] | None = None) -> bytes:
+               table_digest: str, warnings: list[str] | None = None) -> bytes:
     """The run.json of a run that starts now (status ``running``); ``warnings``: what the model
-    cannot draw of the table (``normguide.vocabulary``)."""
+    cannot draw of the table (``normguide.vocabulary``); ``config`` is
+    pinned (its ``run_id`` set), ``table_digest`` the digest of the concept table it runs."""
     return dumps({
-        "run_id": config.resolved_run_id(), "status": "running", "started_at": now().isoformat(),
+        "run_id": config.run_id, "status": "running", "started_at": now().isoformat(),
         "finished_at": None, "output_root": output_root, "model": model, "versions": versions(),
-        "table_digest": config.table_digest(), "concepts": None, "images": None, "error": None,
+        "table_digest": table_digest, "concepts": None, "images": None, "error": None,
         "config": config.public_dict(), "warnings": list(warnings or []),
     })
 
 
-def with_status(data: bytes, status: str, *, error: str | None = None, config: RunConfig | None = None) -> bytes:
+def with_status(data: bytes, status: str, *, error: str | None = None, config: RunConfig | None = None,
+                table_digest: str | None = None) -> bytes:
     """run.json ``data`` with a new ``status`` (and ``error``); ``running`` again on a resume,
-    with the current table's digest and settings when ``config`` is given."""
+    with the current table's digest and settings when ``config`` and ``table_digest`` are given."""
     if status not in STATUSES:
         raise ValueError(f"unknown run status {status!r}")
     doc = json.loads(data)
@@ -65,7 +67,9 @@ def with_status(data: bytes, status: str, *, error: str | None = None, config: R
     if status != "running":
         doc["finished_at"] = now().isoformat()
     if config is not None:
-        doc.update(table_digest=config.table_digest(), config=config.public_dict())
+        doc["config"] = config.public_dict()
+    if table_digest is not None:
+        doc["table_digest"] = table_digest
     return dumps(doc)
 
 
@@ -79,10 +83,10 @@ def finished_record(data: bytes, *, concepts: list[str], images: int, table_dige
     return dumps(doc)
 
 
-def covers_table(data: bytes, config: RunConfig) -> bool:
-    """Whether a complete run's record covers the config's concept table as it is now."""
+def covers_table(data: bytes, table_digest: str) -> bool:
+    """Whether a complete run's record covers the concept table whose digest is ``table_digest``."""
     doc = json.loads(data)
-    return doc.get("status") == "complete" and doc.get("table_digest") == config.table_digest()
+    return doc.get("status") == "complete" and doc.get("table_digest") == table_digest
 
 
 def check_same_content(config: RunConfig, data: bytes, where: str) -> None:
@@ -95,7 +99,7 @@ def check_same_content(config: RunConfig, data: bytes, where: str) -> None:
     diff = sorted(_flat_diff(before, config.content_dict()))
     if diff:
         raise ValueError(
-            f"run {config.resolved_run_id()!r} at {where} was started with different settings ({', '.join(diff)}); "
+            f"run {config.run_id!r} at {where} was started with different settings ({', '.join(diff)}); "
             "rerun with the original configuration to resume it, or choose another run_id"
         )
 

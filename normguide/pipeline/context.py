@@ -1,7 +1,7 @@
 """The run context: everything a step needs, built once per run (or once per Prefect task).
 
-A step never looks anything up by itself: the output store, the model and the input reader come
-from the :class:`RunContext` it is handed. The defaults suit a normal run (the output root of the
+A step never looks anything up by itself: the settings, the concept table (read once per run),
+the output store, the model and the input reader come from the :class:`RunContext` it is handed. The defaults suit a normal run (the output root of the
 config, the process-wide model cache); a test or a library user injects their own store or an
 already loaded model instead.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from normguide.config import RunConfig
+from normguide.data.concept_table import TableSnapshot
 from normguide.data.storage import Storage, read_bytes
 from normguide.data.storage.uris import is_s3, local_path
 
@@ -22,11 +23,26 @@ if TYPE_CHECKING:
 ModelProvider = Callable[[], "LoadedModel"]
 
 
-def output_root(config: RunConfig) -> str:
+def read_table(config: RunConfig) -> TableSnapshot:
+    """The config's concept table, read once (``TableSnapshot.read``)."""
+    return TableSnapshot.read(config.concepts, storage_config=config.storage, limits=config.limits,
+                              template=config.prompt_template)
+
+
+def output_root(config: RunConfig, table: TableSnapshot | None = None) -> str:
     """``<output>/<run_id>``: where the run's files go (an s3:// URI, or an absolute local path:
-    a relative ``output`` or a ``file://`` URI is resolved against the current directory)."""
+    a relative ``output`` or a ``file://`` URI is resolved against the current directory). A
+    config without a ``run_id`` needs its table's digest: ``table``, or the table read now."""
     root = config.output if is_s3(config.output) else local_path(config.output)
-    return f"{root.rstrip('/')}/{config.resolved_run_id()}"
+    return f"{root.rstrip('/')}/{resolved_run_id(config, table)}"
+
+
+def resolved_run_id(config: RunConfig, table: TableSnapshot | None = None) -> str:
+    """The run id: ``config.run_id``, else derived from the settings and the table's digest
+    (``table``, or the table read now)."""
+    if config.run_id:
+        return config.run_id
+    return config.run_id_for((table or read_table(config)).digest)
 
 
 def cached_model_provider(config: RunConfig) -> ModelProvider:
@@ -46,7 +62,9 @@ class RunContext:
     """One run's configuration and resources.
 
     Attributes:
-        config: the run configuration.
+        config: the run configuration, pinned (its ``run_id`` is set).
+        table: the concept table, read once for the run (on first use when the context was
+            made from a pinned config without one: commands on a finished run never need it).
         storage: the run's output store (``<output>/<run_id>``).
         model_provider: returns the run's model; called at most once per context, and only by
             steps that need the model (a complete concept or run never loads it).
@@ -55,12 +73,19 @@ class RunContext:
     config: RunConfig
     storage: Storage
     model_provider: ModelProvider
+    _table: TableSnapshot | None = field(default=None, repr=False)
     _model: LoadedModel | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def create(cls, config: RunConfig, *, storage: Storage | None = None,
+    def create(cls, config: RunConfig, *, table: TableSnapshot | None = None, storage: Storage | None = None,
                model: LoadedModel | ModelProvider | None = None) -> RunContext:
-        """A context for ``config``; ``storage`` and ``model`` replace the defaults when given."""
+        """A context for ``config``, pinned to ``table`` (the run's concept table; a config
+        without a ``run_id`` has it read now, to name the run); ``storage`` and ``model``
+        replace the defaults when given."""
+        if table is None and not config.run_id:
+            table = read_table(config)
+        if table is not None:
+            config = config.pinned(table.digest)
         if storage is None:
             storage = Storage.open(output_root(config), storage_config=config.storage,
                                    retry_seconds=config.storage.retry_seconds)
@@ -70,11 +95,17 @@ class RunContext:
             provider = model
         else:
             provider = lambda: model  # noqa: E731 - an already loaded model
-        return cls(config=config, storage=storage, model_provider=provider)
+        return cls(config=config, storage=storage, model_provider=provider, _table=table)
+
+    @property
+    def table(self) -> TableSnapshot:
+        if self._table is None:
+            self._table = read_table(self.config)
+        return self._table
 
     @property
     def run_id(self) -> str:
-        return self.config.resolved_run_id()
+        return self.config.run_id
 
     def model(self) -> LoadedModel:
         if self._model is None:

@@ -28,7 +28,7 @@ def test_defaults_are_documented_values():
     assert (lim.max_concepts, lim.max_references_per_concept, lim.max_images_per_concept, lim.max_steps,
             lim.max_prompt_chars, lim.max_prompt_tokens) == (100_000, 1_000, 100_000, 1_000, 2_000, None)
     # not part of the run id: they change no image
-    assert RunConfig(limits={"max_steps": 5000}).resolved_run_id() == RunConfig().resolved_run_id()
+    assert RunConfig(limits={"max_steps": 5000}).run_id_for("t") == RunConfig().run_id_for("t")
 
 
 def test_table_limits_name_the_concept(tmp_path):

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from normguide.config import DEFAULT_CONCEPTS, RunConfig
+from normguide.data.concept_table import TableSnapshot
 from normguide.deployments.register import NIGHTLY_CONFIG, deployment_specs
 from normguide.deployments.steps import CHECKOUT, run_config_parameters
 
@@ -18,7 +19,7 @@ def test_nightly_config_runs_a_table_that_exists():
     params = run_config_parameters(NIGHTLY_CONFIG)["config"]
     assert "concepts" not in params  # each worker reads the example of its own installed package
     cfg = RunConfig.model_validate(params)
-    assert cfg.concepts == DEFAULT_CONCEPTS and cfg.pinned().table_digest()  # it reads
+    assert cfg.concepts == DEFAULT_CONCEPTS and TableSnapshot.read(cfg.concepts).digest  # it reads
     nightly = {s.name: s for s in deployment_specs()}["nightly"]
     assert nightly.parameters == {"config": params}
 

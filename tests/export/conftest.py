@@ -21,7 +21,7 @@ import pytest
 from normguide.config import RunConfig
 from normguide.data.schema import write_concept_table
 from normguide.data.storage import Storage
-from normguide.pipeline import RunContext, run_dataset
+from normguide.pipeline import RunContext, resolved_run_id, run_dataset
 from tests.helpers import make_reference
 
 CONCEPTS = ("alpha", "beta.x")
@@ -43,7 +43,7 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        return self.config.resolved_run_id()
+        return resolved_run_id(self.config)
 
     def manifest(self) -> pd.DataFrame:
         return pd.read_parquet(self.root / "manifest.parquet")

@@ -18,6 +18,7 @@ from normguide.cli import app
 from normguide.config import RunConfig
 from normguide.data.schema import Concept, write_concept_table
 from normguide.demo import digits
+from normguide.pipeline import resolved_run_id
 from normguide.vocabulary import drawing_warnings, load_tokenizer, tokenizer_dir, unknown_words
 
 runner = CliRunner()
@@ -128,11 +129,11 @@ def test_plan_takes_runs_options_and_shows_its_run_id(tmp_path):
     cfg = RunConfig().with_overrides(**{
         "concepts": str(table), "generation.num_inference_steps": 7, "inversion.num_inference_steps": 5,
         "plan.num_images": 2, "generation.guidance_scale": 3.0, "output": str(tmp_path / "o")})
-    assert f"run {cfg.resolved_run_id()} " in res.output
+    assert f"run {resolved_run_id(cfg)} " in res.output
     quick = runner.invoke(app, ["plan", "--quick", "--concepts", str(table)], env={"COLUMNS": "300"})
     from normguide.presets import QUICK
 
-    expected = RunConfig().with_overrides(**QUICK, concepts=str(table)).resolved_run_id()
+    expected = resolved_run_id(RunConfig().with_overrides(**QUICK, concepts=str(table)))
     assert quick.exit_code == 0 and f"run {expected} " in quick.output and "outputs-quick" in quick.output
 
 

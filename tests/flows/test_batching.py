@@ -11,7 +11,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from normguide.data.schema import write_concept_table
 from normguide.flows.generate_dataset import generate_dataset
-from normguide.pipeline import output_root, run_dataset
+from normguide.pipeline import output_root, resolved_run_id, run_dataset
 from tests.helpers import make_reference
 
 from .conftest import tiny_config
@@ -74,7 +74,7 @@ def test_batched_run_bounds_task_runs_and_writes_the_local_drivers_bytes(tmp_pat
 
     # the local driver writes the same bytes
     local_cfg = _config(table, tmp_path / "local")
-    assert local_cfg.resolved_run_id() == cfg.resolved_run_id()
+    assert resolved_run_id(local_cfg) == resolved_run_id(cfg)
     assert run_dataset(local_cfg).finalized
     flow_root, local_root = Path(output_root(cfg)), Path(output_root(local_cfg))
     flow_files, local_files = _files(flow_root), _files(local_root)

@@ -10,8 +10,8 @@ from .conftest import tiny_config
 
 
 def test_a_flow_run_is_refused_while_another_run_holds_the_lease(concept_dir, tmp_path):
-    cfg = tiny_config(concept_dir / "concepts.parquet", tmp_path / "out").pinned()
-    store = RunContext.create(cfg).storage
+    ctx = RunContext.create(tiny_config(concept_dir / "concepts.parquet", tmp_path / "out"))
+    cfg, store = ctx.config, ctx.storage  # pinned: its run_id set
     held = store.acquire_lease(owner="run on another host")
     try:
         state = generate_dataset(config=cfg, return_state=True)

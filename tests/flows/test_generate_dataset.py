@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from normguide.data.schema import write_concept_table
 from normguide.flows.generate_dataset import generate_dataset
 from normguide.geometry import ChiPrior
-from normguide.pipeline import output_root
+from normguide.pipeline import output_root, resolved_run_id
 from tests.helpers import make_reference
 
 from .conftest import tiny_config
@@ -87,7 +87,7 @@ def test_flow_writes_consistent_dataset(concept_dir, tmp_path):
 def test_same_config_twice_is_identical(concept_dir, tmp_path):
     cfg_a = tiny_config(concept_dir / "concepts.parquet", tmp_path / "a")
     cfg_b = tiny_config(concept_dir / "concepts.parquet", tmp_path / "b")
-    assert cfg_a.resolved_run_id() == cfg_b.resolved_run_id()
+    assert resolved_run_id(cfg_a) == resolved_run_id(cfg_b)
     for cfg in (cfg_a, cfg_b):
         assert _run(cfg)[0].is_completed()
     ra, rb = Path(output_root(cfg_a)), Path(output_root(cfg_b))

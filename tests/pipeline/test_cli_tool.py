@@ -18,7 +18,7 @@ from normguide.config import RunConfig
 from normguide.data.plan import MAX_RANDOM_SEED, plan_seeds, random_seed_for, spread_pairs
 from normguide.data.schema import write_concept_table
 from normguide.diffusion import load_pipeline
-from normguide.pipeline import RunContext, run_dataset, steps
+from normguide.pipeline import RunContext, read_table, resolved_run_id, run_dataset, steps
 from tests.helpers import make_reference
 from tests.factories import never_load, tiny_config
 
@@ -98,11 +98,11 @@ def test_run_id_follows_the_table_content_not_its_path(tmp_path):
     a = _table(tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     ca, cb = _config(a, tmp_path / "o"), _config(tmp_path / "b" / "concepts.parquet", tmp_path / "o")
-    assert ca.resolved_run_id() == cb.resolved_run_id()
+    assert resolved_run_id(ca) == resolved_run_id(cb)
     _table(tmp_path / "b", concepts=(("alpha", 2), ("beta", 2), ("gamma", 1)))
     changed = _config(tmp_path / "b" / "concepts.parquet", tmp_path / "o")
-    assert changed.resolved_run_id() != ca.resolved_run_id()
-    assert ca.with_overrides(**{"plan.num_images": 3}).resolved_run_id() != ca.resolved_run_id()
+    assert resolved_run_id(changed) != resolved_run_id(ca)
+    assert resolved_run_id(ca.with_overrides(**{"plan.num_images": 3})) != resolved_run_id(ca)
 
 
 def test_manifest_paths_are_relative_so_a_moved_dataset_stays_valid(tmp_path, model):
@@ -140,7 +140,7 @@ def test_a_fixed_run_id_reopens_when_concepts_are_added(tmp_path, model):
     assert all(p.read_bytes() == b for p, b in images.items())  # nothing complete was rewritten
     record = json.loads((root / "run.json").read_text())
     assert record["status"] == "complete" and record["concepts"] == ["alpha", "beta", "gamma"]
-    assert record["table_digest"] == cfg.table_digest()
+    assert record["table_digest"] == read_table(cfg).digest
     assert run_dataset(cfg, model=never_load).already_complete
 
 
@@ -175,7 +175,7 @@ def test_interrupt_marks_run_json_and_a_rerun_resumes(tmp_path, model):
 
     with pytest.raises(KeyboardInterrupt):
         run_dataset(cfg, model=model, progress=stop)
-    root = tmp_path / "o" / cfg.resolved_run_id()
+    root = tmp_path / "o" / resolved_run_id(cfg)
     record = json.loads((root / "run.json").read_text())
     assert record["status"] == "interrupted" and "1 of 2" in record["error"]
     resumed = run_dataset(cfg, model=model)
@@ -203,7 +203,7 @@ def test_a_small_budget_spreads_over_all_references():
 def test_status_is_failed_with_the_error(tmp_path, model):
     table = _table(tmp_path / "in")
     cfg = _config(table, tmp_path / "o")
-    ctx = RunContext.create(cfg.pinned(), model=model)
+    ctx = RunContext.create(cfg.pinned(read_table(cfg).digest), model=model)
     steps.start(ctx)
     steps.record_status(ctx, "failed", error="beta: boom")
     record = json.loads(ctx.storage.read_bytes("run.json"))
@@ -218,7 +218,7 @@ def test_a_second_run_of_the_same_output_is_refused_while_the_first_holds_the_le
 
     table = _table(tmp_path / "in")
     cfg = _config(table, tmp_path / "o")
-    ctx = RunContext.create(cfg.pinned(), model=model)
+    ctx = RunContext.create(cfg, model=model)
     held = ctx.storage.acquire_lease(owner="run elsewhere")
     try:
         with pytest.raises(LeaseHeld, match="run elsewhere"):

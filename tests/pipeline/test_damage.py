@@ -16,7 +16,7 @@ import pytest
 from normguide.config import RunConfig
 from normguide.data.schema import write_concept_table
 from normguide.diffusion import load_pipeline
-from normguide.pipeline import run_dataset
+from normguide.pipeline import resolved_run_id, run_dataset
 from tests.helpers import make_reference
 
 
@@ -61,7 +61,7 @@ def _clean_run(table, tmp_path, model) -> tuple[RunConfig, Path, dict[str, bytes
     cfg = _config(table, tmp_path / "out")
     summary = run_dataset(cfg, model=model)
     assert summary.ok and summary.finalized
-    root = tmp_path / "out" / cfg.resolved_run_id()
+    root = tmp_path / "out" / resolved_run_id(cfg)
     return cfg, root, _files(root)
 
 

@@ -18,7 +18,7 @@ import pytest
 from normguide.config import RunConfig
 from normguide.data.schema import write_concept_table
 from normguide.diffusion import load_pipeline
-from normguide.pipeline import run_dataset
+from normguide.pipeline import resolved_run_id, run_dataset
 from tests.helpers import make_reference
 
 DATA = ("images", "seeds", "manifest")
@@ -46,7 +46,7 @@ def _run(table, output: Path) -> Path:
     })
     summary = run_dataset(cfg, model=load_pipeline("demo:sd1"))
     assert summary.ok and summary.finalized
-    return output / cfg.resolved_run_id()
+    return output / resolved_run_id(cfg)
 
 
 def _all_files(root: Path) -> dict[str, bytes]:

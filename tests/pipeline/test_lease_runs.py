@@ -71,7 +71,7 @@ def _config(folder: Path, **over) -> RunConfig:
 
 def test_whole_runs_and_subsets_exclude_each_other_where_they_overlap(tmp_path, model):
     cfg = _config(tmp_path)
-    root = RunContext.create(cfg.pinned()).storage.root
+    root = RunContext.create(cfg).storage.root
     with Holder(root, "alpha"):  # a run of --concept-ids alpha
         for ids in (None, ["alpha", "beta"], ["alpha"]):  # whole run, table spelled out, same subset
             with pytest.raises(LeaseHeld, match="other run.*1 concept\\(s\\) \\(alpha\\)"):
@@ -85,7 +85,7 @@ def test_whole_runs_and_subsets_exclude_each_other_where_they_overlap(tmp_path, 
     with Holder(root, "beta"):  # finalizing excludes every writer: alpha is made, not finalized
         with pytest.raises(LeaseHeld, match="other run.*beta"):
             run_dataset(cfg, concept_ids=["alpha"], finalize=True, model=model)
-        store = RunContext.create(cfg.pinned()).storage
+        store = RunContext.create(cfg).storage
         assert store.exists("manifest/part-alpha.parquet") and not store.exists("_SUCCESS")
     assert run_dataset(cfg, model=model).status == "complete"
     assert not (tmp_path / "out" / "r" / "_LEASE").exists()

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from normguide.cli import app
 from normguide.config import RunConfig
 from normguide.data.storage import Storage
-from normguide.pipeline import output_root
+from normguide.pipeline import output_root, resolved_run_id
 
 DEGENERATE = ["", " ", "\t\n", "s3://", "S3://", "s3:///", "file://", "file:///", "file:////", "/", "//", "/../",
               " ./out", "./out "]
@@ -39,9 +39,9 @@ def test_fine_roots_still_accepted(tmp_path):
 def test_output_root_is_absolute_for_local_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = RunConfig(output="./outputs")
-    assert output_root(cfg) == f"{tmp_path}/outputs/{cfg.resolved_run_id()}"
-    assert output_root(cfg.with_overrides(output=f"file://{tmp_path}/x/")) == f"{tmp_path}/x/{cfg.resolved_run_id()}"
-    assert output_root(cfg.with_overrides(output="s3://b/p/")) == f"s3://b/p/{cfg.resolved_run_id()}"
+    assert output_root(cfg) == f"{tmp_path}/outputs/{resolved_run_id(cfg)}"
+    assert output_root(cfg.with_overrides(output=f"file://{tmp_path}/x/")) == f"{tmp_path}/x/{resolved_run_id(cfg)}"
+    assert output_root(cfg.with_overrides(output="s3://b/p/")) == f"s3://b/p/{resolved_run_id(cfg)}"
 
 
 @pytest.mark.parametrize("output", ["", "s3://", "/"])

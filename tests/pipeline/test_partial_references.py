@@ -59,7 +59,7 @@ def test_a_bad_reference_fails_only_its_concept(where, tmp_path, request):
     assert summary.failed == ["bad"] and summary.concepts["good"].status == "completed" and not summary.finalized
     error = summary.concepts["bad"].error
     assert "skipped" in error and all(uri in error for uri in bad_uris), error  # every bad file named
-    store = RunContext.create(cfg.pinned()).storage
+    store = RunContext.create(cfg).storage
     assert len(store.list("images/good")) == 2 and not store.list("images/bad") and not store.exists("_SUCCESS")
 
     # strict: the whole run is refused, every bad reference named

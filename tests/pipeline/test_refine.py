@@ -12,7 +12,7 @@ from normguide.config import RunConfig
 from normguide.data.schema import write_concept_table
 from normguide.data.seeds import SeedsFile
 from normguide.demo import digits as D
-from normguide.pipeline import output_root, run_dataset
+from normguide.pipeline import output_root, resolved_run_id, run_dataset
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +108,10 @@ def test_refined_seeds_resume_after_ctrl_c_and_are_byte_identical(table, tmp_pat
 def test_refinement_changes_the_run_id_only_when_on(table, tmp_path):
     off = config(table, tmp_path).with_overrides(**{"refine.enabled": False})
     plain = RunConfig.model_validate({**off.model_dump(mode="json", exclude={"refine"})})
-    assert off.resolved_run_id() == plain.resolved_run_id()
-    assert config(table, tmp_path).resolved_run_id() != plain.resolved_run_id()
-    assert (config(table, tmp_path).resolved_run_id()
-            == config(table, tmp_path).with_overrides(**{"refine.gradient_checkpointing": False}).resolved_run_id())
+    assert resolved_run_id(off) == resolved_run_id(plain)
+    assert resolved_run_id(config(table, tmp_path)) != resolved_run_id(plain)
+    assert (resolved_run_id(config(table, tmp_path))
+            == resolved_run_id(config(table, tmp_path).with_overrides(**{"refine.gradient_checkpointing": False})))
 
 
 @pytest.mark.parametrize("feature_model, match", [

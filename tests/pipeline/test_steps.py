@@ -13,7 +13,7 @@ from normguide.data.schema import write_concept_table
 from normguide.data.seeds import SeedsFile, seeds_key
 from normguide.data.storage import Storage
 from normguide.diffusion import load_pipeline
-from normguide.pipeline import RunContext, run_dataset, steps
+from normguide.pipeline import RunContext, resolved_run_id, run_dataset, steps
 from tests.helpers import make_reference
 from tests.factories import never_load, tiny_config
 
@@ -100,7 +100,7 @@ def test_damaged_seeds_file_is_named_and_inverted_again(tmp_path, table, model, 
 
 def test_local_driver_isolates_failures_and_reruns_without_the_model(tmp_path, table, model):
     cfg = _config(table, tmp_path / "out")
-    root = tmp_path / "out" / cfg.resolved_run_id()
+    root = tmp_path / "out" / resolved_run_id(cfg)
     seen = []
 
     def progress(n, total, outcome):
@@ -147,5 +147,5 @@ def test_cli_runs_the_local_driver_without_prefect(tmp_path, table, monkeypatch)
     res = CliRunner().invoke(app, ["run", "--no-prefect", "--config", str(path)])
     assert res.exit_code == 0, res.output
     assert "[2/2] beta: completed" in res.output and "manifest: " in res.output
-    root = tmp_path / "out" / cfg.resolved_run_id()
+    root = tmp_path / "out" / resolved_run_id(cfg)
     assert (root / "_SUCCESS").exists() and len(pd.read_parquet(root / "manifest.parquet")) == 12

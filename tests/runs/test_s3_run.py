@@ -12,7 +12,7 @@ import pandas as pd
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-from normguide.pipeline import output_root
+from normguide.pipeline import output_root, resolved_run_id
 
 from .conftest import (
     assert_same_dataset,
@@ -105,7 +105,7 @@ def test_s3_in_s3_out(inputs, s3_server, s3_bucket, tmp_path, caplog, capfd):
 
     # the same run with local output: byte-identical images and seeds, equal manifest
     local = cfg.with_overrides(output=str(tmp_path / "local"))
-    assert local.resolved_run_id() == cfg.resolved_run_id()
+    assert resolved_run_id(local) == resolved_run_id(cfg)
     state, summary = run_flow(local)
     assert state.is_completed(), summary
     assert_same_dataset(snapshot(cfg), snapshot(local))

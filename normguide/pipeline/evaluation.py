@@ -1,0 +1,147 @@
+"""Step 6 of a run: evaluate the finished dataset (``eval/`` under the run's root).
+
+Which judge the settings ask for, whether the run is evaluated at all, and :func:`evaluate`,
+which scores the images per concept and method with ``normguide.evaluation`` and writes
+``eval/metrics.parquet``, ``eval/report.md`` and ``eval/metrics.png``. Needs a finalized run;
+never loads the generation model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from PIL import Image
+
+from normguide.data import layout
+from normguide.data import manifest as mf
+from normguide.data import run_record
+from normguide.data.images import decode_reference
+from normguide.data.parquet_io import read_frame
+from normguide.data.schema import parse_concept_table
+from normguide.data.seeds import seeds_key
+from normguide.pipeline.context import RunContext
+from normguide.pipeline.resume import read_seeds
+
+EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = layout.EVAL_METRICS, layout.EVAL_REPORT, layout.EVAL_PLOT
+
+
+def _judge_kind(ctx: RunContext) -> str | None:
+    """'digits', 'clip' or None: which judge the evaluation settings ask for (nothing loaded)."""
+    cfg = ctx.config.evaluation
+    if cfg.judge != "auto":
+        return cfg.judge
+    return "clip" if cfg.clip_model else ("digits" if _run_model_id(ctx) == "demo" else None)
+
+
+def evaluation_judge(ctx: RunContext):
+    """The judge (feature model) the run's evaluation settings ask for, or None when there is
+    none to use (``auto`` on a model without a built-in judge and no ``clip_model``)."""
+    from normguide import evaluation as ev
+
+    kind = _judge_kind(ctx)
+    if kind == "digits":
+        return ev.DigitsJudge()
+    if kind == "clip":
+        if not ctx.config.evaluation.clip_model:
+            raise ValueError("evaluation.judge is 'clip' but evaluation.clip_model (a local CLIP directory) is not set")
+        return ev.ClipJudge(ctx.config.evaluation.clip_model)
+    return None
+
+
+def wants_evaluation(ctx: RunContext, concept_names: list[str]) -> bool:
+    """``evaluation.enabled``, or by default: whether a judge is available that knows these
+    concepts (the demo's digit judge only knows digits: a demo run of other concepts is not
+    evaluated unless asked, and then fails naming the concept). Loads no judge."""
+    enabled = ctx.config.evaluation.enabled
+    if enabled is not None:
+        return enabled
+    kind = _judge_kind(ctx)
+    if kind == "digits":
+        from normguide.evaluation import digit_index
+
+        try:
+            [digit_index(n) for n in concept_names]
+        except ValueError:
+            return False
+    return kind is not None
+
+
+def _run_model_id(ctx: RunContext) -> str | None:
+    if ctx.storage.exists(run_record.RUN_JSON):
+        return (json.loads(ctx.storage.read_bytes(run_record.RUN_JSON)).get("model") or {}).get("id")
+    return ctx.config.model
+
+
+def _decode(data: bytes, where: str) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - named below
+        raise ValueError(f"{where} is not a readable image ({exc})") from None
+
+
+def _real_test_images(ctx: RunContext, judge, concepts: dict[str, str]) -> dict[str, list[Image.Image]] | None:
+    """Held-out real images per concept: the configured table, else the demo's own test digits."""
+    source = ctx.config.evaluation.real_test
+    if source:
+        table = parse_concept_table(ctx.read_input(source), source=source)
+        found = {c.concept_id: c for c in table.concepts if c.concept_id in concepts}
+        return {cid: [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in c.reference_uris]
+                for cid, c in found.items()}
+    from normguide.evaluation import DigitsJudge, digits_real_test
+
+    return digits_real_test(concepts) if isinstance(judge, DigitsJudge) else None
+
+
+def evaluate(ctx: RunContext, *, judge=None):
+    """Score the run's images per concept and method (normguide.evaluation) and write
+    ``eval/metrics.parquet``, ``eval/report.md`` and ``eval/metrics.png``.
+
+    Needs a finalized run (its ``manifest.parquet``); the model is not loaded. ``judge``
+    replaces the configured one.
+    """
+    import pandas as pd
+
+    from normguide import evaluation as ev
+    from normguide.pipeline.results import EvaluationRecord
+
+    storage = ctx.storage
+    # 1. Check inputs: a finalized run and a judge
+    if not storage.exists(layout.MANIFEST):
+        raise ValueError(f"run at {storage.root} has no manifest.parquet: it is missing or not complete "
+                         "(finish it with `normguide run` first)")
+    judge = judge or evaluation_judge(ctx)
+    if judge is None:
+        raise ValueError("no judge to evaluate with: this model has no built-in one; set evaluation.clip_model "
+                         "to a local CLIP directory (or evaluation.judge)")
+    # 2. The manifest, its images, and each concept's references
+    manifest = read_frame(storage.read_bytes(layout.MANIFEST))
+    images = [_decode(storage.read_bytes(key), storage.uri(key))
+              for key in (mf.image_key(c, i) for c, i in zip(manifest.concept_id, manifest.image_id))]
+    names = dict(zip(manifest.concept_id, manifest.name))
+    references = {}
+    for cid in names:
+        seeds = read_seeds(ctx, cid)
+        if seeds is None:
+            raise ValueError(f"concept {cid!r}: no seeds file {storage.uri(seeds_key(cid))}, so its references are unknown")
+        references[cid] = [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in seeds.meta["reference_uris"]]
+    # 3. Metrics, report and plot
+    metrics = ev.evaluate(manifest, images, references, judge, _real_test_images(ctx, judge, names), names,
+                          include_references=True)  # the baseline row: the references themselves
+    judge_name = getattr(judge, "name", type(judge).__name__)
+    buf = io.BytesIO()
+    metrics.to_parquet(buf, index=False)
+    from normguide.pipeline.steps import check_lease  # here: steps imports this module
+
+    check_lease(ctx)
+    storage.write_bytes(EVAL_METRICS, buf.getvalue())
+    storage.write_bytes(EVAL_REPORT, ev.report_markdown(metrics, run_id=ctx.run_id, judge_name=judge_name).encode())
+    storage.write_bytes(EVAL_PLOT, ev.plot_metrics(metrics))
+    overall = metrics[metrics.concept_id == ev.ALL].set_index("method")
+    headline = ["recognisability", "none_of_these", "coverage", "tstr_accuracy", "vendi"]
+    return EvaluationRecord(
+        metrics_uri=storage.uri(EVAL_METRICS), report_uri=storage.uri(EVAL_REPORT), judge=judge_name,
+        per_method={m: {c: (None if pd.isna(v) else float(v)) for c, v in row.items() if c in headline}
+                    for m, row in overall.iterrows()},
+    )
