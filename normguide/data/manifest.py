@@ -47,6 +47,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("guidance_scale", pa.float64()),
         ("inversion_steps", pa.int32()),
         ("inversion_guidance", pa.float64()),
+        ("inverter", pa.string()),  # normguide.diffusion.inverters: ddim, flow-euler, flow-midpoint, ...
         ("reconstruction_error", pa.float64()),
         ("precision_fallback", pa.string()),  # None, or e.g. "inversion:full,generation:vae"
         ("seed", pa.int64()),
@@ -134,6 +135,7 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
             "seed_norm": float(norms[i]), "seed_zscore": float(z[i]), "seed_log_prob": float(logp[i]),
             "inversion_steps": int(seeds.meta["inversion_steps"]),
             "inversion_guidance": float(seeds.meta["inversion_guidance"]),
+            "inverter": _inverter(seeds, ctx.scheduler),
             # a planned seed is as good as the worst inversion it derives from
             "reconstruction_error": max(rec_err[s] for s in r.sources) if rec_err and r.sources else None,
             "seed": r.seed, "synthetic": True,
@@ -141,6 +143,15 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
             **(_refine_columns(refined[i], float(start_z[i])) if refined else {}),
         })
     return rows
+
+
+#: The inverter a seeds file without an ``inverter`` entry was made with: the family default, which
+#: is what inversion runs when the run config names none (the scheduler tells the family apart).
+_DEFAULT_INVERTER = {"DDIMScheduler": "ddim", "FlowMatchEulerDiscreteScheduler": "flow-euler"}
+
+
+def _inverter(seeds: SeedsFile, scheduler: str) -> str | None:
+    return seeds.meta.get("inverter") or _DEFAULT_INVERTER.get(scheduler)
 
 
 def _refine_columns(record: dict, start_zscore: float) -> dict:
