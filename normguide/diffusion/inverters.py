@@ -45,3 +45,9 @@ def check_inverter_name(name: str | None, *, field: str = "inversion.inverter") 
         raise ValueError(f"{field}: unknown inverter {name!r}; known: {', '.join(INVERTER_NAMES)} "
                          "(or leave it unset for the model family's default)")
     return name
+
+
+def model_calls(name: str, steps: int) -> int:
+    """Denoiser passes of inverter ``name`` over ``steps`` steps (per guidance branch)."""
+    calls = INVERTERS[name].calls
+    return {"n": steps, "2n": 2 * steps, "n+1": steps + 1}[calls]
