@@ -16,7 +16,7 @@ class StableDiffusionFamily(Family):
     names = ("sd1", "sd2", "sd2-v")
     demo_names = ("sd1", "sd2", "sd2-v")
     guidance = "cfg"
-    inverters = ("ddim",)
+    inverters = ("ddim", "ddim-reg")
     default_inverter = "ddim"
     refinable = True
     sampler = "DDIM (eta 0)"
