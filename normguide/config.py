@@ -52,7 +52,7 @@ class InversionConfig(_Section):
         False, description="One sample at a time inside a batch, so a seed does not depend on its batch mates "
         "(off: batched, bare diffusers' bytes at the same batch size); see generation.")
     inverter: str | None = Field(
-        None, description="Inverter (image -> seed): ddim, flow-euler, flow-midpoint, flow-fireflow; unset: the model "
+        None, description="Inverter (image -> seed): ddim, ddim-reg, flow-euler, flow-midpoint, flow-fireflow; unset: the model "
         "family's default (ddim for SD/SDXL, flow-euler for SD3/FLUX). See docs/models.md.")
     reconstruction: bool = Field(
         False, description="Denoise each seed again and record its reconstruction error (the round trip: one more "

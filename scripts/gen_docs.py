@@ -128,7 +128,7 @@ MANIFEST_MEANING = {
     "guidance_scale": "classifier-free guidance of generation",
     "inversion_steps": "DDIM inversion steps of the references",
     "inversion_guidance": "guidance of the inversion",
-    "inverter": "the inverter that turned the references into seeds (ddim, flow-euler, flow-midpoint, flow-fireflow)",
+    "inverter": "the inverter that turned the references into seeds (ddim, ddim-reg, flow-euler, flow-midpoint, flow-fireflow)",
     "reconstruction_error": "worst invert-regenerate error of the inversions the seed derives from",
     "precision_fallback": "None, or the parts retried in float32 (e.g. `generation:vae`)",
     "seed": "the integer seed of a `random` seed (below 2^53)",

@@ -25,6 +25,9 @@ INVERTERS: dict[str, Inverter] = {
     inv.name: inv
     for inv in (
         Inverter("ddim", "ddim", 1, "n", "DDIM inversion (eta 0) over the sampling grid, upwards."),
+        Inverter("ddim-reg", "ddim", 1, "n",
+                 "DDIM inversion with pix2pix-zero's noise regularisation (auto-correlation and KL penalties on the "
+                 "predicted noise at every step; deterministic rolls)."),
         Inverter("flow-euler", "flow", 1, "n",
                  "Flow-matching ODE integrated backwards (sigmas 0 -> 1) with Euler steps: the exact mirror of the "
                  "pipelines' Euler sampler."),
@@ -45,3 +48,9 @@ def check_inverter_name(name: str | None, *, field: str = "inversion.inverter") 
         raise ValueError(f"{field}: unknown inverter {name!r}; known: {', '.join(INVERTER_NAMES)} "
                          "(or leave it unset for the model family's default)")
     return name
+
+
+def model_calls(name: str, steps: int) -> int:
+    """Denoiser passes of inverter ``name`` over ``steps`` steps (per guidance branch)."""
+    calls = INVERTERS[name].calls
+    return {"n": steps, "2n": 2 * steps, "n+1": steps + 1}[calls]

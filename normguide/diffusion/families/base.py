@@ -102,6 +102,15 @@ class Family:
     def generate(self, model, seeds, prompt, **kwargs):  # pragma: no cover
         raise NotImplementedError
 
+    def round_trip(self, model, images, prompt, *, inverter=None, num_inference_steps=50, guidance_scale=1.0):
+        """(z_0, seeds, z_0 regenerated) for images: inverted with ``inverter``, then carried back
+        with the inverter's own forward solver over the same grid; float32 on CPU."""
+        raise NotImplementedError  # pragma: no cover
+
+    def decode_u8(self, model, z):
+        """(B, R, R, 3) uint8 images of latents z (the bytes the pipeline's postprocess gives)."""
+        raise NotImplementedError  # pragma: no cover
+
     def build_demo(self, name: str):
         return None
 

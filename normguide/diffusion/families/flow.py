@@ -127,6 +127,7 @@ class FlowFamily(Family):
     def decode_u8(self, model, z: torch.Tensor) -> torch.Tensor:
         """(B, R, R, 3) uint8 on CPU: the bytes of the pipeline's ``postprocess`` ("pil")."""
         vae = model.pipe.vae
+        z = z.to(model.device)
         shift = vae.config.get("shift_factor") or 0.0
         lat = (z.float() / vae.config.scaling_factor) + shift
         x = vae.decode(lat.to(next(vae.decoder.parameters()).dtype)).sample.float()
@@ -211,6 +212,15 @@ class FlowFamily(Family):
         return InversionResult(seeds=torch.cat(seeds), latents=torch.cat(latents),
                                reconstruction_error=errors if reconstruction else None,
                                precision_fallback=[None] * len(images))
+
+    def round_trip(self, model, images, prompt, *, inverter=None, num_inference_steps=50, guidance_scale=1.0):
+        solver = self.check_inverter(inverter)
+        with torch.inference_mode():
+            cond = self.encode_prompt(model, prompt, guidance_scale)
+            z0 = self.encode(model, images_to_tensor(images, model.resolution))
+            zt = self.invert_latents(model, cond, z0, num_inference_steps, solver)
+            again = self.sample(model, cond, zt, num_inference_steps, solver)
+        return z0.cpu(), zt.cpu(), again.cpu()
 
     def generate(self, model, seeds, prompt, *, num_inference_steps=50, guidance_scale=7.5, batch_size=4,
                  batch_invariant=None, vae_batch_size=None):

@@ -16,7 +16,7 @@ class StableDiffusionFamily(Family):
     names = ("sd1", "sd2", "sd2-v")
     demo_names = ("sd1", "sd2", "sd2-v")
     guidance = "cfg"
-    inverters = ("ddim",)
+    inverters = ("ddim", "ddim-reg")
     default_inverter = "ddim"
     refinable = True
     sampler = "DDIM (eta 0)"
@@ -53,6 +53,23 @@ class StableDiffusionFamily(Family):
         from normguide.diffusion.ddim import generate_images
 
         return generate_images(model, seeds, prompt, **kwargs)
+
+    def round_trip(self, model, images, prompt, *, inverter=None, num_inference_steps=50, guidance_scale=1.0):
+        from normguide.diffusion.ddim import regenerate_latents
+
+        inv = self.invert(model, images, prompt, inverter=inverter, num_inference_steps=num_inference_steps,
+                          guidance_scale=guidance_scale, batch_size=len(images), reconstruction=False)
+        again = regenerate_latents(model, inv.seeds, prompt, num_inference_steps=num_inference_steps,
+                                   guidance_scale=guidance_scale)
+        return inv.latents, inv.seeds, again
+
+    def decode_u8(self, model, z):
+        import numpy as np
+        import torch
+
+        from normguide.diffusion.ddim import decode_latents
+
+        return torch.from_numpy(np.stack([np.asarray(im) for im in decode_latents(model, z.to(model.device))]))
 
     def build_demo(self, name: str):
         from normguide.diffusion.demo import build_demo_pipeline
