@@ -26,7 +26,7 @@ PROMPT = "a photo of the digit seven"
 
 @pytest.fixture(scope="module")
 def flow():
-    return {f: get_pipeline(f"demo:{f}") for f in ("sd3", "flux")}
+    return {f: get_pipeline(f"demo:{f}") for f in ("sd3", "flux", "pixart")}
 
 
 def _seeds(model, n, seed=0):
@@ -34,9 +34,10 @@ def _seeds(model, n, seed=0):
 
 
 def test_every_family_and_pipeline_class_is_registered():
-    assert FAMILIES == ("sd1", "sd2", "sd2-v", "sdxl", "sd3", "flux")
+    assert FAMILIES == ("sd1", "sd2", "sd2-v", "sdxl", "sd3", "flux", "pixart")
     assert supported_pipelines() == ("StableDiffusionPipeline", "StableDiffusionXLPipeline",
-                                     "StableDiffusion3Pipeline", "FluxPipeline")
+                                     "StableDiffusion3Pipeline", "FluxPipeline", "PixArtSigmaPipeline",
+                                     "PixArtAlphaPipeline")
 
 
 def test_an_unsupported_pipeline_class_is_one_error_naming_it_and_the_families(tmp_path):
@@ -46,16 +47,17 @@ def test_an_unsupported_pipeline_class_is_one_error_naming_it_and_the_families(t
     msg = str(info.value)
     assert isinstance(info.value, InputError) and "\n" not in msg
     assert "'KandinskyV22Pipeline'" in msg and str(tmp_path) in msg
-    for name in ("sd1", "sdxl", "sd3", "flux", "FluxPipeline", "StableDiffusion3Pipeline"):
+    for name in ("sd1", "sdxl", "sd3", "flux", "pixart", "FluxPipeline", "StableDiffusion3Pipeline", "PixArtSigmaPipeline"):
         assert name in msg
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux"])
-def test_flow_demo_builds_offline_with_their_family_geometry(flow, family):
+@pytest.mark.parametrize("family", ["sd3", "flux", "pixart"])
+def test_transformer_demo_builds_offline_with_their_family_geometry(flow, family):
     m = flow[family]
     assert (m.family, m.resolution, m.seed_shape, m.d) == (family, 16, (4, 8, 8), 256)
-    assert m.scheduler == "FlowMatchEulerDiscreteScheduler" and m.is_demo
-    assert for_model(m).default_inverter == "flow-euler"
+    flow_matching = family != "pixart"
+    assert m.scheduler == ("FlowMatchEulerDiscreteScheduler" if flow_matching else "DDIMScheduler") and m.is_demo
+    assert for_model(m).default_inverter == ("flow-euler" if flow_matching else "ddim")
     # the same build twice gives the same weights (seeded, in a forked RNG)
     a = load_pipeline(f"demo:{family}").pipe.transformer.state_dict()
     assert all(torch.equal(v, m.pipe.transformer.state_dict()[k]) for k, v in a.items())
@@ -104,21 +106,23 @@ def _fresh(pipe_cls, model):
     return pipe
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd3", "flux", "pixart"])
 def test_the_plain_diffusers_pipeline_gives_the_products_image_from_its_seed(flow, family):
-    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+    from diffusers import FluxPipeline, PixArtSigmaPipeline, StableDiffusion3Pipeline
 
     m = flow[family]
     seeds = _seeds(m, 2, 5)
     ours = [im.tobytes() for b in generate_images(m, seeds, PROMPT, num_inference_steps=3, guidance_scale=3.0,
                                                    batch_size=2) for im in b]
     fam = for_model(m)
-    pipe = _fresh(FluxPipeline if family == "flux" else StableDiffusion3Pipeline, m)
-    latents = pack_seeds(m, seeds) * fam.init_noise_sigma(m, 3)
+    cls = {"flux": FluxPipeline, "sd3": StableDiffusion3Pipeline, "pixart": PixArtSigmaPipeline}[family]
+    pipe = _fresh(cls, m)
+    latents = pack_seeds(m, seeds) / fam.init_noise_sigma(m, 3)  # the pipeline multiplies by it (1 here)
+    extra = {"clean_caption": False, "use_resolution_binning": False} if family == "pixart" else {}
     with torch.inference_mode():
         bare = pipe(prompt=[PROMPT] * 2, latents=latents, num_inference_steps=3, guidance_scale=3.0,
                     height=m.resolution, width=m.resolution, max_sequence_length=fam.max_sequence_length(pipe),
-                    output_type="pil").images
+                    output_type="pil", **extra).images
     assert ours == [im.tobytes() for im in bare]
 
 
@@ -141,6 +145,15 @@ def test_the_plain_sdxl_pipeline_with_its_own_euler_scheduler_needs_the_seed_sca
     euler = EulerDiscreteScheduler.from_config(m.pipe.scheduler.config)
     euler.set_timesteps(3)
     assert euler.init_noise_sigma > 1.5  # its pipeline would scale a unit-variance seed up by this
+
+
+def test_pixart_inverts_by_ddim_and_refuses_flow_inverters(flow):
+    m = flow["pixart"]
+    images = [im for b in generate_images(m, _seeds(m, 1, 2), PROMPT, num_inference_steps=2) for im in b]
+    r = invert_images(m, images, PROMPT, num_inference_steps=4, reconstruction=True)
+    assert r.seeds.shape == (1, 4, 8, 8) and r.reconstruction_error[0] < 0.05
+    with pytest.raises(UnsupportedFeatureError, match="'flow-euler'.*pixart"):
+        invert_images(m, images, PROMPT, inverter="flow-euler")
 
 
 def test_the_inverter_registry_names_each_solver():

@@ -19,7 +19,7 @@ from normguide.diffusion.families.base import (
 
 # isort: off
 # Registration order is the order families are listed in (FAMILIES, errors, docs).
-from normguide.diffusion.families import sd, sdxl, sd3, flux  # noqa: F401
+from normguide.diffusion.families import sd, sdxl, sd3, flux, pixart  # noqa: F401
 # isort: on
 
 __all__ = [
