@@ -218,6 +218,20 @@ class EvaluationConfig(_Section):
         None, description="Concept table (Parquet) whose reference_uris are held-out REAL images per concept, "
         "for train-on-synthetic-test-on-real; the demo uses its own held-out digits."
     )
+    labelled_table: str | None = Field(
+        None, description="Labelled REAL images (Parquet: image_uri, label, split in {train, test}; a local path or "
+        "s3:// URI, relative image paths against the table's folder) for the long-tail protocol: a linear probe on "
+        "evaluation.clip_model's features, trained on the train split plus each method's images, tested on the test "
+        "split (eval/longtail.parquet). The run's concepts are its rare classes: their labels are the concept_ids; "
+        "every other label is a common class. Needs clip_model."
+    )
+
+    @model_validator(mode="after")
+    def _labelled_table_needs_clip(self) -> EvaluationConfig:
+        if self.labelled_table and not self.clip_model:
+            raise ValueError("evaluation.labelled_table needs evaluation.clip_model (a local CLIP directory): the "
+                             "long-tail protocol is a linear probe on its image features")
+        return self
 
 
 class LimitsConfig(_Section):
