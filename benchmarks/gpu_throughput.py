@@ -242,7 +242,7 @@ def main() -> None:
                 fallbacks[key] = sum(fb is not None for batch in out for fb in batch.precision_fallback)
 
             latents = family.pack(seeds, m0).to(args.device, dtype)  # FLUX: packed, as its pipeline takes them
-            rows = {"bare diffusers": lambda latents=latents, b=b: bare(
+            rows = {"bare diffusers": lambda latents=latents, b=b, extra=extra: bare(
                 prompt=[PROMPT] * b, latents=latents, num_inference_steps=args.steps,
                 guidance_scale=GUIDANCE[name], output_type="pil", **extra)}
             for key, m in ours.items():
