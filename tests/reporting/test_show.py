@@ -1,24 +1,15 @@
-"""``normguide show`` (the command function in a small Typer app) and the report's Prefect artifact."""
+"""``normguide show`` (on normguide's own app) and the report's Prefect artifact."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from normguide.cli import app
 from normguide.reporting import write_report
-from normguide.reporting.cli import show_command
 from tests.reporting.conftest import NUM_IMAGES
-
-app = typer.Typer()
-app.command("show")(show_command)
-
-
-@app.command("noop")  # a second command keeps "show" a subcommand, as in normguide's app
-def _noop() -> None:
-    pass
 
 
 def show(*args: str):
