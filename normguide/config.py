@@ -145,7 +145,7 @@ class RefineConfig(_Section):
     each seed's method (``preset: auto``: ``random`` seeds get the start-from-random preset, every
     other method the start-from-NAO one)."""
 
-    enabled: bool = Field(False, description="Refine every planned seed before generation.")
+    enabled: bool = Field(False, description="SeedSelect-refine every planned seed before generation (docs/refinement.md).")
     preset: Literal["auto", "nao", "random"] = Field(
         "auto", description="The paper's settings: 'nao' (lr 0.05, 5 iterations, guidance 1), 'random' (lr 0.1, "
         "30 iterations, guidance 7.5), or 'auto' (random seeds: 'random', others: 'nao').")

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from normguide import __version__
-from normguide.config import RunConfig, load_config
+from normguide.config import RefineConfig, RunConfig, load_config
 from normguide.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -71,6 +71,37 @@ def step_options(config, concepts, output, model, run_id, prompt_template, seed,
             "inversion.num_inference_steps": inversion_steps,
             "generation.batch_size": batch_size, "inversion.batch_size": batch_size,
             "inversion.reconstruction": reconstruction, "storage.endpoint_url": endpoint_url, **more}
+
+
+#: The refinement options of ``run`` and ``plan``: option parameter -> (``refine.`` field, the
+#: default shown in --help, extra typer.Option arguments). Their help is the field's description.
+REFINE_OPTIONS: dict[str, tuple[str, str, dict]] = {
+    "refine": ("enabled", "no", {"param_decls": ("--refine/--no-refine",)}),
+    "refine_preset": ("preset", "auto", {}),
+    "refine_iterations": ("iterations", "preset: 5 / 30", {}),
+    "refine_lr": ("learning_rate", "preset: 0.05 / 0.1", {}),
+    "refine_lr_decay_at": ("lr_decay_at", "3", {}),
+    "refine_lr_decay_factor": ("lr_decay_factor", "0.1", {}),
+    "refine_semantic_weight": ("semantic_weight", "10", {}),
+    "refine_appearance_weight": ("appearance_weight", "1", {}),
+    "refine_steps": ("num_inference_steps", "20", {}),
+    "refine_guidance": ("guidance_scale", "preset: 1 / 7.5", {}),
+    "refine_stop_below": ("stop_below", "never", {}),
+    "refine_stop_tolerance": ("stop_tolerance", "never", {}),
+    "feature_model": ("feature_model", "auto: the demo's autoencoder for the demo model", {}),
+}
+
+
+def refine_option(param: str):
+    """The typer option of ``param`` (a key of :data:`REFINE_OPTIONS`), documented from its field."""
+    field, shown, extra = REFINE_OPTIONS[param]
+    return typer.Option(None, *extra.get("param_decls", ()), help=RefineConfig.model_fields[field].description,
+                        show_default=shown, rich_help_panel="Refinement")
+
+
+def refine_overrides(values: dict) -> dict:
+    """The dotted-path overrides of the refinement options given (``values``: parameter -> value)."""
+    return {f"refine.{REFINE_OPTIONS[p][0]}": values[p] for p in REFINE_OPTIONS}
 
 
 def split(value: str | None) -> tuple[str, ...] | None:

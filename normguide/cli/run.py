@@ -7,7 +7,17 @@ from pathlib import Path
 
 import typer
 
-from normguide.cli.app import DEFAULTS, app, build_config, fail, split, step_options
+from normguide.cli.app import (
+    DEFAULTS,
+    REFINE_OPTIONS,
+    app,
+    build_config,
+    fail,
+    refine_option,
+    refine_overrides,
+    split,
+    step_options,
+)
 from normguide.cli.console import print_summary, progress_reporter
 from normguide.cli.prefect_process import Interrupts, is_whole_table, prefect_server_configured, run_prefect
 from normguide.config import RunConfig
@@ -40,21 +50,22 @@ def run(
     prefect: bool | None = typer.Option(None, "--prefect/--no-prefect", help="Run as a Prefect flow (tracking, UI, retries) or in this process; both write the same bytes.", show_default="Prefect when a server is configured (PREFECT_API_URL), else in this process"),
     strict: bool | None = typer.Option(None, "--strict/--no-strict", help="Refuse the whole run (exit 2) if any reference image is unusable, instead of skipping only the concepts whose references are bad (exit 1).", show_default="no: skip those concepts"),
     quick: bool = typer.Option(False, "--quick", metavar="", help="A quick look: 10 inversion and 10 generation steps, 4 images per concept and method, no reconstruction pass, into ./outputs-quick (options given here still override). The full default run takes a few times longer."),
-    refine: bool | None = typer.Option(None, "--refine/--no-refine", help="SeedSelect-refine every planned seed before generation (docs/refinement.md).", show_default="no", rich_help_panel="Refinement"),
-    refine_preset: str | None = typer.Option(None, help="The paper's settings: nao, random, or auto (random seeds: random, others: nao).", show_default="auto", rich_help_panel="Refinement"),
-    refine_iterations: int | None = typer.Option(None, help="Optimisation iterations per seed.", show_default="preset: 5 / 30", rich_help_panel="Refinement"),
-    refine_lr: float | None = typer.Option(None, help="AdamW learning rate on the seed.", show_default="preset: 0.05 / 0.1", rich_help_panel="Refinement"),
-    refine_lr_decay_at: int | None = typer.Option(None, help="Iteration from which the learning rate is multiplied by --refine-lr-decay-factor.", show_default="3", rich_help_panel="Refinement"),
-    refine_lr_decay_factor: float | None = typer.Option(None, help="That factor (1 keeps the rate constant).", show_default="0.1", rich_help_panel="Refinement"),
-    refine_semantic_weight: float | None = typer.Option(None, help="Weight of the semantic (feature) loss.", show_default="10", rich_help_panel="Refinement"),
-    refine_appearance_weight: float | None = typer.Option(None, help="Weight of the appearance (latent) loss.", show_default="1", rich_help_panel="Refinement"),
-    refine_steps: int | None = typer.Option(None, help="DDIM steps of each refinement pass.", show_default="20", rich_help_panel="Refinement"),
-    refine_guidance: float | None = typer.Option(None, help="Guidance scale of the refinement passes.", show_default="preset: 1 / 7.5", rich_help_panel="Refinement"),
-    refine_stop_below: float | None = typer.Option(None, help="Stop a seed once its loss is at or below this.", show_default="never", rich_help_panel="Refinement"),
-    refine_stop_tolerance: float | None = typer.Option(None, help="Stop a seed once its loss improves by less than this fraction per iteration.", show_default="never", rich_help_panel="Refinement"),
-    feature_model: str | None = typer.Option(None, help="Feature model of the semantic loss: a local CLIP directory, or 'demo'.", show_default="auto: the demo's autoencoder for the demo model", rich_help_panel="Refinement"),
+    refine: bool | None = refine_option("refine"),
+    refine_preset: str | None = refine_option("refine_preset"),
+    refine_iterations: int | None = refine_option("refine_iterations"),
+    refine_lr: float | None = refine_option("refine_lr"),
+    refine_lr_decay_at: int | None = refine_option("refine_lr_decay_at"),
+    refine_lr_decay_factor: float | None = refine_option("refine_lr_decay_factor"),
+    refine_semantic_weight: float | None = refine_option("refine_semantic_weight"),
+    refine_appearance_weight: float | None = refine_option("refine_appearance_weight"),
+    refine_steps: int | None = refine_option("refine_steps"),
+    refine_guidance: float | None = refine_option("refine_guidance"),
+    refine_stop_below: float | None = refine_option("refine_stop_below"),
+    refine_stop_tolerance: float | None = refine_option("refine_stop_tolerance"),
+    feature_model: str | None = refine_option("feature_model"),
 ) -> None:
     """Generate a dataset and print where it is and a summary."""
+    refine_values = {p: v for p, v in locals().items() if p in REFINE_OPTIONS}
     from rich.console import Console
 
     console = Console()
@@ -64,12 +75,7 @@ def run(
             inversion_steps, batch_size, reconstruction, endpoint_url,
             device=device, dtype=dtype, compile=compile, export=split(export), strict_references=strict,
             **{"generation.batch_invariant": batch_invariant, "inversion.batch_invariant": batch_invariant},
-            **{"refine.enabled": refine, "refine.preset": refine_preset, "refine.iterations": refine_iterations,
-               "refine.learning_rate": refine_lr, "refine.lr_decay_at": refine_lr_decay_at,
-               "refine.lr_decay_factor": refine_lr_decay_factor, "refine.semantic_weight": refine_semantic_weight,
-               "refine.appearance_weight": refine_appearance_weight, "refine.num_inference_steps": refine_steps,
-               "refine.guidance_scale": refine_guidance, "refine.stop_below": refine_stop_below,
-               "refine.stop_tolerance": refine_stop_tolerance, "refine.feature_model": feature_model}), quick=quick)
+            **refine_overrides(refine_values)), quick=quick)
         from normguide.pipeline.context import read_table
 
         table = read_table(cfg)  # the run's one read of it: a missing one is named here
