@@ -49,15 +49,15 @@ def test_adding_export_to_a_complete_run_resumes_it(run_copy):
 def test_export_run_refuses_bad_requests_and_unfinished_runs(run_copy):
     run, ctx = run_copy
     with pytest.raises(ValueError, match=r"unknown export format\(s\) \['tfrecord'\]"):
-        export_run(ctx, ["hf", "tfrecord"])
+        export_run(ctx.storage, ["hf", "tfrecord"])
     with pytest.raises(ValueError, match="must not repeat"):
-        export_run(ctx, ["hf", "hf"])
+        export_run(ctx.storage, ["hf", "hf"])
     with pytest.raises(ValueError, match="shard_size must be a positive integer, got 0"):
-        export_run(ctx, ["hf"], shard_size=0)
-    assert export_run(ctx, []) == {}
+        export_run(ctx.storage, ["hf"], shard_size=0)
+    assert export_run(ctx.storage, []) == {}
     (run.root / "_SUCCESS").unlink()
     with pytest.raises(ValueError, match=rf"run '{run.run_id}' at {run.root} is not finalized: it has no _SUCCESS"):
-        export_run(ctx, ["webdataset"])
+        export_run(ctx.storage, ["webdataset"])
     assert not (run.root / "webdataset").exists() and not (run.root / "hf").exists()
 
 
@@ -67,7 +67,7 @@ def test_an_image_that_does_not_match_the_manifest_is_named(run_copy):
     key = mf.image_key(row.concept_id, row.image_id)
     (run.root / key).write_bytes((run.root / key).read_bytes() + b"\0")
     with pytest.raises(ValueError, match=rf"{run.root}/{key} does not match its manifest row"):
-        export_run(ctx, ["webdataset"], shard_size=5)
+        export_run(ctx.storage, ["webdataset"], shard_size=5)
     assert not (run.root / "webdataset/_SUCCESS").exists()
 
 
