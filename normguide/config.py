@@ -45,7 +45,7 @@ def _check_guidance(value: float, field: str) -> float:
 
 
 class InversionConfig(_Section):
-    """DDIM inversion of the reference images to seeds."""
+    """Inversion of the reference images to seeds (DDIM for SD families, the flow ODE backwards for flow matching)."""
 
     num_inference_steps: int = Field(50, ge=1, description="DDIM inversion steps (at most limits.max_steps).")
     guidance_scale: float = Field(1.0, description="Classifier-free guidance during inversion: 1 (none) up to 100.")
@@ -53,6 +53,9 @@ class InversionConfig(_Section):
     batch_invariant: bool = Field(
         False, description="One sample at a time inside a batch, so a seed does not depend on its batch mates "
         "(off: batched, bare diffusers' bytes at the same batch size); see generation.")
+    inverter: str | None = Field(
+        None, description="Inverter (image -> seed): ddim, ddim-reg, flow-euler, flow-midpoint, flow-fireflow; unset: the model "
+        "family's default (ddim for SD/SDXL, flow-euler for SD3/FLUX). See docs/models.md.")
     reconstruction: bool = Field(
         False, description="Denoise each seed again and record its reconstruction error (the round trip: one more "
         "denoising pass per reference, about as much again as the inversion; off by default, on for a gate or a study)."
@@ -62,6 +65,13 @@ class InversionConfig(_Section):
     @classmethod
     def _guidance(cls, v: float) -> float:
         return _check_guidance(v, "inversion.guidance_scale")
+
+    @field_validator("inverter")
+    @classmethod
+    def _inverter(cls, v: str | None) -> str | None:
+        from normguide.diffusion.inverters import check_inverter_name
+
+        return check_inverter_name(v, field="inversion.inverter")
 
     @field_validator("batch_invariant", mode="before")
     @classmethod
@@ -210,6 +220,20 @@ class EvaluationConfig(_Section):
         None, description="Concept table (Parquet) whose reference_uris are held-out REAL images per concept, "
         "for train-on-synthetic-test-on-real; the demo uses its own held-out digits."
     )
+    labelled_table: str | None = Field(
+        None, description="Labelled REAL images (Parquet: image_uri, label, split in {train, test}; a local path or "
+        "s3:// URI, relative image paths against the table's folder) for the long-tail protocol: a linear probe on "
+        "evaluation.clip_model's features, trained on the train split plus each method's images, tested on the test "
+        "split (eval/longtail.parquet). The run's concepts are its rare classes: their labels are the concept_ids; "
+        "every other label is a common class. Needs clip_model."
+    )
+
+    @model_validator(mode="after")
+    def _labelled_table_needs_clip(self) -> EvaluationConfig:
+        if self.labelled_table and not self.clip_model:
+            raise ValueError("evaluation.labelled_table needs evaluation.clip_model (a local CLIP directory): the "
+                             "long-tail protocol is a linear probe on its image features")
+        return self
 
 
 class LimitsConfig(_Section):
@@ -381,6 +405,8 @@ class RunConfig(BaseModel):
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
                                                  "export_shard_size", "compile", "limits", "strict_references"})
         d["inversion"].pop("batch_size", None)
+        if d["inversion"].get("inverter") is None:
+            d["inversion"].pop("inverter", None)  # the family default: run ids of runs that name none stay as they were
         d["generation"].pop("batch_size", None)
         d["generation"].pop("vae_batch_size", None)
         if self.refine.enabled:

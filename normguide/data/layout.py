@@ -23,6 +23,8 @@ through this module; none spells them itself.
 ├── eval/metrics.parquet                    EVAL_METRICS: per concept and method (recognisability, PRDC,
 ├── eval/report.md                          EVAL_REPORT    Vendi, TSTR, seed z-scores), the report
 ├── eval/metrics.png                        EVAL_PLOT      and its plot
+├── eval/longtail.parquet                   EVAL_LONGTAIL: the long-tail protocol on evaluation.labelled_table
+│                                           (rare-class / overall accuracy per training set; report.md has it)
 ├── README.md                               CARD: the dataset card (Hugging Face dataset-card format)
 ├── report/index.md                         REPORT_INDEX: summary linking everything
 ├── report/index.html                       REPORT_HTML: the report to look at in a browser
@@ -90,6 +92,10 @@ EVAL_DIR = "eval"
 EVAL_METRICS = f"{EVAL_DIR}/metrics.parquet"
 EVAL_REPORT = f"{EVAL_DIR}/report.md"
 EVAL_PLOT = f"{EVAL_DIR}/metrics.png"
+#: The long-tail protocol on the user's labelled real table (evaluation.labelled_table).
+EVAL_LONGTAIL = f"{EVAL_DIR}/longtail.parquet"
+#: Every key the evaluation step writes (removed together when a reopened run makes them stale).
+EVAL_KEYS = (EVAL_METRICS, EVAL_REPORT, EVAL_PLOT, EVAL_LONGTAIL)
 CARD = "README.md"
 REPORT_DIR = "report"
 REPORT_INDEX = f"{REPORT_DIR}/index.md"

@@ -40,6 +40,12 @@ MANIFEST_SCHEMA = pa.schema(
         ("seed_norm", pa.float64()),
         ("seed_zscore", pa.float64()),
         ("seed_log_prob", pa.float64()),
+        # seed health of the generation seed (normguide.geometry.health): largest |multi-scale lag-1
+        # auto-correlation|, largest |channel mean|, smallest and largest channel variance
+        ("seed_autocorr_max", pa.float64()),
+        ("seed_channel_mean_absmax", pa.float64()),
+        ("seed_channel_var_min", pa.float64()),
+        ("seed_channel_var_max", pa.float64()),
         ("model", pa.string()),
         ("model_revision", pa.string()),
         ("scheduler", pa.string()),
@@ -47,6 +53,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("guidance_scale", pa.float64()),
         ("inversion_steps", pa.int32()),
         ("inversion_guidance", pa.float64()),
+        ("inverter", pa.string()),  # normguide.diffusion.inverters: ddim, flow-euler, flow-midpoint, ...
         ("reconstruction_error", pa.float64()),
         ("precision_fallback", pa.string()),  # None, or e.g. "inversion:full,generation:vae"
         ("seed", pa.int64()),
@@ -108,6 +115,7 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
     import torch
 
     from normguide.geometry import ChiPrior
+    from normguide.geometry.health import seed_health
 
     plan = seeds.plan_rows
     if not (len(plan) == len(file_names) == len(images)):
@@ -123,6 +131,7 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
     # the dataset); resolved only where a reference is read (the seeds file keeps the resolved ones)
     refs = (seeds.meta.get("concept") or {}).get("reference_uris") or seeds.meta["reference_uris"]
     rec_err = seeds.reconstruction_errors
+    health = seed_health(seeds.generation_seeds)
     shared = asdict(ctx)
     rows = []
     for i, (r, file_name, im) in enumerate(zip(plan, file_names, images)):
@@ -132,8 +141,10 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
             "source_refs": [refs[s] for s in r.sources],
             "pair": list(r.pair) if r.pair is not None else None, "t": r.t,
             "seed_norm": float(norms[i]), "seed_zscore": float(z[i]), "seed_log_prob": float(logp[i]),
+            **_health_columns(health[i]),
             "inversion_steps": int(seeds.meta["inversion_steps"]),
             "inversion_guidance": float(seeds.meta["inversion_guidance"]),
+            "inverter": _inverter(seeds, ctx.scheduler),
             # a planned seed is as good as the worst inversion it derives from
             "reconstruction_error": max(rec_err[s] for s in r.sources) if rec_err and r.sources else None,
             "seed": r.seed, "synthetic": True,
@@ -141,6 +152,21 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
             **(_refine_columns(refined[i], float(start_z[i])) if refined else {}),
         })
     return rows
+
+
+def _health_columns(record: dict) -> dict:
+    return {"seed_autocorr_max": record["autocorr_max"],
+            "seed_channel_mean_absmax": max(abs(v) for v in record["channel_mean"]),
+            "seed_channel_var_min": min(record["channel_var"]), "seed_channel_var_max": max(record["channel_var"])}
+
+
+#: The inverter a seeds file without an ``inverter`` entry was made with: the family default, which
+#: is what inversion runs when the run config names none (the scheduler tells the family apart).
+_DEFAULT_INVERTER = {"DDIMScheduler": "ddim", "FlowMatchEulerDiscreteScheduler": "flow-euler"}
+
+
+def _inverter(seeds: SeedsFile, scheduler: str) -> str | None:
+    return seeds.meta.get("inverter") or _DEFAULT_INVERTER.get(scheduler)
 
 
 def _refine_columns(record: dict, start_zscore: float) -> dict:

@@ -277,6 +277,11 @@ def _parent(source: str) -> str:
     return os.path.dirname(os.path.abspath(source))
 
 
+def table_folder(source: str) -> str:
+    """The folder of a table at ``source`` (a local path or URI): what its relative paths resolve against."""
+    return _parent(source)
+
+
 def resolve_reference(ref: str, base: str) -> str:
     """A reference URI as given if absolute (or with a scheme), else relative to the table's folder."""
     if "://" in ref or ref.startswith("/"):

@@ -1,5 +1,5 @@
-"""The diffusion layer: loading SD-family pipelines, the built-in demo model, DDIM inversion and
-generation. Knows nothing of Prefect, storage or file formats beyond a pipeline directory."""
+"""The diffusion layer: model families behind one interface (``families``: SD 1.x/2.x, SDXL, SD3,
+FLUX), loading, the built-in demo models, inverters (a registry), inversion and generation. Knows nothing of Prefect, storage or file formats beyond a pipeline directory."""
 
 import logging as _logging
 
@@ -22,13 +22,13 @@ from normguide.diffusion.ddim import (
     PrecisionError,
     decode_latents,
     encode_images,
-    generate_images,
-    invert_images,
     prepare_image,
     warm_up,
 )
 from normguide.diffusion.demo import DEMO_FAMILIES, DEMO_RESOLUTION, build_demo_pipeline
 from normguide.diffusion.devices import device_lock, exclusive_device, resolve_device, resolve_dtype
+from normguide.diffusion.families import UnsupportedFeatureError, UnsupportedPipelineError
+from normguide.diffusion.inverters import INVERTER_NAMES, INVERTERS
 from normguide.diffusion.loading import (
     FAMILIES,
     LoadedModel,
@@ -39,17 +39,22 @@ from normguide.diffusion.loading import (
     get_pipeline,
     load_pipeline,
 )
+from normguide.diffusion.sampling import generate_images, invert_images, resolved_inverter
 
 __all__ = [
-    "PRECISION_FALLBACKS",
     "DEMO_FAMILIES",
     "DEMO_RESOLUTION",
     "FAMILIES",
+    "INVERTERS",
+    "INVERTER_NAMES",
+    "PRECISION_FALLBACKS",
     "GeneratedBatch",
     "InversionResult",
-    "PrecisionError",
     "LoadedModel",
     "ModelLoadError",
+    "PrecisionError",
+    "UnsupportedFeatureError",
+    "UnsupportedPipelineError",
     "build_demo_pipeline",
     "clear_pipeline_cache",
     "decode_latents",
@@ -65,5 +70,6 @@ __all__ = [
     "prepare_image",
     "resolve_device",
     "resolve_dtype",
+    "resolved_inverter",
     "warm_up",
 ]

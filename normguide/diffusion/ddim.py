@@ -583,6 +583,17 @@ def _generate_batches(model, seeds, prompt, num_inference_steps, guidance_scale,
         yield GeneratedBatch(_to_pil(images), fallback)
 
 
+def regenerate_latents(model: LoadedModel, seeds: torch.Tensor, prompt: str, *, num_inference_steps: int = 50,
+                       guidance_scale: float = 1.0) -> torch.Tensor:
+    """z_T -> z_0 by DDIM (η = 0) without decoding: the down pass ``invert_images`` runs for its
+    reconstruction, for round-trip studies. (N, C, h, w) float32 on CPU; unchecked."""
+    _check_common(prompt, num_inference_steps, guidance_scale, 1)
+    with torch.inference_mode(), exclusive_device(model.device):
+        cond = _encode_prompt(model, prompt, guidance_scale)
+        forward, _ = _schedulers(model, num_inference_steps)
+        return _ddim_down(model, forward, _to_device(seeds.float(), model.device), cond, False).cpu()
+
+
 def warm_up(model: LoadedModel, *, batch_size: int, guidance_scale: float = 7.5, prompt: str = "") -> None:
     """Run one denoising step and one decode on a full batch, so that a compiled model compiles
     now (once per worker process and batch shape) rather than inside the first timed batch.

@@ -319,3 +319,50 @@ def build_demo_pipeline(family: str):
         module.eval().requires_grad_(False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# Text encoders and tokenizers for the flow-matching demo builds (families/sd3.py, families/flux.py) --
+
+#: Words the demo T5 tokenizer knows as single pieces (every other character is a piece of its own).
+_T5_WORDS: tuple[str, ...] = ("a", "photo", "of", "the", "handwritten", "digit", "and", "in")
+DEMO_T5_LENGTH = 32  # the demo T5 tokenizer's model_max_length (real FLUX: 512, SD3: 256)
+
+
+def clip_text_config(vocab_size: int, *, hidden_act: str = "gelu"):
+    """The demo CLIP text-encoder config (hidden size 32, 2 layers), ids matching the demo tokenizer."""
+    return _text_config(vocab_size, hidden_act=hidden_act)
+
+
+def build_demo_t5_tokenizer():
+    """A T5 (Unigram, SentencePiece-style "▁" word starts) fast tokenizer built in code, offline:
+    pad 0, ``</s>`` 1, unk 2, "▁", the printable ASCII characters and a few prompt words."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(chr(c), -1.0) for c in range(33, 127)]
+    vocab += [("▁" + w, -0.5) for w in _T5_WORDS]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                           model_max_length=DEMO_T5_LENGTH, extra_ids=0)
+
+
+def t5_encoder_config(vocab_size: int):
+    """A tiny T5 encoder config (d_model 32, 2 layers, 4 heads), ids matching ``build_demo_t5_tokenizer``."""
+    from transformers import T5Config
+
+    return T5Config(vocab_size=vocab_size, d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
+                    relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+
+
+def flow_demo_vae(latent_channels: int, resolution: int):
+    """The flow demos' VAE: two levels (scale factor 2), no quant convs, FLUX's shift/scale factors."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
+                         latent_channels=latent_channels, norm_num_groups=4, sample_size=resolution,
+                         use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)

@@ -5,14 +5,18 @@ A model spec is one of
   scikit-learn's handwritten digits (32 x 32 px, prompts "a handwritten digit seven"; see
   ``normguide.demo``). Its weights ship inside the package (``normguide/demo/weights/pipeline``) and
   load through the same ``from_pretrained`` path as any local pipeline directory;
-- ``"demo:<family>"`` (``sd1``, ``sd2``, ``sd2-v``, ``sdxl``): a tiny pipeline of that family with
-  random weights, built in memory (see ``demo.py``): its images are noise; it serves structural tests;
+- ``"demo:<family>"`` (``sd1``, ``sd2``, ``sd2-v``, ``sdxl``, ``sd3``, ``flux``): a tiny pipeline of
+  that family with random weights, built in memory and offline (``demo.py``; the flow-matching ones
+  in their family's module, ``families/``): its images are noise; it serves structural tests;
 - an existing local directory written by ``save_pretrained`` (``model_index.json`` at its root);
 - a Hugging Face Hub id (``"org/name"``), loaded with ``from_pretrained`` where the network (or the
   local HF cache) allows.
 
-Every loaded pipeline gets a ``DDIMScheduler`` built from its own scheduler config: DDIM with eta = 0
-is what DDIM inversion inverts, so generation from inverted seeds must use it too.
+The model family is chosen from the pipeline's class (``model_index.json``'s ``_class_name``;
+``families.for_class``): an unsupported class is one error naming it and the supported families.
+Each family prepares its pipeline: the SD families get a ``DDIMScheduler`` built from their own
+scheduler config (DDIM with eta = 0 is what DDIM inversion inverts, so generation from inverted
+seeds must use it too); the flow-matching families keep their ``FlowMatchEulerDiscreteScheduler``.
 """
 
 from __future__ import annotations
@@ -30,15 +34,19 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from normguide.diffusion.demo import DEMO_FAMILIES, DEMO_REVISION_FORMAT, build_demo_pipeline
+from normguide.diffusion.demo import DEMO_REVISION_FORMAT
 from normguide.diffusion.devices import resolve_device, resolve_dtype
+from normguide.diffusion.families import demo_names, family_names, for_class, for_name, supported_pipelines
 from normguide.errors import InputError
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
-FAMILIES: tuple[str, ...] = ("sd1", "sd2", "sd2-v", "sdxl")
-SUPPORTED_PIPELINES: tuple[str, ...] = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+#: Every family name a loaded model may report (``normguide.diffusion.families``), in registry order.
+FAMILIES: tuple[str, ...] = family_names()
+#: The SD-architecture families (UNet, DDIM) among them.
+SD_FAMILIES: tuple[str, ...] = ("sd1", "sd2", "sd2-v", "sdxl")
+SUPPORTED_PIPELINES: tuple[str, ...] = supported_pipelines()
 
 # Files whose bytes are hashed into a local checkpoint's revision; weights enter by name and size only
 # (hashing gigabytes on every load would cost more than the load).
@@ -56,25 +64,28 @@ class LoadedModel:
     """A pipeline ready for inversion and generation, with what a manifest needs to say about it.
 
     Attributes:
-        pipe: ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``; its scheduler is a
-            ``DDIMScheduler``. Treat it as read-only: it is shared through ``get_pipeline``.
+        pipe: a pipeline of a supported family (``families``): ``StableDiffusionPipeline`` /
+            ``StableDiffusionXLPipeline`` (scheduler: ``DDIMScheduler``), ``StableDiffusion3Pipeline``
+            / ``FluxPipeline`` (``FlowMatchEulerDiscreteScheduler``). Treat it as read-only: it is shared through ``get_pipeline``.
         model_id: ``"demo"`` / ``"demo:<family>"``, the absolute local path, or the hub id.
         revision: ``"demo"``: ``"demo-digits-"`` + 16 hex digits of a sha256 over every file of the
             shipped pipeline, bytes included (changes whenever the weights do); ``"demo:<family>"``:
             ``"demo-<family>-v1"``; local directory: 16 hex digits of a sha256 over its configs and
             weight file names/sizes; hub: the snapshot's commit hash (``"unknown"`` if not found in the
             cache).
-        family: ``"sd1"``, ``"sd2"``, ``"sd2-v"`` (v-prediction) or ``"sdxl"`` (the trained demo is
-            ``"sd1"``-shaped).
+        family: ``"sd1"``, ``"sd2"``, ``"sd2-v"`` (v-prediction), ``"sdxl"``, ``"sd3"`` or ``"flux"``
+            (the trained demo is ``"sd1"``-shaped); ``families.for_name`` gives its interface.
         is_demo: whether this is a built-in model (``"demo"`` or ``"demo:<family>"``); ``note`` says
             which kind.
         note: what the model is, for people reading a CLI line, run.json or a manifest:
             ``TRAINED_DEMO_NOTE`` for ``"demo"``, ``RANDOM_DEMO_NOTE`` for ``"demo:<family>"``, None
             for any other checkpoint.
         resolution: side in pixels of the square images the model generates and inverts.
-        seed_shape: latent shape ``(C, h, w)``; a seed is one such tensor, ``d = C*h*w``.
+        seed_shape: latent shape ``(C, h, w)``; a seed is one such tensor, ``d = C*h*w``, stored
+            unpacked (FLUX packs it for its transformer: ``families.flux``).
         device, dtype: where and in what precision the model runs (seeds are always float32).
-        scheduler: class name of the sampling scheduler (``"DDIMScheduler"``).
+        scheduler: class name of the sampling scheduler (``"DDIMScheduler"``,
+            ``"FlowMatchEulerDiscreteScheduler"``).
         compiled: whether the UNet is wrapped by ``torch.compile`` (fixed shapes: ``ddim`` pads the
             last batch rather than recompiling).
 
@@ -133,7 +144,8 @@ def ddim_scheduler_config(config) -> dict:
     return {k: v for k, v in cfg.items() if not k.startswith("_")}
 
 
-def _use_ddim(pipe) -> None:
+def use_ddim(pipe) -> None:
+    """Replace an SD-family pipeline's scheduler by DDIM built from its config (``ddim_scheduler_config``)."""
     from diffusers import DDIMScheduler
 
     pipe.scheduler = DDIMScheduler.from_config(ddim_scheduler_config(pipe.scheduler.config))
@@ -229,10 +241,7 @@ def _check_pipeline_dir(path: Path) -> str:
         class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
         raise ModelLoadError(f"model directory {str(path)!r}: model_index.json is not valid JSON ({err})") from err
-    if class_name not in SUPPORTED_PIPELINES:
-        raise ModelLoadError(
-            f"model directory {str(path)!r} holds a {class_name!r}; supported are {', '.join(SUPPORTED_PIPELINES)}"
-        )
+    for_class(class_name, where=f"model directory {str(path)!r}")  # one error naming the class and the families
     return class_name
 
 
@@ -280,7 +289,7 @@ def _from_pretrained(class_name: str, source: str, torch_dtype: torch.dtype, *, 
         kwargs["low_cpu_mem_usage"] = False  # what diffusers falls back to anyway, minus its warning
     if class_name == "StableDiffusionXLPipeline":
         kwargs["add_watermarker"] = False
-    else:
+    elif class_name == "StableDiffusionPipeline":
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     with _no_progress_bars():
         return cls.from_pretrained(source, **kwargs)
@@ -329,9 +338,9 @@ def load_pipeline(
         note = TRAINED_DEMO_NOTE
     elif model.startswith("demo:"):
         family = model.partition(":")[2]
-        if family not in DEMO_FAMILIES:
-            raise ModelLoadError(f"model {model!r}: demo family must be one of {DEMO_FAMILIES}")
-        pipe = build_demo_pipeline(family)
+        if family not in demo_names():
+            raise ModelLoadError(f"model {model!r}: demo family must be one of {demo_names()}")
+        pipe = for_name(family).build_demo(family)
         model_id, revision, is_demo = model, DEMO_REVISION_FORMAT.format(family=family), True
         note = RANDOM_DEMO_NOTE
     else:
@@ -352,12 +361,9 @@ def load_pipeline(
 
                 config = DiffusionPipeline.load_config(model)
                 class_name = config.get("_class_name")
-                if class_name not in SUPPORTED_PIPELINES:
-                    raise ModelLoadError(
-                        f"hub model {model!r} is a {class_name!r}; supported are {', '.join(SUPPORTED_PIPELINES)}"
-                    )
+                for_class(class_name, where=f"hub model {model!r}")
                 pipe = _from_pretrained(class_name, model, torch_dtype, local=False)
-            except ModelLoadError:
+            except InputError:
                 raise
             except Exception as err:  # noqa: BLE001 - network, auth, missing files: all "cannot load"
                 raise ModelLoadError(
@@ -425,10 +431,11 @@ def from_pipeline(
     CPU (which ``load_pipeline`` refuses: slow, and only good for forcing precision failures).
     """
     torch_device = resolve_device(device)
-    _use_ddim(pipe)
+    family = for_class(type(pipe).__name__, where="the pipeline")
+    family.prepare(pipe)  # SD families: DDIM from the checkpoint's config; flow matching: its Euler scheduler
     pipe.set_progress_bar_config(disable=True)
     pipe.to(torch_device)
-    if pipe.unet.dtype != dtype:  # from_pretrained already loaded in dtype; the demo is float32
+    if family.denoiser(pipe).dtype != dtype:  # from_pretrained already loaded in dtype; the demos are float32
         pipe.to(dtype=dtype)
     if dtype == torch.float16:
         if pipe.vae.config.get("force_upcast", False):
@@ -439,17 +446,18 @@ def from_pipeline(
             if getattr(pipe.vae, "quant_conv", None) is not None:
                 pipe.vae.quant_conv.to(torch.float32)
     if torch_device.type == "cuda":
-        pipe.unet.to(memory_format=torch.channels_last)
+        if getattr(pipe, "unet", None) is not None:
+            pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     if compile:
         backend = "inductor" if compile is True else str(compile)
-        pipe.unet = torch.compile(pipe.unet, backend=backend, dynamic=False)
-    resolution, seed_shape = pipeline_geometry(pipe)
+        family.set_denoiser(pipe, torch.compile(family.denoiser(pipe), backend=backend, dynamic=False))
+    resolution, seed_shape = family.geometry(pipe)
     return LoadedModel(
         pipe=pipe,
         model_id=model_id,
         revision=revision,
-        family=pipeline_family(pipe),
+        family=family.describe(pipe),
         is_demo=is_demo,
         resolution=resolution,
         seed_shape=seed_shape,

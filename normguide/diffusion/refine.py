@@ -63,13 +63,13 @@ from torch.utils.checkpoint import checkpoint
 
 from normguide.diffusion.ddim import ddim_scheduler, encode_images, prepare_image, prompt_conditioning
 from normguide.diffusion.devices import exclusive_device
-from normguide.diffusion.loading import FAMILIES, LoadedModel, float32_twin
+from normguide.diffusion.loading import SD_FAMILIES, LoadedModel, float32_twin
 
 if TYPE_CHECKING:
     from PIL import Image
 
 #: Model families whose sampler runs with gradients here (every SD-family UNet the loader knows).
-REFINABLE_FAMILIES: tuple[str, ...] = FAMILIES
+REFINABLE_FAMILIES: tuple[str, ...] = SD_FAMILIES
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Which judge the settings ask for, whether the run is evaluated at all, and :func:`evaluate`,
 which scores the images per concept and method with ``normguide.evaluation`` and writes
-``eval/metrics.parquet``, ``eval/report.md`` and ``eval/metrics.png``. Needs a finalized run;
-never loads the generation model.
+``eval/metrics.parquet``, ``eval/report.md`` and ``eval/metrics.png``, and with
+``evaluation.labelled_table`` the long-tail protocol's ``eval/longtail.parquet``
+(``longtail.py``). Needs a finalized run; never loads the generation model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from normguide.pipeline.context import RunContext
 from normguide.pipeline.resume import read_seeds
 
 EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = layout.EVAL_METRICS, layout.EVAL_REPORT, layout.EVAL_PLOT
+EVAL_LONGTAIL = layout.EVAL_LONGTAIL
 
 
 def _judge_kind(ctx: RunContext) -> str | None:
@@ -106,17 +108,22 @@ def evaluate(ctx: RunContext, *, judge=None):
     from normguide import evaluation as ev
     from normguide.pipeline.results import EvaluationRecord
 
+    from normguide.pipeline import longtail
+
     storage = ctx.storage
-    # 1. Check inputs: a finalized run and a judge
+    cfg = ctx.config.evaluation
+    # 1. Check inputs: a finalized run, the labelled table (before any model), a judge
     if not storage.exists(layout.MANIFEST):
         raise ValueError(f"run at {storage.root} has no manifest.parquet: it is missing or not complete "
                          "(finish it with `normguide run` first)")
+    manifest = read_frame(storage.read_bytes(layout.MANIFEST))
+    if cfg.labelled_table:
+        longtail.check_evaluation_inputs(ctx.config, ctx.read_input, list(dict.fromkeys(manifest.concept_id)))
     judge = judge or evaluation_judge(ctx)
     if judge is None:
         raise ValueError("no judge to evaluate with: this model has no built-in one; set evaluation.clip_model "
                          "to a local CLIP directory (or evaluation.judge)")
-    # 2. The manifest, its images, and each concept's references
-    manifest = read_frame(storage.read_bytes(layout.MANIFEST))
+    # 2. The manifest's images, and each concept's references
     images = [_decode(storage.read_bytes(key), storage.uri(key))
               for key in (mf.image_key(c, i) for c, i in zip(manifest.concept_id, manifest.image_id))]
     names = dict(zip(manifest.concept_id, manifest.name))
@@ -130,13 +137,27 @@ def evaluate(ctx: RunContext, *, judge=None):
     metrics = ev.evaluate(manifest, images, references, judge, _real_test_images(ctx, judge, names), names,
                           include_references=True)  # the baseline row: the references themselves
     judge_name = getattr(judge, "name", type(judge).__name__)
+    report = ev.report_markdown(metrics, run_id=ctx.run_id, judge_name=judge_name)
+    # 4. The long-tail protocol on the user's labelled real table (evaluation.labelled_table)
+    tail = None
+    if cfg.labelled_table:
+        tail = longtail.longtail_frame(ctx.config, ctx.read_input, _decode, judge=judge, manifest=manifest,
+                                       images=images, references=references)
+        report = report.rstrip("\n") + "\n\n" + longtail.longtail_markdown(tail, source=cfg.labelled_table,
+                                                                         clip_model=cfg.clip_model)
     buf = io.BytesIO()
     metrics.to_parquet(buf, index=False)
     from normguide.pipeline.steps import check_lease  # here: steps imports this module
 
     check_lease(ctx)
     storage.write_bytes(EVAL_METRICS, buf.getvalue())
-    storage.write_bytes(EVAL_REPORT, ev.report_markdown(metrics, run_id=ctx.run_id, judge_name=judge_name).encode())
+    if tail is not None:
+        tail_buf = io.BytesIO()
+        tail.to_parquet(tail_buf, index=False)
+        storage.write_bytes(EVAL_LONGTAIL, tail_buf.getvalue())
+    elif storage.exists(EVAL_LONGTAIL):  # an earlier evaluation's, with a table no longer configured
+        storage.delete([EVAL_LONGTAIL])
+    storage.write_bytes(EVAL_REPORT, report.encode())
     storage.write_bytes(EVAL_PLOT, ev.plot_metrics(metrics))
     overall = metrics[metrics.concept_id == ev.ALL].set_index("method")
     headline = ["recognisability", "none_of_these", "coverage", "tstr_accuracy", "vendi"]
@@ -144,4 +165,6 @@ def evaluate(ctx: RunContext, *, judge=None):
         metrics_uri=storage.uri(EVAL_METRICS), report_uri=storage.uri(EVAL_REPORT), judge=judge_name,
         per_method={m: {c: (None if pd.isna(v) else float(v)) for c, v in row.items() if c in headline}
                     for m, row in overall.iterrows()},
+        longtail_uri=storage.uri(EVAL_LONGTAIL) if tail is not None else None,
+        longtail_rare_accuracy=dict(zip(tail.training_set, tail.rare_accuracy.astype(float))) if tail is not None else {},
     )

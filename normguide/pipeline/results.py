@@ -75,6 +75,9 @@ class EvaluationRecord(_Record):
     report_uri: str
     judge: str
     per_method: dict[str, dict[str, float | None]] = {}
+    #: eval/longtail.parquet and its rare-class accuracy per training set (evaluation.labelled_table)
+    longtail_uri: str | None = None
+    longtail_rare_accuracy: dict[str, float] = {}
 
 
 class RunSummary(_Record):

@@ -92,6 +92,10 @@ def prepare(ctx: RunContext) -> PreparedRun:
     if record is not None:
         check_same_content(ctx.config, record, storage.uri(run_record.RUN_JSON))
     complete = record is not None and storage.exists(run_record.SUCCESS) and run_record.covers_table(record, ctx.table.digest)
+    if not complete:  # a bad CLIP directory or labelled table, before any model work
+        from normguide.pipeline.longtail import check_evaluation_inputs
+
+        check_evaluation_inputs(ctx.config, ctx.read_input, ctx.table.ids())
     m = (json.loads(record).get("model") or {}) if record is not None else {}
     is_demo = bool(m.get("is_demo"))
     return PreparedRun(run_id=ctx.run_id, output_root=storage.root, complete=complete, is_demo=is_demo,
@@ -438,7 +442,7 @@ def finalize(ctx: RunContext, concept_ids: list[str]) -> str:
     manifest = mf.consolidate(parts)
     if storage.exists(layout.MANIFEST) and storage.read_bytes(layout.MANIFEST) != manifest:
         # a reopened run: the evaluation scored the earlier manifest; the card must not show it
-        stale = sorted(storage.existing([EVAL_METRICS, EVAL_REPORT, EVAL_PLOT]))
+        stale = sorted(storage.existing(list(layout.EVAL_KEYS)))
         if stale:
             _log.warning("the evaluation of the earlier manifest (%s) is removed: the run was reopened; it is "
                          "evaluated again when evaluation is on, or with `normguide evaluate`",

@@ -101,7 +101,7 @@ def test_demo_tokenizer_words_become_single_tokens():
         demo_tokenizer_files(("Seven",))
 
 
-@pytest.mark.parametrize("family", ["sd3", "sd1 ", ""])
+@pytest.mark.parametrize("family", ["sd4", "sd1 ", ""])
 def test_unknown_demo_family_is_rejected(family):
     with pytest.raises(ValueError, match="family"):
         build_demo_pipeline(family)

@@ -1,0 +1,270 @@
+"""Flow-matching families (SD3, FLUX, ...): sampling from given seeds and exact ODE inversion.
+
+Notation (rectified flow, as diffusers' ``FlowMatchEulerDiscreteScheduler``):
+
+    x_σ = (1 − σ)·z_0 + σ·ε,   σ ∈ [0, 1],   v_θ(x, σ) ≈ ε − z_0   (the transformer's output)
+    σ_0 = 1 > σ_1 > … > σ_{n−1} > σ_n = 0   the scheduler's sigmas for n steps (``scheduler.sigmas``)
+
+Generation (what the diffusers pipeline does): x_{σ_0} = the seed (no scaling: the scheduler's
+``init_noise_sigma`` is 1), then Euler x_{σ_{k+1}} = x_{σ_k} + (σ_{k+1} − σ_k)·v_θ(x_{σ_k}, σ_k)
+through ``scheduler.step``, then decode. The sigmas are set exactly as the pipeline sets them
+(``sigma_grid``), so a seed given to the plain pipeline gives the same image.
+
+Inversion integrates the same ODE backwards, over the sigmas reversed (0 → 1); every inverter is
+deterministic and returns the end point itself (no noise mixed in, unlike the community
+RF-Inversion pipeline's ``gamma``):
+
+- ``flow-euler``: x_{k+1} = x_k + h·v(x_k, s_k), h = s_{k+1} − s_k; one model call per step.
+- ``flow-midpoint`` (RF-Solver's second-order step: its Taylor term estimated by a finite
+  difference is the explicit midpoint rule): x_mid = x_k + (h/2)·v(x_k, s_k),
+  x_{k+1} = x_k + h·v(x_mid, s_k + h/2); two calls per step.
+- ``flow-fireflow`` (FireFlow, arXiv 2412.07517): the midpoint rule with the first slope reused
+  from the previous step's midpoint velocity, so one call per step (plus one at the start).
+
+The round trip (``reconstruction=True``) regenerates with the inverter's own solver run forwards
+over the same sigmas (Euler for ``flow-euler``): the RF-Solver papers' reconstruction protocol.
+Seeds are stored unpacked (C, h, w); families that pack (FLUX) pack around the transformer call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from normguide.diffusion.families.base import Family
+
+FLOW_INVERTERS: tuple[str, ...] = ("flow-euler", "flow-midpoint", "flow-fireflow")
+
+
+@dataclass
+class FlowConditioning:
+    """What the transformer needs besides (x, σ): family-specific keyword tensors for k rows
+    (k = 2 with classifier-free guidance: [unconditional; conditional]), repeated per batch."""
+
+    kwargs: dict[str, Any]
+    guidance_scale: float
+    guided: bool  # classifier-free guidance: two passes, mixed
+
+    def repeat(self, batch: int) -> dict[str, Any]:
+        out = {}
+        for key, value in self.kwargs.items():
+            if isinstance(value, torch.Tensor) and key not in ("txt_ids", "img_ids"):
+                out[key] = value.repeat_interleave(batch, dim=0)
+            else:
+                out[key] = value
+        return out
+
+
+class FlowFamily(Family):
+    """Shared by every flow-matching family; subclasses provide ``encode_prompt``,
+    ``transformer_call`` and the prompt/packing details."""
+
+    inverters = FLOW_INVERTERS
+    default_inverter = "flow-euler"
+    sampler = "flow matching, Euler (FlowMatchEulerDiscreteScheduler)"
+
+    # -- loading --------------------------------------------------------------------------------
+    def prepare(self, pipe) -> None:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        if not isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler):
+            pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+
+    def vae_scale(self, pipe) -> int:
+        return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+
+    # -- the sigma grid, as the pipeline builds it ---------------------------------------------------
+    def scheduler(self, model, num_inference_steps: int):
+        """A fresh scheduler with the pipeline's timesteps for ``num_inference_steps`` set."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        sched = FlowMatchEulerDiscreteScheduler.from_config(model.pipe.scheduler.config)
+        self.set_timesteps(model, sched, num_inference_steps)
+        sched.set_begin_index(0)
+        return sched
+
+    def set_timesteps(self, model, sched, n: int) -> None:  # pragma: no cover - per family
+        raise NotImplementedError
+
+    # -- prompt and model ------------------------------------------------------------------------
+    def encode_prompt(self, model, prompt: str, guidance_scale: float) -> FlowConditioning:  # pragma: no cover
+        raise NotImplementedError
+
+    def transformer_call(self, model, x: torch.Tensor, timestep: torch.Tensor, kwargs: dict) -> torch.Tensor:  # pragma: no cover
+        """v for unpacked float32 latents x (B, C, h, w) at the scheduler timestep (B,)."""
+        raise NotImplementedError
+
+    def velocity(self, model, cond: FlowConditioning, x: torch.Tensor, t: torch.Tensor, rowwise: bool = False):
+        """v̂(x, t) with the family's guidance (float32, x's shape); ``t`` a scheduler timestep
+        (σ·num_train_timesteps), 0-d."""
+        def one(rows: torch.Tensor) -> torch.Tensor:
+            b = rows.shape[0]
+            x_in = torch.cat([rows, rows]) if cond.guided else rows
+            kwargs = cond.repeat(b)
+            ts = t.expand(x_in.shape[0]).to(model.dtype)
+            out = self.transformer_call(model, x_in.to(model.dtype), ts, kwargs).float()
+            if cond.guided:
+                uncond, text = out.chunk(2)
+                out = uncond + cond.guidance_scale * (text - uncond)
+            return out
+
+        if not rowwise or x.shape[0] == 1:
+            return one(x)
+        return torch.cat([one(row) for row in x.split(1)])
+
+    # -- VAE ------------------------------------------------------------------------------------
+    def encode(self, model, x: torch.Tensor) -> torch.Tensor:
+        """z_0 of (B, 3, R, R) images in [-1, 1]: (posterior mean − shift)·scale, float32."""
+        vae = model.pipe.vae
+        z = vae.encode(x.to(model.device, next(vae.encoder.parameters()).dtype)).latent_dist.mean.float()
+        shift = vae.config.get("shift_factor") or 0.0
+        return (z - shift) * vae.config.scaling_factor
+
+    def decode_u8(self, model, z: torch.Tensor) -> torch.Tensor:
+        """(B, R, R, 3) uint8 on CPU: the bytes of the pipeline's ``postprocess`` ("pil")."""
+        vae = model.pipe.vae
+        z = z.to(model.device)
+        shift = vae.config.get("shift_factor") or 0.0
+        lat = (z.float() / vae.config.scaling_factor) + shift
+        x = vae.decode(lat.to(next(vae.decoder.parameters()).dtype)).sample.float()
+        return (x * 0.5 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+
+    # -- solvers ------------------------------------------------------------------------------------
+    def sample(self, model, cond, x, num_inference_steps: int, solver: str = "flow-euler", rowwise: bool = False):
+        """From σ = 1 (x: the seed) to σ = 0 with ``solver``; Euler goes through ``scheduler.step``
+        (the pipeline's arithmetic, so the same bytes)."""
+        sched = self.scheduler(model, num_inference_steps)
+        if solver == "flow-euler":
+            for t in sched.timesteps:
+                v = self.velocity(model, cond, x, t, rowwise)
+                x = sched.step(v, t, x, return_dict=False)[0]
+            return x
+        return self._second_order(model, cond, x, sched.sigmas.to(torch.float64), solver, rowwise, sched)
+
+    def invert_latents(self, model, cond, z0, num_inference_steps: int, solver: str = "flow-euler", rowwise: bool = False):
+        """z_0 -> the seed at σ = 1, integrating over the sigmas reversed."""
+        sched = self.scheduler(model, num_inference_steps)
+        sigmas = sched.sigmas.to(torch.float64).flip(0)
+        if solver == "flow-euler":
+            x = z0
+            for k in range(len(sigmas) - 1):
+                s, s_next = sigmas[k], sigmas[k + 1]
+                v = self.velocity(model, cond, x, self._t(sched, s), rowwise)
+                x = x + float(s_next - s) * v
+            return x
+        return self._second_order(model, cond, z0, sigmas, solver, rowwise, sched)
+
+    @staticmethod
+    def _t(sched, sigma) -> torch.Tensor:
+        return torch.tensor(float(sigma) * sched.config.num_train_timesteps, dtype=torch.float32)
+
+    def _second_order(self, model, cond, x, sigmas, solver, rowwise, sched):
+        """Midpoint (RF-Solver) or FireFlow over ``sigmas`` (either direction)."""
+        if solver not in ("flow-midpoint", "flow-fireflow"):
+            raise ValueError(f"unknown flow solver {solver!r}")
+        reuse = None
+        for k in range(len(sigmas) - 1):
+            s, s_next = sigmas[k], sigmas[k + 1]
+            h = float(s_next - s)
+            if solver == "flow-fireflow" and reuse is not None:
+                v0 = reuse
+            else:
+                v0 = self.velocity(model, cond, x, self._t(sched, s), rowwise)
+            x_mid = x + (h / 2) * v0
+            v_mid = self.velocity(model, cond, x_mid, self._t(sched, s + h / 2), rowwise)
+            x = x + h * v_mid
+            reuse = v_mid
+        return x
+
+    @staticmethod
+    def model_calls(solver: str, steps: int) -> int:
+        """Transformer passes (per guidance branch) of ``solver`` over ``steps`` steps."""
+        return {"flow-euler": steps, "flow-midpoint": 2 * steps, "flow-fireflow": steps + 1}[solver]
+
+    # -- the family interface ---------------------------------------------------------------------------
+    def invert(self, model, images, prompt, *, inverter=None, num_inference_steps=50, guidance_scale=1.0,
+               batch_size=4, reconstruction=True, batch_invariant=None):
+        from normguide.diffusion.ddim import InversionResult, PrecisionError
+
+        solver = self.check_inverter(inverter)
+        _check(prompt, num_inference_steps, guidance_scale, batch_size)
+        if len(images) == 0:
+            raise ValueError("images must hold at least one image, got an empty sequence")
+        rowwise = bool(batch_invariant)
+        seeds, latents, errors = [], [], []
+        with torch.inference_mode():
+            cond = self.encode_prompt(model, prompt, guidance_scale)
+            for start in range(0, len(images), batch_size):
+                x = images_to_tensor(images[start:start + batch_size], model.resolution)
+                z0 = self.encode(model, x)
+                zt = self.invert_latents(model, cond, z0, num_inference_steps, solver, rowwise)
+                if not torch.isfinite(zt).all():
+                    raise PrecisionError(f"inversion for prompt {prompt!r}: non-finite seeds (rows from {start})")
+                if reconstruction:
+                    again = self.sample(model, cond, zt, num_inference_steps, solver, rowwise)
+                    errors += (again - z0).pow(2).flatten(1).mean(1).sqrt().tolist()
+                seeds.append(zt.cpu())
+                latents.append(z0.cpu())
+        return InversionResult(seeds=torch.cat(seeds), latents=torch.cat(latents),
+                               reconstruction_error=errors if reconstruction else None,
+                               precision_fallback=[None] * len(images))
+
+    def round_trip(self, model, images, prompt, *, inverter=None, num_inference_steps=50, guidance_scale=1.0):
+        solver = self.check_inverter(inverter)
+        with torch.inference_mode():
+            cond = self.encode_prompt(model, prompt, guidance_scale)
+            z0 = self.encode(model, images_to_tensor(images, model.resolution))
+            zt = self.invert_latents(model, cond, z0, num_inference_steps, solver)
+            again = self.sample(model, cond, zt, num_inference_steps, solver)
+        return z0.cpu(), zt.cpu(), again.cpu()
+
+    def generate(self, model, seeds, prompt, *, num_inference_steps=50, guidance_scale=7.5, batch_size=4,
+                 batch_invariant=None, vae_batch_size=None):
+        if seeds.ndim != 4 or tuple(seeds.shape[1:]) != tuple(model.seed_shape):
+            raise ValueError(f"seeds must have shape (N, {', '.join(map(str, model.seed_shape))}), got {tuple(seeds.shape)}")
+        if not torch.is_floating_point(seeds) or not torch.isfinite(seeds).all():
+            raise ValueError("seeds must be finite floating-point values")
+        _check(prompt, num_inference_steps, guidance_scale, batch_size)
+        return self._generate(model, seeds, prompt, num_inference_steps, guidance_scale, batch_size,
+                              bool(batch_invariant), vae_batch_size)
+
+    def _generate(self, model, seeds, prompt, steps, guidance_scale, batch_size, rowwise, vae_batch_size):
+        from PIL import Image
+
+        from normguide.diffusion.ddim import GeneratedBatch, PrecisionError
+
+        with torch.inference_mode():
+            cond = self.encode_prompt(model, prompt, guidance_scale)
+        for start in range(0, seeds.shape[0], batch_size):
+            with torch.inference_mode():
+                z = seeds[start:start + batch_size].detach().float().to(model.device)
+                z0 = self.sample(model, cond, z, steps, "flow-euler", rowwise)
+                size = 1 if rowwise else (vae_batch_size or z0.shape[0])
+                u8 = torch.cat([self.decode_u8(model, part) for part in z0.split(size)])
+                flat = u8.flatten(1)
+                if not torch.isfinite(z0).all() or bool((flat.amax(1) == flat.amin(1)).any()):
+                    raise PrecisionError(f"generation for prompt {prompt!r}: a non-finite or constant image (rows from {start})")
+            yield GeneratedBatch([Image.fromarray(a, "RGB") for a in u8.numpy()], [None] * z.shape[0])
+
+
+def images_to_tensor(images, resolution: int) -> torch.Tensor:
+    """(B, 3, R, R) float32 in [-1, 1] of PIL images, each prepared as ``ddim.prepare_image``."""
+    from normguide.diffusion.ddim import prepare_image
+
+    arrays = [np.asarray(prepare_image(im, resolution), dtype=np.float32) for im in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def _check(prompt, steps, guidance_scale, batch_size) -> None:
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    if not isinstance(steps, int) or not 1 <= steps <= 1000:
+        raise ValueError(f"num_inference_steps must be an int in [1, 1000], got {steps!r}")
+    if not math.isfinite(guidance_scale) or guidance_scale < 1.0:
+        raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
