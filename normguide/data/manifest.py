@@ -40,6 +40,12 @@ MANIFEST_SCHEMA = pa.schema(
         ("seed_norm", pa.float64()),
         ("seed_zscore", pa.float64()),
         ("seed_log_prob", pa.float64()),
+        # seed health of the generation seed (normguide.geometry.health): largest |multi-scale lag-1
+        # auto-correlation|, largest |channel mean|, smallest and largest channel variance
+        ("seed_autocorr_max", pa.float64()),
+        ("seed_channel_mean_absmax", pa.float64()),
+        ("seed_channel_var_min", pa.float64()),
+        ("seed_channel_var_max", pa.float64()),
         ("model", pa.string()),
         ("model_revision", pa.string()),
         ("scheduler", pa.string()),
@@ -109,6 +115,7 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
     import torch
 
     from normguide.geometry import ChiPrior
+    from normguide.geometry.health import seed_health
 
     plan = seeds.plan_rows
     if not (len(plan) == len(file_names) == len(images)):
@@ -124,6 +131,7 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
     # the dataset); resolved only where a reference is read (the seeds file keeps the resolved ones)
     refs = (seeds.meta.get("concept") or {}).get("reference_uris") or seeds.meta["reference_uris"]
     rec_err = seeds.reconstruction_errors
+    health = seed_health(seeds.generation_seeds)
     shared = asdict(ctx)
     rows = []
     for i, (r, file_name, im) in enumerate(zip(plan, file_names, images)):
@@ -133,6 +141,7 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
             "source_refs": [refs[s] for s in r.sources],
             "pair": list(r.pair) if r.pair is not None else None, "t": r.t,
             "seed_norm": float(norms[i]), "seed_zscore": float(z[i]), "seed_log_prob": float(logp[i]),
+            **_health_columns(health[i]),
             "inversion_steps": int(seeds.meta["inversion_steps"]),
             "inversion_guidance": float(seeds.meta["inversion_guidance"]),
             "inverter": _inverter(seeds, ctx.scheduler),
@@ -143,6 +152,12 @@ def concept_rows(ctx: RowContext, seeds: SeedsFile, file_names: list[str], image
             **(_refine_columns(refined[i], float(start_z[i])) if refined else {}),
         })
     return rows
+
+
+def _health_columns(record: dict) -> dict:
+    return {"seed_autocorr_max": record["autocorr_max"],
+            "seed_channel_mean_absmax": max(abs(v) for v in record["channel_mean"]),
+            "seed_channel_var_min": min(record["channel_var"]), "seed_channel_var_max": max(record["channel_var"])}
 
 
 #: The inverter a seeds file without an ``inverter`` entry was made with: the family default, which

@@ -10,7 +10,9 @@ Tensors (float32, seed shape ``(C, h, w)``):
 
 Metadata (one canonical-JSON value under the safetensors header key ``normguide``): concept_id,
 num_seeds, reference_uris, prompt, reconstruction_error (per seed or null), model,
-model_revision, inversion_steps, inversion_guidance, seed_shape, and after planning ``plan`` (the
+model_revision, inversion_steps, inversion_guidance, seed_shape, ``health`` (one seed-health record
+per inverted seed, derived from ``inverted`` when the file is written: ``SeedsFile.health``), and
+after planning ``plan`` (the
 rows of :class:`normguide.data.plan.PlannedSeed` as dicts), and with refinement ``refine``:
 ``{"config": <the refine settings>, "rows": [per planned row: None (not refined yet) or its
 record: preset, iterations, losses at start and end, fallback]}``.
@@ -97,6 +99,17 @@ class SeedsFile:
     def reconstruction_errors(self) -> list[float] | None:
         return self.meta.get("reconstruction_error")
 
+    def health(self) -> list[dict]:
+        """One seed-health record per inverted seed (``normguide.geometry.health.seed_health``:
+        norm z-score, per-channel mean and variance, multi-scale auto-correlation, round-trip
+        error where the inversion measured it); written into the file's metadata as ``health``."""
+        if self.inverted.shape[0] == 0:
+            return []
+        from normguide.geometry.health import seed_health
+
+        errors = self.reconstruction_errors
+        return seed_health(self.inverted, errors if errors and len(errors) == self.inverted.shape[0] else None)
+
     def with_plan(self, plan: SeedPlan) -> SeedsFile:
         """A copy holding ``plan`` (planned seeds, centroids and plan rows)."""
         return replace(
@@ -114,7 +127,8 @@ class SeedsFile:
         tensors.update({f"centroid.{m}": c.contiguous() for m, c in self.centroids.items()})
         if self.refined is not None:
             tensors["refined"] = self.refined.contiguous()
-        return st_save(tensors, metadata={META_KEY: json.dumps(self.meta, sort_keys=True)})
+        meta = dict(self.meta, health=self.health())  # derived from the tensors: always current
+        return st_save(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str = "seeds file") -> SeedsFile:

@@ -4,6 +4,8 @@ the local driver: inverted with the flow ODE, planned, generated, manifest with 
 import pandas as pd
 
 from normguide.data.schema import write_concept_table
+from normguide.data.seeds import SeedsFile
+from normguide.geometry.health import HEALTH_KEYS
 from normguide.pipeline import run_dataset
 from tests.factories import tiny_config
 from tests.helpers import make_reference
@@ -22,3 +24,9 @@ def test_a_flux_run_completes_through_the_local_driver(tmp_path):
     assert len(m) == 2 and set(m.inverter) == {"flow-euler"}
     assert set(m.scheduler) == {"FlowMatchEulerDiscreteScheduler"} and set(m.width) == {16}
     assert (m.reconstruction_error < 0.05).all()
+    # the seed-health record: per inverted seed in the seeds file, per generation seed in the manifest
+    seeds = SeedsFile.from_bytes((root / "seeds" / "alpha.safetensors").read_bytes())
+    assert [set(r) for r in seeds.meta["health"]] == [set(HEALTH_KEYS)] * 2
+    assert [r["round_trip_error"] for r in seeds.meta["health"]] == seeds.reconstruction_errors
+    cols = ["seed_autocorr_max", "seed_channel_mean_absmax", "seed_channel_var_min", "seed_channel_var_max"]
+    assert m[cols].notna().all().all() and (m.seed_channel_var_min <= m.seed_channel_var_max).all()
