@@ -18,7 +18,8 @@ with normguide installed) or ``normguide.flows.generate_dataset:generate_dataset
 from prefect import flow
 from prefect.states import Failed
 
-from normguide.config import RunConfig, secrets_refused
+from normguide.config import RunConfig
+from normguide.masking import secrets_refused
 from normguide.pipeline import RunSummary
 from normguide.pipeline.recipe import run_recipe
 from normguide.tasks.reporting import publish_summary

@@ -9,7 +9,8 @@ Entry point for deployments: ``flows/norm_response.py:norm_response`` (deploymen
 # annotations (see flows/generate_dataset.py).
 from prefect import flow
 
-from normguide.config import RunConfig, secrets_refused
+from normguide.config import RunConfig
+from normguide.masking import secrets_refused
 from normguide.tasks.norm_response import measure_norm_response
 
 

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator, model_validator
 
+from normguide.data.schema import TableLimits
+
 #: The shipped example (inside the package, so an installed normguide finds it from any directory):
 #: the demo model's rare digits with held-out real references (examples/make_examples.py).
 EXAMPLE_DIR = Path(__file__).resolve().parent / "demo" / "example"
@@ -153,7 +155,7 @@ class RefineConfig(_Section):
     each seed's method (``preset: auto``: ``random`` seeds get the start-from-random preset, every
     other method the start-from-NAO one)."""
 
-    enabled: bool = Field(False, description="Refine every planned seed before generation.")
+    enabled: bool = Field(False, description="SeedSelect-refine every planned seed before generation (docs/refinement.md).")
     preset: Literal["auto", "nao", "random"] = Field(
         "auto", description="The paper's settings: 'nao' (lr 0.05, 5 iterations, guidance 1), 'random' (lr 0.1, "
         "30 iterations, guidance 7.5), or 'auto' (random seeds: 'random', others: 'nao').")
@@ -239,13 +241,13 @@ class LimitsConfig(_Section):
     any model work, with a one-line error naming the concept, table or setting; raise one when a
     real workload needs it. Not part of the run id (they change no image)."""
 
-    max_concepts: int = Field(100_000, ge=1, description="Concepts (rows) in the concept table.")
-    max_references_per_concept: int = Field(1_000, ge=1, description="Reference images of one concept.")
+    max_concepts: int = Field(TableLimits.max_concepts, ge=1, description="Concepts (rows) in the concept table.")
+    max_references_per_concept: int = Field(TableLimits.max_references_per_concept, ge=1, description="Reference images of one concept.")
     max_images_per_concept: int = Field(
-        100_000, ge=1, description="Images of one concept and method (plan.num_images, the table's num_images).")
+        TableLimits.max_images_per_concept, ge=1, description="Images of one concept and method (plan.num_images, the table's num_images).")
     max_steps: int = Field(1_000, ge=1, description="Inversion and generation steps (num_inference_steps).")
     max_prompt_chars: int = Field(
-        2_000, ge=1, description="Characters of a concept's prompt (its own, or the template with its name), checked "
+        TableLimits.max_prompt_chars, ge=1, description="Characters of a concept's prompt (its own, or the template with its name), checked "
         "on the table before anything is loaded.")
     max_prompt_tokens: int | None = Field(
         None, ge=1, description="Tokens of a prompt in the model's tokenizer, checked once the model is loaded; "
@@ -281,7 +283,7 @@ class StorageConfig(_Section):
     extra: dict[str, Any] = Field(default_factory=dict, repr=False, description="Other s3fs/fsspec options (hidden from repr; keys that look secret are masked in run.json).")
 
     def __repr_args__(self):  # repr/str: no user:password@ of the endpoint either
-        from normguide.data.storage.options import strip_userinfo
+        from normguide.masking import strip_userinfo
 
         for name, value in super().__repr_args__():
             yield name, (strip_userinfo(value) if isinstance(value, str) else value)
@@ -291,7 +293,7 @@ class StorageConfig(_Section):
         """JSON (run.json, Prefect's stored flow-run parameters) never carries a credential:
         like the SecretStr fields, credential-like ``extra`` keys (any depth) are masked and URL
         userinfo is stripped; the Python objects keep them for the run itself."""
-        from normguide.data.storage.options import mask_credentials
+        from normguide.masking import mask_credentials
 
         return mask_credentials(value, keys=isinstance(value, dict))
 
@@ -434,7 +436,7 @@ class RunConfig(BaseModel):
         aws_secret_access_key``, ``password``, ...) and any URL carrying ``user:password@``
         (``storage.endpoint_url``, URLs in ``extra``, the concept table, the output). They must
         not travel as deployment or flow-run parameters, which the Prefect API stores in clear."""
-        from normguide.data.storage.options import credential_paths
+        from normguide.masking import credential_paths
 
         found = [f"storage.{k}" for k in ("key", "secret", "token") if getattr(self.storage, k) is not None]
         plain = self.model_dump(mode="python", exclude={"storage": {"key", "secret", "token", "extra"}})
@@ -455,7 +457,7 @@ class RunConfig(BaseModel):
 
         Masked: ``storage.key``/``secret``/``token``, the value of every ``storage.extra`` key
         that names a credential at any depth, and the ``user:password@`` of every URL."""
-        from normguide.data.storage.options import MASK, mask_credentials
+        from normguide.masking import MASK, mask_credentials
 
         d = self.model_dump(mode="json")
         st = d["storage"]
@@ -503,15 +505,25 @@ def validation_line(exc) -> str:
     return "; ".join(p.replace("\n", " ") for p in parts)
 
 
-def secrets_refused(fields: list[str], where: str) -> str:
-    """The error for credentials found in a config that is about to travel as ``where``."""
-    return (
-        f"config holds credentials in {', '.join(fields)}: {where} are stored by the Prefect API in plain "
-        "text, so credentials must not be part of them; give them through the environment "
-        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), a profile (storage.profile / AWS_PROFILE) or a "
-        "prefect-aws block (storage.aws_credentials_block), and put no user:password@ in URLs; "
-        "`normguide run --no-prefect` accepts them, since it stores no parameters"
-    )
+def check_same_content(config: RunConfig, data: bytes, where: str) -> None:
+    """Refuse to resume a run whose run.json (``data``) was written with content-changing settings,
+    naming the fields that differ (resuming would mix two datasets under one manifest)."""
+    try:
+        before = RunConfig.model_validate(json.loads(data)["config"]).content_dict()
+    except Exception:  # noqa: BLE001 - an unreadable record is reported as such
+        raise ValueError(f"{where} is not a normguide run record; choose another output root or run_id") from None
+    diff = sorted(_flat_diff(before, config.content_dict()))
+    if diff:
+        raise ValueError(
+            f"run {config.run_id!r} at {where} was started with different settings ({', '.join(diff)}); "
+            "rerun with the original configuration to resume it, or choose another run_id"
+        )
+
+
+def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _flat_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _unwrap_secrets(obj: Any) -> Any:

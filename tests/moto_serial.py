@@ -12,7 +12,7 @@ next one starts, as a real S3 endpoint would decide it. Requests still arrive co
 listen backlog queues them); only their handling is serialised. Single-threaded werkzeug
 answers HTTP/1.0 and closes each connection, so an idle keep-alive client never blocks others.
 
-Used by tests/storage/test_lease_s3_race.py. Environment variables are moto's own (e.g.
+Used by tests/data/storage/test_lease_s3_race.py. Environment variables are moto's own (e.g.
 ``INITIAL_NO_AUTH_ACTION_COUNT`` to turn IAM authentication on after a bootstrap).
 """
 

@@ -11,7 +11,7 @@ for the GIL, the thread is made to exit inside a C++ destructor, and the process
 
 Every Parquet read in normguide goes through :func:`read_table`: the bytes are first copied into
 an Arrow-owned buffer (one memcpy, in the calling thread), so no buffer Arrow holds wraps a
-Python object and nothing on its threads needs the GIL. ``tests/test_exit_codes.py`` checks that
+Python object and nothing on its threads needs the GIL. ``tests/cli/test_exit_codes.py`` checks that
 no module reads Parquet another way.
 """
 

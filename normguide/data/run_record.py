@@ -12,7 +12,6 @@ from typing import Any
 
 from normguide.data import layout
 from normguide.errors import InputError
-from normguide.config import RunConfig
 
 RUN_JSON = layout.RUN_JSON  # names kept for callers; the keys live in normguide.data.layout
 SUCCESS = layout.SUCCESS
@@ -43,31 +42,32 @@ def dumps(doc: dict[str, Any]) -> bytes:
 STATUSES = ("running", "complete", "failed", "interrupted")
 
 
-def new_record(config: RunConfig, *, output_root: str, model: dict[str, Any],
+def new_record(run_id: str, settings: dict[str, Any], *, output_root: str, model: dict[str, Any],
                table_digest: str, warnings: list[str] | None = None) -> bytes:
-    """The run.json of a run that starts now (status ``running``); ``warnings``: what the model
-    cannot draw of the table (``normguide.vocabulary``); ``config`` is
-    pinned (its ``run_id`` set), ``table_digest`` the digest of the concept table it runs."""
+    """The run.json of a run that starts now (status ``running``); ``settings``: the run's
+    configuration with its secrets masked (``RunConfig.public_dict()``); ``warnings``: what the
+    model cannot draw of the table (``normguide.vocabulary``); ``table_digest`` the digest of the
+    concept table it runs."""
     return dumps({
-        "run_id": config.run_id, "status": "running", "started_at": now().isoformat(),
+        "run_id": run_id, "status": "running", "started_at": now().isoformat(),
         "finished_at": None, "output_root": output_root, "model": model, "versions": versions(),
         "table_digest": table_digest, "concepts": None, "images": None, "error": None,
-        "config": config.public_dict(), "warnings": list(warnings or []),
+        "config": settings, "warnings": list(warnings or []),
     })
 
 
-def with_status(data: bytes, status: str, *, error: str | None = None, config: RunConfig | None = None,
+def with_status(data: bytes, status: str, *, error: str | None = None, settings: dict[str, Any] | None = None,
                 table_digest: str | None = None) -> bytes:
     """run.json ``data`` with a new ``status`` (and ``error``); ``running`` again on a resume,
-    with the current table's digest and settings when ``config`` and ``table_digest`` are given."""
+    with the current table's digest and (masked) settings when they are given."""
     if status not in STATUSES:
         raise ValueError(f"unknown run status {status!r}")
     doc = json.loads(data)
     doc.update(status=status, error=error)
     if status != "running":
         doc["finished_at"] = now().isoformat()
-    if config is not None:
-        doc["config"] = config.public_dict()
+    if settings is not None:
+        doc["config"] = settings
     if table_digest is not None:
         doc["table_digest"] = table_digest
     return dumps(doc)
@@ -87,27 +87,6 @@ def covers_table(data: bytes, table_digest: str) -> bool:
     """Whether a complete run's record covers the concept table whose digest is ``table_digest``."""
     doc = json.loads(data)
     return doc.get("status") == "complete" and doc.get("table_digest") == table_digest
-
-
-def check_same_content(config: RunConfig, data: bytes, where: str) -> None:
-    """Refuse to resume a run whose run.json was written with content-changing settings,
-    naming the fields that differ (resuming would mix two datasets under one manifest)."""
-    try:
-        before = RunConfig.model_validate(json.loads(data)["config"]).content_dict()
-    except Exception:  # noqa: BLE001 - an unreadable record is reported as such
-        raise ValueError(f"{where} is not a normguide run record; choose another output root or run_id") from None
-    diff = sorted(_flat_diff(before, config.content_dict()))
-    if diff:
-        raise ValueError(
-            f"run {config.run_id!r} at {where} was started with different settings ({', '.join(diff)}); "
-            "rerun with the original configuration to resume it, or choose another run_id"
-        )
-
-
-def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in _flat_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 class NotARunError(InputError):

@@ -116,7 +116,7 @@ def _is_string(t: pa.DataType) -> bool:
 
 def parse_concept_table(data: bytes, *, source: str, limits=None, template: str | None = None) -> ConceptTable:
     """Parse and validate Parquet bytes; relative reference paths resolve against ``source``'s folder.
-    ``limits`` (a :class:`normguide.config.LimitsConfig`; default: its defaults) bounds concepts,
+    ``limits`` (a :class:`TableLimits` or the run's ``LimitsConfig``; default: the defaults) bounds concepts,
     references, images and prompt length; ``template`` is the run's prompt template, so the
     prompt of a concept without its own is measured as it will be."""
     try:
@@ -142,10 +142,19 @@ def table_digest(data: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def _default_limits():
-    from normguide.config import LimitsConfig
+@dataclass(frozen=True)
+class TableLimits:
+    """The bounds a concept table is checked against; ``normguide.config.LimitsConfig`` (the run's
+    ``limits:`` section, whose defaults these are) is passed in their place."""
 
-    return LimitsConfig()
+    max_concepts: int = 100_000
+    max_references_per_concept: int = 1_000
+    max_images_per_concept: int = 100_000
+    max_prompt_chars: int = 2_000
+
+
+def _default_limits() -> TableLimits:
+    return TableLimits()
 
 
 def validate_concept_table(table: pa.Table, *, source: str, limits=None, template: str | None = None) -> ConceptTable:

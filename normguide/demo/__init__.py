@@ -4,7 +4,7 @@
   generative training split, the judge's training split), prompts, image conversion.
 - ``classifier``: the shipped digit classifier ("judge") that scores generated images.
 - ``features``: the refinement feature model (an autoencoder, not the judge: see its docstring).
-- ``train``: the script that trained the shipped weights (``python -m normguide.demo.train``).
+- the script that trained the shipped weights is ``scripts/train_demo.py`` in a checkout (not part of the installed package).
 - ``weights/``: the shipped pipeline (``weights/pipeline``, loaded by ``load_pipeline("demo")``),
   the classifier (``weights/classifier``) and the training record (``weights/TRAINING.md``/``.json``).
 

@@ -1,7 +1,7 @@
 """The digit "judge": a small CNN that says which digit an image shows, shipped with the demo model.
 
 It scores generated images (recognisability), and its penultimate layer is the feature space for
-fidelity/diversity metrics. Trained by ``normguide.demo.train`` on the ``"judge"`` split of
+fidelity/diversity metrics. Trained by ``scripts/train_demo.py`` on the ``"judge"`` split of
 ``normguide.demo.digits`` (every non-held-out real digit, rare classes included) with mild
 augmentation (random shifts of up to ``MAX_SHIFT`` px, light pixel noise) so that it judges
 generated digits, which are not pixel-aligned with the originals, fairly. Its accuracy on the

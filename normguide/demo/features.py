@@ -9,7 +9,7 @@ the judge and the optimiser would learn to please that one network (adversarial 
 better digits), and the evaluation would then measure its own loss. With an independent φ a
 recognisability gain under the judge means the images changed, not that the judge was fooled.
 
-Trained by ``python -m normguide.demo.train --out normguide/demo/weights --only features`` (a step
+Trained by ``python scripts/train_demo.py --out normguide/demo/weights --only features`` (a step
 that runs alone and touches no other weights) on the demo's ``"judge"`` split (every non-held-out
 real digit, images only), with the classifier's shift augmentation. Its record is
 ``weights/features/TRAINING.json``.

@@ -327,7 +327,7 @@ def load_pipeline(
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(
                 f"model 'demo': the shipped weights are missing from {str(path)!r} (a broken install?); "
-                "train them with 'python -m normguide.demo.train --out <dir>' and pass that directory, "
+                "train them with 'python scripts/train_demo.py --out <dir>' and pass that directory, "
                 "or use a random-weight build such as 'demo:sd1'"
             )
         try:

@@ -1,7 +1,7 @@
 """Export a finished run to the formats training jobs load: Hugging Face ``datasets`` and WebDataset.
 
     from normguide.export import export_run
-    uris = export_run(ctx, ["hf", "webdataset"])   # {"hf": "<run>/hf", "webdataset": "<run>/webdataset"}
+    uris = export_run(storage, ["hf", "webdataset"])   # {"hf": "<run>/hf", "webdataset": "<run>/webdataset"}
 
 Modules:
 
@@ -25,22 +25,24 @@ from typing import TYPE_CHECKING
 
 from normguide.config import DEFAULT_EXPORT_SHARD_SIZE, EXPORT_FORMATS
 from normguide.export.hf import hf_card_yaml
-from normguide.export.source import open_finished_run
+from normguide.export.source import open_finished_run, recorded_run_id
 
 if TYPE_CHECKING:
-    from normguide.pipeline.context import RunContext
+    from normguide.data.storage import Storage
 
 __all__ = ["DEFAULT_EXPORT_SHARD_SIZE", "EXPORT_FORMATS", "export_run", "hf_card_yaml", "load_snippet"]
 
 
-def export_run(ctx: RunContext, formats: Sequence[str], *, shard_size: int | None = None) -> dict[str, str]:
-    """Export the finalized run of ``ctx`` to each of ``formats``.
+def export_run(storage: Storage, formats: Sequence[str], *, shard_size: int = DEFAULT_EXPORT_SHARD_SIZE,
+               run_id: str | None = None) -> dict[str, str]:
+    """Export the finalized run at ``storage`` (its root) to each of ``formats``.
 
     Args:
-        ctx: The run's context (its storage is the run root; the model is never loaded).
+        storage: The run's root (the model is never loaded).
         formats: Names from :data:`EXPORT_FORMATS` (``hf``, ``webdataset``), in the order to write.
-        shard_size: Samples per WebDataset tar and per hf Parquet file; default
-            ``ctx.config.export_shard_size``.
+        shard_size: Samples per WebDataset tar and per hf Parquet file (the run's
+            ``export_shard_size``).
+        run_id: The run's id, for messages; default: the one its run.json records.
 
     Returns:
         ``{format: URI of its folder under the run root}``, in the order of ``formats``.
@@ -60,13 +62,15 @@ def export_run(ctx: RunContext, formats: Sequence[str], *, shard_size: int | Non
         raise ValueError(f"formats: unknown export format(s) {bad}; choose from {list(EXPORT_FORMATS)}")
     if len(set(formats)) != len(formats):
         raise ValueError(f"formats must not repeat, got {formats}")
-    size = ctx.config.export_shard_size if shard_size is None else shard_size
+    size = DEFAULT_EXPORT_SHARD_SIZE if shard_size is None else shard_size
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ValueError(f"shard_size must be a positive integer, got {size!r}")
     if not formats:
         return {}
     # 2. The finished run, then each format
-    run = open_finished_run(ctx.storage, ctx.run_id)
+    if run_id is None:
+        run_id = recorded_run_id(storage)
+    run = open_finished_run(storage, run_id)
     writers = {"hf": export_hf, "webdataset": export_webdataset}
     return {f: writers[f](run, size) for f in formats}
 

@@ -61,6 +61,20 @@ class FinishedRun:
 _EXPORT_NEEDS = ("concept_id", "image_id", "sha256")
 
 
+def recorded_run_id(storage: Storage) -> str:
+    """The run id its run.json records (the root's last path segment when there is none)."""
+    import json
+
+    from normguide.data import run_record
+
+    if storage.exists(run_record.RUN_JSON):
+        try:
+            return str(json.loads(storage.read_bytes(run_record.RUN_JSON))["run_id"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    return storage.root.rstrip("/").rsplit("/", 1)[-1]
+
+
 def open_finished_run(storage: Storage, run_id: str) -> FinishedRun:
     """The run at ``storage`` if it is finalized (``_SUCCESS`` and ``manifest.parquet``), else a
     ValueError naming the run and what is missing."""

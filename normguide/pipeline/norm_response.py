@@ -13,9 +13,6 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Optional
-
-import typer
 
 from normguide.config import RunConfig
 
@@ -78,40 +75,3 @@ def run_norm_response(cfg: RunConfig, *, judge: str | None = None, radii=None, n
     store.write_bytes("norm_response.png", nr.plot_norm_response(result))
     store.write_bytes("verdict.md", (result.verdict + "\n").encode())
     return result, store.root
-
-
-def norm_response_command(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Run config (model, concepts, guidance, inversion, seed)."),  # noqa: UP045
-    model: Optional[str] = typer.Option(None, help="Model (default: the config's, else demo)."),  # noqa: UP045
-    concepts: Optional[str] = typer.Option(None, help="Concept table (default: the config's, else the example)."),  # noqa: UP045
-    judge: Optional[str] = typer.Option(None, help="'digits' or a local CLIP directory (default: the run's evaluation judge)."),  # noqa: UP045
-    radii: Optional[str] = typer.Option(None, help="Relative norms r = |z|/sqrt(d), comma-separated (default 0.3,...,1.5)."),  # noqa: UP045
-    images: int = typer.Option(12, "--images", min=1, help="Random rays per concept (plus one ray per reference)."),
-    guidance: Optional[float] = typer.Option(None, help="Guidance scale (default: the config's generation.guidance_scale)."),  # noqa: UP045
-    steps: Optional[int] = typer.Option(25, help="DDIM steps for generation."),  # noqa: UP045
-    concept_ids: Optional[str] = typer.Option(None, help="Only these concepts (comma-separated)."),  # noqa: UP045
-    output: Optional[str] = typer.Option(None, help="Where to write (default <output>/norm-response)."),  # noqa: UP045
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),  # noqa: UP045
-) -> None:
-    """Measure the model's norm response (recognisability and diversity against the seed's relative
-    norm) and say what it means for the seed methods. Run it before choosing a method."""
-    from normguide.config import load_config
-
-    try:
-        cfg = load_config(config) if config else RunConfig()
-        cfg = cfg.with_overrides(**{"model": model, "concepts": concepts, "generation.guidance_scale": guidance,
-                                    "device": device})
-        grid = None if radii is None else [x for x in radii.split(",") if x.strip()]
-        if grid is not None:
-            try:
-                grid = [float(x) for x in grid]
-            except ValueError:
-                raise ValueError(f"--radii: expected comma-separated numbers, got {radii!r}") from None
-        ids = [x for x in concept_ids.split(",") if x] if concept_ids else None
-        result, where = run_norm_response(cfg, judge=judge, radii=grid, num_random=images, steps=steps,
-                                          output=output, concept_ids=ids)
-    except (ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(result.verdict)
-    typer.echo(f"\nwritten: {where}/ (curve.parquet, curve.csv, methods.csv, norm_response.png, verdict.md)")

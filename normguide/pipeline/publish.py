@@ -15,7 +15,7 @@ def export(ctx: RunContext) -> dict[str, str]:
         return {}
     from normguide.export import export_run
 
-    return export_run(ctx, ctx.config.export, shard_size=ctx.config.export_shard_size)
+    return export_run(ctx.storage, ctx.config.export, shard_size=ctx.config.export_shard_size, run_id=ctx.run_id)
 
 
 def export_and_report(ctx: RunContext, formats, *, shard_size: int | None = None) -> dict[str, str]:
@@ -24,7 +24,8 @@ def export_and_report(ctx: RunContext, formats, *, shard_size: int | None = None
     ``configs`` point at the hf files). Needs no model."""
     from normguide.export import export_run
 
-    uris = export_run(ctx, formats, shard_size=shard_size)
+    uris = export_run(ctx.storage, formats, run_id=ctx.run_id,
+                      shard_size=ctx.config.export_shard_size if shard_size is None else shard_size)
     report(ctx)
     return uris
 
@@ -34,7 +35,7 @@ def report(ctx: RunContext, evaluation=None):
     ``README.md`` of a finalized run (``normguide.reporting``). Needs no model."""
     from normguide.reporting import write_report
 
-    return write_report(ctx, evaluation=evaluation)
+    return write_report(ctx.storage, storage_config=ctx.config.storage, evaluation=evaluation)
 
 
 def wants_report(ctx: RunContext, already_complete: bool) -> bool:

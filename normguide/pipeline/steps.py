@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from normguide import __version__, progress
+from normguide.config import check_same_content
 from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data import references as reference_io
@@ -89,7 +90,7 @@ def prepare(ctx: RunContext) -> PreparedRun:
     storage.check_writable()
     record = storage.read_bytes(run_record.RUN_JSON) if storage.exists(run_record.RUN_JSON) else None
     if record is not None:
-        run_record.check_same_content(ctx.config, record, storage.uri(run_record.RUN_JSON))
+        check_same_content(ctx.config, record, storage.uri(run_record.RUN_JSON))
     complete = record is not None and storage.exists(run_record.SUCCESS) and run_record.covers_table(record, ctx.table.digest)
     if not complete:  # a bad CLIP directory or labelled table, before any model work
         from normguide.pipeline.longtail import check_evaluation_inputs
@@ -116,7 +117,7 @@ def start(ctx: RunContext) -> PreparedRun:
     check_model(ctx.config, model)  # refinement of a family that cannot backpropagate
     check_lease(ctx)
     if not storage.exists(run_record.RUN_JSON):
-        storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.config, output_root=storage.root, model={
+        storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.run_id, ctx.config.public_dict(), output_root=storage.root, model={
             "id": model.model_id, "revision": model.revision, "family": model.family, "is_demo": model.is_demo,
             "note": model.note, "seed_shape": list(model.seed_shape), "scheduler": model.scheduler,
         }, table_digest=ctx.table.digest, warnings=warnings))
@@ -124,7 +125,7 @@ def start(ctx: RunContext) -> PreparedRun:
         record = storage.read_bytes(run_record.RUN_JSON)
         if json.loads(record).get("status") != "running":
             storage.write_bytes(run_record.RUN_JSON, run_record.with_status(
-                record, "running", config=ctx.config, table_digest=ctx.table.digest))
+                record, "running", settings=ctx.config.public_dict(), table_digest=ctx.table.digest))
     return PreparedRun(run_id=ctx.run_id, output_root=storage.root, complete=False,
                        model=model_label(model.model_id, model.is_demo, model.note),
                        is_demo=model.is_demo, model_note=model.note)

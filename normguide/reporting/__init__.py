@@ -6,7 +6,7 @@
   and the dataset card ``README.md`` (``card.py``, Hugging Face dataset-card format) at the run
   root. Returns a :class:`ReportRecord` (``records.py``).
 - :func:`run_status` / :func:`show_text` (``show.py``): the summary of an existing run, finished or
-  not; ``cli.py`` holds the ``normguide show`` command.
+  not (the ``normguide show`` command is in ``normguide/cli/runs.py``).
 
 Needs a finished run's files only: no model is loaded; storage is local or S3 through the run's
 :class:`~normguide.pipeline.RunContext`. The Prefect side (artifacts) is ``tasks/reporting.py``.

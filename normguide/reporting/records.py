@@ -13,6 +13,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from normguide.data import layout
+
 # the keys live in normguide.data.layout; these names are kept for callers
 CARD_KEY = layout.CARD
 REPORT_DIR = layout.REPORT_DIR

@@ -21,10 +21,10 @@ import textwrap
 from dataclasses import dataclass
 from functools import lru_cache
 
-from normguide.data.text import printable
 from PIL import Image, ImageDraw, ImageFont
 
 from normguide.data.images import encode_png
+from normguide.data.text import printable
 
 TILE = 128
 COLUMNS = 8

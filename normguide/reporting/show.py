@@ -19,15 +19,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from normguide.data import layout, run_record
 from normguide.data import manifest as mf
-from normguide.data import layout
-from normguide.data import run_record
 from normguide.data.parquet_io import read_frame
 from normguide.data.storage import Storage
 from normguide.data.text import printable
 from normguide.reporting.records import CARD_KEY, EVAL_METRICS_KEY, EVAL_REPORT_KEY, INDEX_KEY, REPORT_DIR
 from normguide.reporting.tables import counts_by_concept, counts_markdown, evaluation_markdown, headline_evaluation
-
 
 NotARunError = run_record.NotARunError  # the name callers know; the class lives with run.json
 

@@ -20,12 +20,11 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from normguide.data import layout
+from normguide.data import layout, run_record
 from normguide.data import manifest as mf
-from normguide.data import run_record
 from normguide.data.images import ReferenceImageError, decode_reference
 from normguide.data.seeds import SeedsFile, seeds_key
-from normguide.data.storage import StorageError
+from normguide.data.storage import Storage, StorageError, read_bytes
 from normguide.data.text import printable
 from normguide.reporting import card as card_mod
 from normguide.reporting.norms import PlannedZ, seed_norm_plot
@@ -44,7 +43,8 @@ from normguide.reporting.sheets import Band, Tile, render_sheet
 from normguide.reporting.tables import counts_markdown, evaluation_markdown, headline_evaluation
 
 if TYPE_CHECKING:
-    from normguide.pipeline import EvaluationRecord, RunContext
+    from normguide.config import StorageConfig
+    from normguide.pipeline import EvaluationRecord
 
 #: Most images of one method shown on a contact sheet (the first ones in plan order, which
 #: cover every path at its middle first); the band's label says how many there are in all.
@@ -52,12 +52,25 @@ MAX_PER_METHOD = 24
 _KIND_ORDER = {"centroid": 0, "inversion": 1, "interpolant": 2, "random": 3}
 
 
-def write_report(ctx: RunContext, *, evaluation: EvaluationRecord | None = None,
-                 max_per_method: int = MAX_PER_METHOD) -> ReportRecord:
+@dataclass(frozen=True)
+class _Run:
+    """Where a report reads from: the run root, and how references outside it are read."""
+
+    storage: Storage
+    storage_config: StorageConfig | None
+
+    def read_input(self, uri: str) -> bytes:
+        return read_bytes(uri, storage_config=self.storage_config)
+
+
+def write_report(storage: Storage, *, storage_config: StorageConfig | None = None,
+                 evaluation: EvaluationRecord | None = None, max_per_method: int = MAX_PER_METHOD) -> ReportRecord:
     """Write the run's contact sheets, seed-norm plots, ``report/index.md`` and ``README.md``.
 
     Args:
-        ctx: the run's context (its storage; references are read with ``ctx.read_input``).
+        storage: the run's root (a finalized run; its run.json names the run and the model).
+        storage_config: the run's storage settings, to read reference images that live outside
+            the run root (s3:// with an endpoint or credentials); default: the environment's.
         evaluation: the evaluation step's record, for the judge's name; the numbers are read
             from ``eval/metrics.parquet`` whenever it exists.
         max_per_method: most images of one method on a contact sheet.
@@ -69,7 +82,7 @@ def write_report(ctx: RunContext, *, evaluation: EvaluationRecord | None = None,
         ValueError: the run has no ``manifest.parquet`` (not finalized), or a concept of the
             manifest has no seeds file.
     """
-    storage = ctx.storage
+    ctx = _Run(storage, storage_config)
     # 1. Check inputs: a finalized run
     if max_per_method < 1:
         raise ValueError(f"max_per_method must be ≥ 1, got {max_per_method}")
@@ -80,7 +93,7 @@ def write_report(ctx: RunContext, *, evaluation: EvaluationRecord | None = None,
     manifest_table = mf.parquet_to_table(storage.read_bytes(layout.MANIFEST))
     manifest = manifest_table.to_pandas()
     model = run.get("model") or {}
-    run_id = str(run.get("run_id") or ctx.run_id)  # the recorded id: a config read back may resolve differently
+    run_id = str(run.get("run_id") or storage.root.rstrip("/").rsplit("/", 1)[-1])  # the recorded id
     subtitle_model = f"model {model.get('id', manifest['model'].iloc[0] if len(manifest) else '?')}"
 
     # 2. Per concept: contact sheet and seed-norm plot
@@ -129,7 +142,7 @@ def write_report(ctx: RunContext, *, evaluation: EvaluationRecord | None = None,
     return record
 
 
-def write_html(ctx: RunContext, record: ReportRecord, manifest: pd.DataFrame, *, warnings: list[str]) -> None:
+def write_html(ctx: _Run, record: ReportRecord, manifest: pd.DataFrame, *, warnings: list[str]) -> None:
     """``report/index.html`` and ``report/<concept_id>/index.html`` (:mod:`normguide.reporting.html`)."""
     from normguide.reporting import html
 
@@ -141,7 +154,7 @@ def write_html(ctx: RunContext, record: ReportRecord, manifest: pd.DataFrame, *,
         has_eval_report=record.evaluation_report_uri is not None).encode())
 
 
-def _read_seeds(ctx: RunContext, concept_id: str) -> SeedsFile:
+def _read_seeds(ctx: _Run, concept_id: str) -> SeedsFile:
     key = seeds_key(concept_id)
     if not ctx.storage.exists(key):
         raise ValueError(f"concept {concept_id!r}: no seeds file {ctx.storage.uri(key)}, so its references are unknown")
@@ -156,7 +169,7 @@ def _placeholder(text: str, size: int = 64) -> Image.Image:
     return im
 
 
-def _reference_tiles(ctx: RunContext, seeds: SeedsFile, limit: int) -> list[Tile]:
+def _reference_tiles(ctx: _Run, seeds: SeedsFile, limit: int) -> list[Tile]:
     tiles = []
     for i, uri in enumerate(seeds.meta["reference_uris"][:limit]):
         try:
@@ -195,7 +208,7 @@ def _display_order(rows: pd.DataFrame, limit: int) -> pd.DataFrame:
     return shown.sort_values(["_kind", "_pair", "_t", "image_id"], kind="stable")
 
 
-def contact_sheet(ctx: RunContext, seeds: SeedsFile, rows: pd.DataFrame, *, title: str, subtitle: str,
+def contact_sheet(ctx: _Run, seeds: SeedsFile, rows: pd.DataFrame, *, title: str, subtitle: str,
                   max_per_method: int = MAX_PER_METHOD) -> bytes:
     """The PNG of one concept: its references, then per method its images (manifest ``rows``)."""
     from normguide.data.plan import SEED_METHODS
@@ -244,7 +257,7 @@ class Exports:
     snippets: dict[str, str]  # format -> a line of Python that loads it
 
 
-def find_exports(ctx: RunContext, manifest: pa.Table) -> Exports:
+def find_exports(ctx: _Run, manifest: pa.Table) -> Exports:
     """Which exports exist (``hf/<method>/train-*.parquet``, ``webdataset/shard-*.tar``), the
     ``hf`` export's card YAML and a loading line per format, from ``normguide.export`` when it
     is installed (its ``hf_card_yaml`` needs the ``datasets`` package), else derived here."""
@@ -256,7 +269,7 @@ def find_exports(ctx: RunContext, manifest: pa.Table) -> Exports:
         from normguide import export
     except ImportError:
         export = None
-    endpoint = ctx.config.storage.endpoint_url
+    endpoint = ctx.storage_config.endpoint_url if ctx.storage_config is not None else None
     # the card's loading lines work from where the dataset is: relative to the run's folder for a
     # local run (a copied or moved folder still loads), the s3:// URI for a run on S3
     s3 = storage.root.startswith("s3://")

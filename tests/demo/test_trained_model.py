@@ -108,7 +108,7 @@ def test_missing_weights_are_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(loading, "trained_demo_dir", lambda: tmp_path)
     with pytest.raises(ModelLoadError, match="shipped weights are missing") as info:
         load_pipeline("demo")
-    assert str(tmp_path) in str(info.value) and "normguide.demo.train" in str(info.value)
+    assert str(tmp_path) in str(info.value) and "scripts/train_demo.py" in str(info.value)
 
 
 def test_training_record_says_what_was_trained(training_record):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
-import math
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -71,7 +71,7 @@ def check_against_manifest(ds, manifest: pd.DataFrame, *, methods=METHODS) -> No
 
 def test_parquet_files_load_with_datasets(run_copy):
     run, ctx = run_copy
-    uris = export_run(ctx, ["hf"], shard_size=4)
+    uris = export_run(ctx.storage, ["hf"], shard_size=4)
     assert uris == {"hf": f"{run.root}/hf"}
     # 6 images per method -> 2 files of at most 4 rows each, per method
     files = sorted(p.relative_to(run.root).as_posix() for p in (run.root / "hf").rglob("*.parquet"))
@@ -88,7 +88,7 @@ def test_parquet_files_load_with_datasets(run_copy):
 
 def test_card_configs_load_the_run_root(run_copy):
     run, ctx = run_copy
-    export_run(ctx, ["hf"], shard_size=4)
+    export_run(ctx.storage, ["hf"], shard_size=4)
     header = hf_card_yaml(pq.read_table(run.root / "manifest.parquet"))
     assert [c["config_name"] for c in header["configs"]] == ["default", *METHODS]
     (run.root / "README.md").write_text("---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n# test card\n")
@@ -111,7 +111,7 @@ def test_card_configs_load_the_run_root(run_copy):
 
 def test_s3_run_loads_with_datasets(s3_run_copy, s3_server, tmp_path):
     run, ctx, uri = s3_run_copy
-    assert export_run(ctx, ["hf"], shard_size=4) == {"hf": f"{uri}/hf"}
+    assert export_run(ctx.storage, ["hf"], shard_size=4) == {"hf": f"{uri}/hf"}
     opts = {"endpoint_url": s3_server.endpoint_url, "key": s3_server.key, "secret": s3_server.secret}
     # datasets refuses every remote URL, s3:// included, in offline mode (HF_HUB_OFFLINE=1 or
     # TRANSFORMERS_OFFLINE=1, which CI sets), and reads that setting once at import: the load runs

@@ -50,7 +50,7 @@ def _pattern(root, n: int) -> str:
 
 def test_shards_load_with_webdataset(run_copy):
     run, ctx = run_copy
-    assert export_run(ctx, ["webdataset"], shard_size=5) == {"webdataset": f"{run.root}/webdataset"}
+    assert export_run(ctx.storage, ["webdataset"], shard_size=5) == {"webdataset": f"{run.root}/webdataset"}
     manifest = run.manifest()  # 12 rows -> shards of 5, 5, 2
     names = sorted(p.name for p in (run.root / "webdataset").iterdir())
     assert names == ["_SUCCESS"] + [f"shard-{i:05d}{ext}" for i in range(3)
@@ -95,7 +95,7 @@ def _s3_env(monkeypatch, s3_server) -> None:
 
 def test_s3_shards_stream_through_a_pipe(s3_run_copy, s3_server, monkeypatch):
     run, ctx, uri = s3_run_copy
-    assert export_run(ctx, ["webdataset"], shard_size=5) == {"webdataset": f"{uri}/webdataset"}
+    assert export_run(ctx.storage, ["webdataset"], shard_size=5) == {"webdataset": f"{uri}/webdataset"}
     _s3_env(monkeypatch, s3_server)
     # WebDataset reads remote shards from a command's stdout (pipe:); here s3fs prints the object
     cat = f"import s3fs,sys; sys.stdout.buffer.write(s3fs.S3FileSystem(endpoint_url={s3_server.endpoint_url!r}).cat(sys.argv[1]))"
@@ -106,7 +106,7 @@ def test_s3_shards_stream_through_a_pipe(s3_run_copy, s3_server, monkeypatch):
 @pytest.mark.skipif(shutil.which("aws") is None, reason="the aws CLI is not installed")
 def test_s3_snippet_with_the_aws_cli(s3_run_copy, s3_server, monkeypatch):
     run, ctx, uri = s3_run_copy
-    export_run(ctx, ["webdataset"], shard_size=5)
+    export_run(ctx.storage, ["webdataset"], shard_size=5)
     _s3_env(monkeypatch, s3_server)
     snippet = load_snippet("webdataset", f"{uri}/webdataset", endpoint_url=s3_server.endpoint_url, num_shards=3)
     assert snippet.startswith('webdataset.WebDataset("pipe:aws s3 cp --endpoint-url ')
@@ -141,14 +141,14 @@ def test_killed_export_resumes_to_the_same_bytes(run_copy, finished_run, tmp_pat
     # an uninterrupted export in another copy of the run
     other = tmp_path / "other"
     shutil.copytree(finished_run.root, other)
-    export_run(RunContext.create(run.config, storage=Storage.open(str(other))), [fmt], shard_size=5)
+    export_run(Storage.open(str(other)), [fmt], shard_size=5)
     # killed mid-export, then run again
     killed = RunContext.create(run.config, storage=KilledStorage(str(run.root), n=n, prefix=folder))
     with pytest.raises(KeyboardInterrupt):
-        export_run(killed, [fmt], shard_size=5)
+        export_run(killed.storage, [fmt], shard_size=5)
     assert not (run.root / folder / "_SUCCESS").exists()
     written = _tree(run.root, fmt)
-    export_run(RunContext.create(run.config, storage=Storage.open(str(run.root))), [fmt], shard_size=5)
+    export_run(Storage.open(str(run.root)), [fmt], shard_size=5)
     assert _tree(run.root, fmt) == _tree(other, fmt)
     assert f"{fmt}/_STARTED" in written and f"{fmt}/_STARTED" not in _tree(run.root, fmt)  # the start record goes
     assert all(_tree(run.root, fmt)[k] == v for k, v in written.items() if k != f"{fmt}/_STARTED")  # nothing complete was rewritten
@@ -156,7 +156,7 @@ def test_killed_export_resumes_to_the_same_bytes(run_copy, finished_run, tmp_pat
 
 def test_lost_marker_and_partial_tar_are_redone(run_copy):
     run, ctx = run_copy
-    export_run(ctx, ["webdataset"], shard_size=5)
+    export_run(ctx.storage, ["webdataset"], shard_size=5)
     before = _tree(run.root, "webdataset")
     wd = run.root / "webdataset"
     # a crash between the shard's files: no stats (marker), no _SUCCESS, a half-written temporary tar
@@ -164,7 +164,7 @@ def test_lost_marker_and_partial_tar_are_redone(run_copy):
     (wd / "_SUCCESS").unlink()
     (wd / "shard-00001.tar").write_bytes(before["webdataset/shard-00001.tar"][:1000])
     (wd / ".shard-00001.tar.0123456789ab.normguide-tmp").write_bytes(b"partial")
-    export_run(ctx, ["webdataset"], shard_size=5)
+    export_run(ctx.storage, ["webdataset"], shard_size=5)
     after = _tree(run.root, "webdataset")
     after.pop("webdataset/.shard-00001.tar.0123456789ab.normguide-tmp")  # invisible to the storage's listings
     assert after == before
@@ -172,18 +172,18 @@ def test_lost_marker_and_partial_tar_are_redone(run_copy):
 
 def test_finished_export_is_a_noop_and_other_settings_are_refused(run_copy):
     run, ctx = run_copy
-    export_run(ctx, ["webdataset", "hf"], shard_size=5)
+    export_run(ctx.storage, ["webdataset", "hf"], shard_size=5)
     before = {**_tree(run.root, "webdataset"), **_tree(run.root, "hf")}
     mtimes = {p: p.stat().st_mtime_ns for p in run.root.rglob("*") if p.is_file()}
-    export_run(ctx, ["hf", "webdataset"], shard_size=5)
+    export_run(ctx.storage, ["hf", "webdataset"], shard_size=5)
     assert {p: p.stat().st_mtime_ns for p in run.root.rglob("*") if p.is_file()} == mtimes
     for fmt in ("webdataset", "hf"):
         with pytest.raises(ValueError, match=rf"{run.root}/{fmt} already holds .*shard_size: 5 there, 4 asked"):
-            export_run(ctx, [fmt], shard_size=4)
+            export_run(ctx.storage, [fmt], shard_size=4)
     # a folder with shards of another layout and no _SUCCESS: refused, naming a stray file
     (run.root / "webdataset/_SUCCESS").unlink()
     with pytest.raises(ValueError, match=r"holds 3 file\(s\) this export would not write .*shard-00002"):
-        export_run(ctx, ["webdataset"], shard_size=6)
+        export_run(ctx.storage, ["webdataset"], shard_size=6)
     assert {**_tree(run.root, "webdataset"), **_tree(run.root, "hf")} == {
         k: v for k, v in before.items() if k != "webdataset/_SUCCESS"}
     read_parquet_bytes((run.root / "webdataset/shard-00000.parquet").read_bytes())  # intact

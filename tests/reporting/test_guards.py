@@ -30,7 +30,7 @@ def test_export_of_a_manifest_without_sha256_names_the_file(finished_run, tmp_pa
     table = pq.read_table(root / "manifest.parquet")
     pq.write_table(table.drop(["sha256"]), root / "manifest.parquet")
     with pytest.raises(ValueError, match=r"manifest.parquet lacks the column\(s\) \['sha256'\] an export needs"):
-        export_run(finished_run.context(root), ["webdataset"])  # today: a bare KeyError
+        export_run(finished_run.context(root).storage, ["webdataset"])  # today: a bare KeyError
 
 
 @pytest.mark.parametrize("uri, why", [("file:/tmp/x", "looks like a URI"), ("C:\\runs", "Windows drive path"),

@@ -44,7 +44,7 @@ document.getElementById("f").addEventListener("load", () => {
 @pytest.fixture(scope="module")
 def report(finished_run, tmp_path_factory):
     root = finished_run.copy(tmp_path_factory.mktemp("html") / "run")
-    write_report(finished_run.context(root))
+    write_report(finished_run.context(root).storage)
     return finished_run, root
 
 

@@ -25,7 +25,7 @@ def test_report_and_show_escape_control_characters_of_an_old_run(finished_run, t
     root = finished_run.copy(tmp_path / "run")
     _rename(root, EVIL)
     # today: the contact sheet fails ("can't measure length of multiline text"), naming nothing
-    write_report(finished_run.context(root))
+    write_report(finished_run.context(root).storage)
     for md in (root / "README.md", root / "report" / "index.md"):
         text = md.read_text()
         assert "\u202e" not in text and "\x1b" not in text and "two\\nlines \\u202eevil\\x1b[31m" in text
@@ -42,4 +42,4 @@ def test_a_failing_contact_sheet_names_its_concept(finished_run, tmp_path):
     import pytest
 
     with pytest.raises(ValueError, match=r"report of concept 'digit-five' \('five'\) failed: UnidentifiedImageError"):
-        write_report(finished_run.context(root))
+        write_report(finished_run.context(root).storage)

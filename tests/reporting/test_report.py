@@ -13,7 +13,6 @@ import yaml
 from PIL import Image
 
 from normguide.data.storage import Storage
-from normguide.pipeline import RunContext
 from normguide.reporting import CARD_KEY, INDEX_KEY, ReportRecord, norms_key, sheet_key, write_report
 from normguide.reporting.sheets import fit_tile, sheet_layout
 from tests.reporting.conftest import METHODS, NUM_IMAGES, REFERENCES
@@ -33,7 +32,7 @@ def card_header(text: str) -> tuple[dict, str]:
 def report(finished_run, tmp_path_factory):
     """(record, run root) of a report written on a copy of the finished run."""
     root = finished_run.copy(tmp_path_factory.mktemp("report") / "run")
-    return write_report(finished_run.context(root)), root
+    return write_report(finished_run.context(root).storage), root
 
 
 def _manifest(root) -> pd.DataFrame:
@@ -82,7 +81,7 @@ def test_contact_sheet_grid_has_a_tile_per_reference_and_image(report, finished_
 
 def test_contact_sheet_shows_at_most_max_per_method(finished_run, tmp_path):
     root = finished_run.copy(tmp_path / "run")
-    write_report(finished_run.context(root), max_per_method=1)
+    write_report(finished_run.context(root).storage, max_per_method=1)
     with Image.open(root / sheet_key("digit-two")) as sheet:
         assert sheet.size == sheet_layout([1, 1, 1]).size
 
@@ -131,10 +130,10 @@ def test_card_prose_says_synthetic_model_methods_evaluation_and_links_existing_s
 def test_report_is_byte_identical_on_a_second_call(finished_run, tmp_path):
     root = finished_run.copy(tmp_path / "run")
     ctx = finished_run.context(root)
-    first = write_report(ctx)
+    first = write_report(ctx.storage)
     before = {k: (root / k).read_bytes() for k in (CARD_KEY, INDEX_KEY, "report/digit-two/contact_sheet.png",
                                                    "report/digit-two/seed_norms.png", "report/digit-five/seed_norms.png")}
-    assert write_report(ctx) == first
+    assert write_report(ctx.storage) == first
     assert {k: (root / k).read_bytes() for k in before} == before
 
 
@@ -143,7 +142,7 @@ def test_report_needs_a_finalized_run(finished_run, tmp_path):
     (root / "manifest.parquet").unlink()
     (root / CARD_KEY).unlink(missing_ok=True)  # the run wrote its card when it finished
     with pytest.raises(ValueError, match="no manifest.parquet"):
-        write_report(finished_run.context(root))
+        write_report(finished_run.context(root).storage)
     assert not (root / CARD_KEY).exists()
 
 
@@ -156,7 +155,7 @@ def test_a_reference_that_is_gone_gets_a_placeholder_tile_not_an_error(finished_
     gone = [str(tmp_path / "gone.png"), *seeds.meta["reference_uris"][1:]]
     seeds_path.write_bytes(type(seeds)(inverted=seeds.inverted, meta={**seeds.meta, "reference_uris": gone},
                                        planned=seeds.planned, centroids=seeds.centroids).to_bytes())
-    write_report(finished_run.context(root))
+    write_report(finished_run.context(root).storage)
     layout = sheet_layout([REFERENCES, NUM_IMAGES, NUM_IMAGES])
     with Image.open(root / sheet_key("digit-two")) as sheet:
         tile = sheet.convert("RGB").crop(layout.tile_boxes[0][0])
@@ -173,7 +172,7 @@ def test_report_on_s3_matches_the_local_one(report, finished_run, s3_server, s3_
     cfg = finished_run.config.with_overrides(**{f"storage.{k}": v for k, v in s3_server.storage.items()})
     root = f"s3://{s3_bucket}/runs/r"
     store = Storage.open(root, storage_config=cfg.storage)
-    record = write_report(RunContext.create(cfg, storage=store))
+    record = write_report(store, storage_config=cfg.storage)
     assert record.card_uri == f"{root}/README.md"
     assert record.concepts[0].contact_sheet_uri == f"{root}/report/digit-two/contact_sheet.png"
     for c in ("digit-two", "digit-five"):  # the pictures do not depend on where the run lives
@@ -192,7 +191,7 @@ def test_card_declares_the_exports_present(finished_run, tmp_path):
     (root / "webdataset").mkdir()
     for i in range(2):
         (root / "webdataset" / f"shard-{i:05d}.tar").write_bytes(b"")
-    record = write_report(finished_run.context(root))
+    record = write_report(finished_run.context(root).storage)
     assert record.formats == ["manifest", "hf", "webdataset"]
     header, body = card_header((root / CARD_KEY).read_text())
     paths = [f["path"] for c in header["configs"] for f in c["data_files"]]
@@ -206,7 +205,7 @@ def test_card_reads_a_licence_from_the_run_record(finished_run, tmp_path):
     doc = json.loads((root / "run.json").read_text())
     doc["config"]["license"] = "cc-by-4.0"
     (root / "run.json").write_text(json.dumps(doc))
-    write_report(finished_run.context(root))
+    write_report(finished_run.context(root).storage)
     header, body = card_header((root / CARD_KEY).read_text())
     assert header["license"] == "cc-by-4.0" and "license_name" not in header
     assert "`cc-by-4.0`" in body

@@ -1,24 +1,15 @@
-"""``normguide show`` (the command function in a small Typer app) and the report's Prefect artifact."""
+"""``normguide show`` (on normguide's own app) and the report's Prefect artifact."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from normguide.cli import app
 from normguide.reporting import write_report
-from normguide.reporting.cli import show_command
 from tests.reporting.conftest import NUM_IMAGES
-
-app = typer.Typer()
-app.command("show")(show_command)
-
-
-@app.command("noop")  # a second command keeps "show" a subcommand, as in normguide's app
-def _noop() -> None:
-    pass
 
 
 def show(*args: str):
@@ -27,7 +18,7 @@ def show(*args: str):
 
 def test_show_a_complete_run_exits_0_with_counts_evaluation_and_report(finished_run, tmp_path):
     root = finished_run.copy(tmp_path / "run")
-    write_report(finished_run.context(root))
+    write_report(finished_run.context(root).storage)
     res = show(str(root))
     assert res.exit_code == 0, res.output
     assert "status: COMPLETE" in res.output
@@ -93,7 +84,7 @@ def test_show_on_s3(finished_run, s3_server, s3_bucket, monkeypatch):
 def test_report_artifact_links_local_pictures_and_draws_http_ones(finished_run, tmp_path):
     from normguide.tasks.reporting import report_artifact_markdown
 
-    record = write_report(finished_run.context(finished_run.copy(tmp_path / "run")))
+    record = write_report(finished_run.context(finished_run.copy(tmp_path / "run")).storage)
     md = report_artifact_markdown(record)
     assert "![" not in md and f"[`{record.concepts[0].contact_sheet_uri}`]" in md
     assert "not web addresses" in md
@@ -116,7 +107,7 @@ def test_publish_report_creates_the_artifact(finished_run, tmp_path, prefect_api
 
     from normguide.tasks.reporting import publish_report
 
-    record = write_report(finished_run.context(finished_run.copy(tmp_path / "run")))
+    record = write_report(finished_run.context(finished_run.copy(tmp_path / "run")).storage)
 
     @flow
     def publish():

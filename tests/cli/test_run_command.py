@@ -234,3 +234,22 @@ def test_a_second_run_of_the_same_output_is_refused_while_the_first_holds_the_le
         held.release()
     assert run_dataset(cfg, model=model).status == "complete"
     assert not list((tmp_path / "o").rglob("_LEASE*"))  # released at the end
+
+
+def test_run_refine_options_reach_the_run_and_its_manifest(tmp_path):
+    """`run --refine --refine-...`: the options land in the run's settings (run.json) and every
+    image's manifest row records its refinement (issue 19: the CLI path, not only the config)."""
+    table = _table(tmp_path, concepts=(("alpha", 2),))
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["run", "--no-prefect", "--concepts", str(table), "--output", str(out), "--model", "demo",
+                              "--methods", "nao", "--num-images", "2", "--steps", "2", "--inversion-steps", "2",
+                              "--no-reconstruction", "--refine", "--refine-iterations", "1", "--refine-steps", "3",
+                              "--refine-lr", "0.07"])
+    assert res.exit_code == 0, res.output
+    (root,) = [p.parent for p in out.glob("*/run.json")]
+    refine = json.loads((root / "run.json").read_text())["config"]["refine"]
+    assert (refine["enabled"], refine["iterations"], refine["num_inference_steps"], refine["learning_rate"]) == (
+        True, 1, 3, 0.07)
+    df = pd.read_parquet(root / "manifest.parquet")
+    assert len(df) == 2 and df.refine_start.eq("nao").all() and df.refine_iterations.between(0, 1).all()
+    assert df.refine_semantic_start.notna().all() and not df.refine_fallback.any()

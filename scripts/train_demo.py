@@ -1,8 +1,8 @@
 """Train the shipped demo model and its digit classifier from scratch, on CPU, deterministically.
 
-    python -m normguide.demo.train --out normguide/demo/weights          # the real run (< 20 min, 2 cores)
-    python -m normguide.demo.train --out /tmp/smoke --smoke              # a few steps, end to end
-    python -m normguide.demo.train --out normguide/demo/weights --only features   # the refinement
+    python scripts/train_demo.py --out normguide/demo/weights          # the real run (< 20 min, 2 cores)
+    python scripts/train_demo.py --out /tmp/smoke --smoke              # a few steps, end to end
+    python scripts/train_demo.py --out normguide/demo/weights --only features   # the refinement
                                     feature model alone (``<out>/features``; nothing else is touched)
 
 What it trains (hyper-parameters in ``HPARAMS``; the prototype's, see shared/QUALITY.md, scaled to
@@ -306,7 +306,7 @@ def _markdown(record: dict) -> str:
     lines = [
         "# The shipped demo model: how it was trained",
         "",
-        "Written by `python -m normguide.demo.train` (rerunning it rewrites this file; `train.log` is the",
+        "Written by `python scripts/train_demo.py` (rerunning it rewrites this file; `train.log` is the",
         "run's log, when kept). A small",
         "Stable-Diffusion-architecture text-to-image model trained from scratch on scikit-learn's",
         "handwritten digits (8 x 8 px, upsampled to 32 x 32 RGB, white on black): a digits model, not a",
@@ -360,7 +360,7 @@ def _markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m normguide.demo.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="scripts/train_demo.py", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output directory (e.g. normguide/demo/weights)")
     parser.add_argument("--seed", type=int, default=HPARAMS["seed"])
     parser.add_argument("--threads", type=int, default=HPARAMS["threads"])
@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> dict:
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
     record = {
-        "command": "python -m normguide.demo.train " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python scripts/train_demo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "smoke": args.smoke,
         "hparams": hp,
         "versions": _versions(),
@@ -546,7 +546,7 @@ def train_features_step(out: Path, *, seed: int = 0, threads: int = 2, smoke: bo
         test_mse = float(nn.functional.mse_loss(torch.sigmoid(feats.autoencoder(test)), test))
     feats.save(Path(out) / "features")
     record = {
-        "command": f"python -m normguide.demo.train --out {out} --only features" + (" --smoke" if smoke else ""),
+        "command": f"python scripts/train_demo.py --out {out} --only features" + (" --smoke" if smoke else ""),
         "what": "refinement feature model: denoising autoencoder on the 'judge' split's images (no labels)",
         "hparams": hp, "seed": seed, "threads": threads, "versions": _versions(),
         "split_fingerprint": D.split_fingerprint(), "train_images": len(x),

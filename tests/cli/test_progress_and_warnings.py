@@ -135,6 +135,12 @@ def test_plan_takes_runs_options_and_shows_its_run_id(tmp_path):
 
     expected = resolved_run_id(RunConfig().with_overrides(**QUICK, concepts=str(table)))
     assert quick.exit_code == 0 and f"run {expected} " in quick.output and "outputs-quick" in quick.output
+    # the refinement options too: the plan names the run that `run --refine ...` makes
+    refined = runner.invoke(app, ["plan", *opts, "--refine", "--refine-iterations", "3", "--refine-lr", "0.2"],
+                            env={"COLUMNS": "300"})
+    expected = resolved_run_id(cfg.with_overrides(**{"refine.enabled": True, "refine.iterations": 3,
+                                                     "refine.learning_rate": 0.2}))
+    assert refined.exit_code == 0 and f"run {expected} " in refined.output and expected != resolved_run_id(cfg)
 
 
 @pytest.mark.parametrize("command", [[], ["run"]])

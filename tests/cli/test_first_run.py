@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "normguide" / "demo" / "example" / "concepts.parquet"
+EXAMPLE = Path(__file__).resolve().parents[2] / "normguide" / "demo" / "example" / "concepts.parquet"
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

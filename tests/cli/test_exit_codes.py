@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "normguide"
+PACKAGE = Path(__file__).resolve().parents[2] / "normguide"
 
 #: Ways to hand pyarrow a Python object to read Parquet from (BytesIO, a file object, bytes).
 _UNSAFE = re.compile(r"pd\.read_parquet\(\s*io\.|read_parquet\(\s*io\.BytesIO|pq\.read_table\(|pq\.ParquetFile\(|"

@@ -2,7 +2,7 @@
 flow run stuck in Running.
 
 ``kill -9`` (or the OOM killer) runs nothing of the process it kills, so the clean-up has to live
-in another process. :meth:`Watchdog.start` starts one (``python -m normguide.prefect_watchdog``)
+in another process. :meth:`Watchdog.start` starts one (``python -m normguide.cli.watchdog``)
 in a session of its own (a terminal's Ctrl-C, or the hang-up of a closed terminal, does not
 reach it) and keeps a pipe to its stdin:
 
@@ -68,7 +68,7 @@ class Watchdog:
         server (:meth:`api_url` waits for its URL), so the server starts while this process
         goes on (importing the flow, torch)."""
         tag = cli_tag()
-        args = [sys.executable, "-m", "normguide.prefect_watchdog", "--cli-pid", str(os.getpid()), "--tag", tag]
+        args = [sys.executable, "-m", "normguide.cli.watchdog", "--cli-pid", str(os.getpid()), "--tag", tag]
         proc = subprocess.Popen(args + (["--serve"] if serve else []), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=None, start_new_session=True)
         return cls(proc, tag, serve)
@@ -251,7 +251,7 @@ def _read_commands(stream, commands: queue.Queue[str | None]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m normguide.prefect_watchdog", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m normguide.cli.watchdog", description=__doc__.split("\n")[0])
     parser.add_argument("--cli-pid", type=int, required=True, help="the normguide CLI process watched")
     parser.add_argument("--tag", required=True, help="the tag of the CLI's Prefect runs")
     parser.add_argument("--serve", action="store_true", help="start Prefect's ephemeral API server and answer its URL")

@@ -21,7 +21,7 @@ from normguide.data.storage import inputs as storage_inputs
 from normguide.data.storage.s3 import request_timeouts
 from tests.conftest import free_port
 
-_FRONT = Path(__file__).resolve().parents[1] / "tcp_front.py"
+_FRONT = Path(__file__).resolve().parents[2] / "tcp_front.py"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow  # the slow tier (pyproject.toml)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]  # the slow tier; a real Prefect API
 
 
 # -- processes, from /proc (no psutil) -----------------------------------------------------------
@@ -73,7 +73,7 @@ def _servers_of(prefect_home: Path) -> set[int]:
 
 
 def _watchdogs_of(cli_pid: int) -> set[int]:
-    return {pid for pid in _pids() if (cmd := _cmdline(pid)) and "normguide.prefect_watchdog" in cmd
+    return {pid for pid in _pids() if (cmd := _cmdline(pid)) and "normguide.cli.watchdog" in cmd
             and str(cli_pid) in cmd and _alive(pid)}
 
 
@@ -213,7 +213,7 @@ def test_the_watchdog_crashes_only_its_own_cli_runs(prefect_api):
     env = dict(os.environ, PREFECT_API_URL=prefect_api)
 
     def watchdog(tag: str, cli_pid: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "normguide.prefect_watchdog", "--cli-pid", str(cli_pid),
+        return subprocess.Popen([sys.executable, "-m", "normguide.cli.watchdog", "--cli-pid", str(cli_pid),
                                  "--tag", tag], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
 

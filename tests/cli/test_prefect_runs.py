@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from normguide.cli import app
 from normguide.data.schema import write_concept_table
 
-pytestmark = pytest.mark.slow  # the slow tier (pyproject.toml)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]  # the slow tier; a real Prefect API
 
 runner = CliRunner()
 

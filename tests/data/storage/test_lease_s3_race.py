@@ -36,7 +36,7 @@ from normguide.data.storage import Storage
 from normguide.data.storage.lease import read_holders
 from tests.conftest import _BOOTSTRAP_ACTIONS, S3Server, _stop_process, _wait_for_port
 
-_TESTS = Path(__file__).resolve().parents[1]
+_TESTS = Path(__file__).resolve().parents[2]
 RACERS = 6
 FRESH_ROUNDS = 5
 TIMEOUT_S = 120.0  # generous: a loaded 2-core machine; nothing here asserts on timing
