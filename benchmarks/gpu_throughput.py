@@ -1,7 +1,13 @@
-"""Benchmark (GPU): full-size SD 1.5 at 512 px and SDXL at 1024 px, random weights, fp16.
+"""Benchmark (GPU): full-size SD 1.5 at 512 px, SDXL, SD 3.5 Medium and FLUX.1-dev at 1024 px,
+random weights; fp16 for SD 1.5/SDXL, bf16 for SD3/FLUX (their dtype policy: docs/models.md).
 
-    .venv/bin/python benchmarks/gpu_throughput.py [--models sd15 sdxl] [--batch-sizes 1 8 16]
-        [--steps 50] [--repeats 3] [--compile] [--device cuda]
+    .venv/bin/python benchmarks/gpu_throughput.py [--models sd15 sdxl sd3 flux] [--batch-sizes 1 8 16]
+        [--steps 50] [--repeats 3] [--compile] [--device cuda] [--tiny]
+
+``--tiny``: the same rows on the tiny ``demo:<family>`` builds (CPU allowed): a smoke test of the
+script, not a measurement. SD3 (MMDiT, 24 layers, two CLIP encoders and a T5-XXL encoder) runs
+classifier-free guidance 7.0; FLUX (19 double + 38 single blocks, CLIP + T5-XXL) embeds guidance
+3.5 (one pass per step) and takes packed latents; both sample with FlowMatchEuler.
 
 Needs a CUDA GPU (an H100 or H200 holds SDXL at batch 16 in fp16); nothing is downloaded: every
 component is built from its published config (UNet, VAE, CLIP text encoders; the tokenizer is the
@@ -91,8 +97,88 @@ def _sdxl_components(device):
                 tokenizer_2=tok)
 
 
-def build(model: str, device: str):
+def _t5xxl(vocab_size: int):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=4096, d_ff=10240, d_kv=64, num_layers=24,
+                                   num_heads=64, feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
+                                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+
+
+def _flow_vae(scaling: float, shift: float):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2,
+                         block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, sample_size=1024, scaling_factor=scaling,
+                         shift_factor=shift, use_quant_conv=False, use_post_quant_conv=False, force_upcast=True)
+
+
+def _clip_l(tok, projection: bool):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    return cls(CLIPTextConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                              num_hidden_layers=12, hidden_act="quick_gelu", projection_dim=768,
+                              max_position_embeddings=77, bos_token_id=len(tok) - 2, eos_token_id=len(tok) - 1,
+                              pad_token_id=len(tok) - 1))
+
+
+def _flow_pipeline(model: str):
+    """SD 3.5 Medium / FLUX.1-dev sized, random weights (their published transformer configs)."""
+    from diffusers import (FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel,
+                           SD3Transformer2DModel, StableDiffusion3Pipeline)
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from normguide.diffusion.demo import build_demo_t5_tokenizer, build_demo_tokenizer
+
+    tok, t5_tok = build_demo_tokenizer(), build_demo_t5_tokenizer()
+    t5_tok.model_max_length = 256 if model == "sd3" else 512
+    if model == "flux":
+        transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
+                                             attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
+                                             pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=[16, 56, 56])
+        sched = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15)
+        return FluxPipeline(scheduler=sched, vae=_flow_vae(0.3611, 0.1159), text_encoder=_clip_l(tok, False),
+                            tokenizer=tok, text_encoder_2=_t5xxl(len(t5_tok)), tokenizer_2=t5_tok,
+                            transformer=transformer)
+    transformer = SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, num_layers=24,
+                                        attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
+                                        caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
+                                        pos_embed_max_size=384, qk_norm="rms_norm", dual_attention_layers=tuple(range(13)))
+    te2 = CLIPTextModelWithProjection(CLIPTextConfig(vocab_size=len(tok), hidden_size=1280, intermediate_size=5120,
+                                                     num_attention_heads=20, num_hidden_layers=32, hidden_act="gelu",
+                                                     projection_dim=1280, max_position_embeddings=77,
+                                                     bos_token_id=len(tok) - 2, eos_token_id=len(tok) - 1,
+                                                     pad_token_id=len(tok) - 1))
+    return StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_flow_vae(1.5305, 0.0609),
+                                    text_encoder=_clip_l(tok, True), tokenizer=tok, text_encoder_2=te2,
+                                    tokenizer_2=tok, text_encoder_3=_t5xxl(len(t5_tok)), tokenizer_3=t5_tok,
+                                    transformer=transformer)
+
+
+#: Guidance per model: CFG 7.5 (SD), 7.0 (SD3), embedded 3.5 (FLUX-dev).
+GUIDANCE = {"sd15": 7.5, "sdxl": 7.5, "sd3": 7.0, "flux": 3.5}
+DTYPE = {"sd15": torch.float16, "sdxl": torch.float16, "sd3": torch.bfloat16, "flux": torch.bfloat16}
+
+
+def build(model: str, device: str, tiny: bool = False):
     from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if tiny:
+        from normguide.diffusion.families import for_name
+
+        name = {"sd15": "sd1"}.get(model, model)
+        pipe = for_name(name).build_demo(name)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+    if model in ("sd3", "flux"):
+        with torch.device(device):
+            torch.manual_seed(0)
+            pipe = _flow_pipeline(model)
+        pipe.to(DTYPE[model])
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     sched = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                           clip_sample=False, set_alpha_to_one=False, steps_offset=1)
@@ -110,26 +196,37 @@ def build(model: str, device: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["sd15", "sdxl"], choices=["sd15", "sdxl"])
+    ap.add_argument("--models", nargs="+", default=["sd15", "sdxl", "sd3", "flux"], choices=["sd15", "sdxl", "sd3", "flux"])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="the tiny demo builds (a smoke test; CPU allowed)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    cuda = torch.cuda.is_available() and args.device.startswith("cuda")
+    if not cuda and not args.tiny:
         raise SystemExit("gpu_throughput.py needs a CUDA device; see benchmarks/pipeline_throughput.py for CPU")
     import copy
 
     from normguide.diffusion import from_pipeline, generate_images, warm_up
+    from normguide.diffusion.families import for_model
 
-    print(f"{torch.cuda.get_device_name()}, fp16, DDIM {args.steps} steps, guidance 7.5, median of {args.repeats}")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    where = torch.cuda.get_device_name() if cuda else "CPU (--tiny smoke test)"
+    print(f"{where}, fp16 (SD) / bf16 (SD3, FLUX), {args.steps} steps, guidance {GUIDANCE}, median of {args.repeats}")
     print(f"{'model':<6} {'batch':>5} {'implementation':<26} {'images/s':>9} {'vs bare':>8} {'peak GiB':>9}  fallbacks")
     for name in args.models:
-        bare = build(name, args.device)
-        ours = {"normguide": from_pipeline(bare, model_id=name, revision="random", device=args.device,
-                                           dtype=torch.float16)}
-        bare = build(name, args.device)  # from_pipeline converted the first one (channels_last, DDIM config)
+        dtype = torch.float32 if args.tiny else DTYPE[name]
+        bare = build(name, args.device, args.tiny)
+        ours = {"normguide": from_pipeline(bare, model_id=name, revision="random", device=args.device, dtype=dtype)}
+        bare = build(name, args.device, args.tiny)  # from_pipeline converted the first one (channels_last, DDIM config)
+        bare.to(args.device)
+        family = for_model(ours["normguide"])
+        extra = {}
+        if name in ("sd3", "flux"):
+            res = ours["normguide"].resolution
+            extra = {"height": res, "width": res, "max_sequence_length": family.max_sequence_length(bare)}
         if args.compile:
             ours["normguide, compiled"] = from_pipeline(copy.deepcopy(ours["normguide"].pipe), model_id=name,
                                                         revision="random", device=args.device, dtype=torch.float16,
@@ -141,14 +238,15 @@ def main() -> None:
 
             def run_ours(m, seeds=seeds, b=b, key=None):
                 out = [batch for batch in generate_images(m, seeds, PROMPT, num_inference_steps=args.steps,
-                                                         batch_size=b)]
+                                                         guidance_scale=GUIDANCE[name], batch_size=b)]
                 fallbacks[key] = sum(fb is not None for batch in out for fb in batch.precision_fallback)
 
-            rows = {"bare diffusers": lambda seeds=seeds, b=b: bare(
-                prompt=[PROMPT] * b, latents=seeds.to(args.device, torch.float16), num_inference_steps=args.steps,
-                guidance_scale=7.5, output_type="pil")}
+            latents = family.pack(seeds, m0).to(args.device, dtype)  # FLUX: packed, as its pipeline takes them
+            rows = {"bare diffusers": lambda latents=latents, b=b, extra=extra: bare(
+                prompt=[PROMPT] * b, latents=latents, num_inference_steps=args.steps,
+                guidance_scale=GUIDANCE[name], output_type="pil", **extra)}
             for key, m in ours.items():
-                if m.compiled:
+                if m.compiled and name not in ("sd3", "flux"):  # ddim.warm_up knows the SD families only
                     warm_up(m, batch_size=b)
                 rows[key] = lambda m=m, key=key: run_ours(m, key=key)
             for fn in rows.values():
@@ -157,20 +255,22 @@ def main() -> None:
             peak: dict = {k: [] for k in rows}
             for _ in range(args.repeats):
                 for key, fn in rows.items():
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
+                    sync()
+                    if cuda:
+                        torch.cuda.reset_peak_memory_stats()
                     t0 = time.perf_counter()
                     fn()
-                    torch.cuda.synchronize()
+                    sync()
                     secs[key].append(time.perf_counter() - t0)
-                    peak[key].append(torch.cuda.max_memory_allocated() / 2**30)
+                    peak[key].append(torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0)
             base = b / statistics.median(secs["bare diffusers"])
             for key in rows:
                 ips = b / statistics.median(secs[key])
                 print(f"{name:<6} {b:>5} {key:<26} {ips:>9.3f} {ips / base:>7.2f}x {statistics.median(peak[key]):>9.2f}"
                       f"  {fallbacks.get(key, '-')}", flush=True)
         bare = ours = None  # free the GPU memory before the next model
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -280,7 +280,23 @@ class StorageConfig(_Section):
         None, gt=0, description="How long output reads and writes retry an unreachable or failing endpoint "
         "(exponential backoff) before the run fails; default 60."
     )
+    allowed_input_roots: list[str] | None = Field(
+        None, description="Roots (s3://bucket/prefix, or local folders) the concept table's reference images must "
+        "lie under; others are refused before any work. Default: a table on S3 may reference only its own folder, a "
+        "local table anything. Local folders are allowed for an S3 table only when listed here (docs/reliability.md)."
+    )
     extra: dict[str, Any] = Field(default_factory=dict, repr=False, description="Other s3fs/fsspec options (hidden from repr; keys that look secret are masked in run.json).")
+
+    @field_validator("allowed_input_roots")
+    @classmethod
+    def _input_roots(cls, v: list[str] | None) -> list[str] | None:
+        from normguide.data.storage.uris import check_output_root
+
+        if v is not None and not v:
+            raise ValueError("storage.allowed_input_roots: give at least one root, or leave it out for the default")
+        for root in v or ():
+            check_output_root(root, field="storage.allowed_input_roots")  # a bucket or folder, never '/'
+        return v
 
     def __repr_args__(self):  # repr/str: no user:password@ of the endpoint either
         from normguide.masking import strip_userinfo

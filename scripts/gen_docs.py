@@ -6,7 +6,8 @@
 Pages: ``configuration.md`` (every field of :class:`normguide.config.RunConfig`, nested sections
 included: type, default, description), ``manifest.md`` (the manifest's Parquet schema with the
 meaning of each column), ``cli.md`` (every ``normguide`` command's ``--help``), ``methods.md``
-(the seed-method registry). tests/test_docs.py runs ``--check``.
+(the seed-method registry), ``models.md`` (the model-family and inverter registries). tests/test_docs.py runs
+``--check``.
 """
 
 from __future__ import annotations
@@ -216,8 +217,31 @@ def methods_page() -> str:
     return "".join(lines)
 
 
+def models_page() -> str:
+    from normguide.diffusion.families.base import all_families
+    from normguide.diffusion.inverters import INVERTERS
+
+    lines = [HEADER, "# Model families and inverters\n\n",
+             "The family registry (`normguide.diffusion.families`): a checkpoint's family is chosen from its "
+             "`model_index.json` `_class_name`; `demo:<name>` builds a tiny random-weight pipeline offline. "
+             "What each one means: [models](../models.md).\n\n",
+             "| family | pipeline classes | sampler | guidance | inverters (default first) | `demo:` builds |\n",
+             "| --- | --- | --- | --- | --- | --- |\n"]
+    for fam in all_families():
+        inverters = [fam.default_inverter] + [i for i in fam.inverters if i != fam.default_inverter]
+        lines.append(f"| {', '.join(f'`{n}`' for n in fam.names)} | {', '.join(f'`{c}`' for c in fam.pipeline_classes)} "
+                     f"| {fam.sampler} | {fam.guidance} | {', '.join(f'`{i}`' for i in inverters)} "
+                     f"| {', '.join(f'`demo:{n}`' for n in fam.demo_names)} |\n")
+    lines += ["\nThe inverter registry (`normguide.diffusion.inverters`; `inversion.inverter` in a config):\n\n",
+              "| inverter | kind | order | model calls for n steps | what it does |\n| --- | --- | --- | --- | --- |\n"]
+    for inv in INVERTERS.values():
+        lines.append(f"| `{inv.name}` | {inv.kind} | {inv.order} | {inv.calls} | {inv.description} |\n")
+    return "".join(lines)
+
+
 PAGES = {
     "configuration.md": configuration_page,
+    "models.md": models_page,
     "manifest.md": manifest_page,
     "cli.md": cli_page,
     "methods.md": methods_page,

@@ -166,7 +166,7 @@ def norm_response(
     """
     import torch
 
-    from normguide.diffusion.ddim import generate_images, invert_images
+    from normguide.diffusion.sampling import generate_images, invert_images
 
     radii = check_radii(radii)
     directions = tuple(dict.fromkeys(directions))

@@ -43,6 +43,7 @@ from normguide.data import manifest as mf
 from normguide.data import references as reference_io
 from normguide.data import run_record
 from normguide.data.images import ReferenceImageError, encode_png
+from normguide.data.input_policy import input_policy
 from normguide.data.schema import Concept, changed_fields
 from normguide.data.seeds import SeedsFile, seeds_key
 from normguide.pipeline.context import RunContext
@@ -193,14 +194,14 @@ def load_concepts(ctx: RunContext, concept_ids: list[str] | None = None) -> list
     """The concepts of the run's table (``ctx.table``, read once per run), validated; every bad
     reference URI scheme is reported at once."""
     concepts = ctx.table.select(concept_ids)
-    reference_io.check_reference_schemes(ctx.table.source, concepts)
+    reference_io.check_reference_schemes(ctx.table.source, concepts, policy=input_policy(ctx.config))
     return concepts
 
 
 def read_references(ctx: RunContext, concept: Concept) -> list[Image.Image]:
     """The concept's reference images, decoded; every bad one of the concept is named in one
     :class:`ReferenceImageError` (:func:`normguide.data.references.read_references`)."""
-    return reference_io.read_references(ctx.read_input, concept)
+    return reference_io.read_references(ctx.read_input, concept, policy=input_policy(ctx.config))
 
 
 def check_references(ctx: RunContext, concepts: list[Concept]) -> dict[str, str]:

@@ -70,6 +70,13 @@ def test_missing_reference_object_is_refused_before_any_work(inputs, s3_server, 
     s3_server.client().put_object(Bucket=s3_bucket, Key="t.parquet", Body=(tmp_path / "t.parquet").read_bytes())
     cfg = run_config(f"s3://{s3_bucket}/t.parquet", f"s3://{s3_bucket}/datasets", storage=s3_server.env_storage,
                      strict_references=True)  # the default skips gamma alone: tests/pipeline/test_partial_references.py
+    # the references are in another bucket than the table: the flow's input policy refuses them all,
+    # unread, until that bucket is allowed (tests/data/test_input_policy.py)
+    state, result = run_flow(cfg)
+    err = _error(state, result)
+    assert state.is_failed() and err.count("is not under an allowed input root") == 3 and "does not exist" not in err, err
+    assert open_root(cfg).list() == []
+    cfg = cfg.with_overrides(**{"storage.allowed_input_roots": [f"s3://{inputs.bucket}/inputs"]})
     state, result = run_flow(cfg)
     err = _error(state, result)
     assert state.is_failed() and isinstance(result, ValueError), result

@@ -3,6 +3,8 @@ locally and on S3."""
 
 from __future__ import annotations
 
+import pytest
+
 from normguide.pipeline import run_dataset
 
 from .conftest import (
@@ -35,3 +37,19 @@ def test_local_driver_on_s3_equals_the_flow_on_s3(inputs, s3_server, s3_bucket):
     state, _ = run_flow(flow)
     assert state.is_completed()
     assert_same_dataset(snapshot(local), snapshot(flow))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["demo:flux", "demo:sd3"])
+def test_the_drivers_agree_on_a_flow_matching_family(inputs, tmp_path, model):
+    """Issue 21: a whole run of a flow-matching tiny build through both drivers, same bytes."""
+    overrides = {"model": model, "plan.num_images": 2, "evaluation.enabled": False}
+    local = run_config(inputs.local_table, str(tmp_path / "local"), **overrides)
+    flow = run_config(inputs.local_table, str(tmp_path / "flow"), **overrides)
+    summary = run_dataset(local)
+    state, flow_summary = run_flow(flow)
+    assert summary.finalized and state.is_completed() and flow_summary.finalized
+    a, b = snapshot(local), snapshot(flow)
+    check_consistent(a)
+    assert_same_dataset(a, b)
+    assert any(k.startswith("images/") and k.endswith(".png") for k in a)

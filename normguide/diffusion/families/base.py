@@ -130,6 +130,11 @@ def register(family: Family) -> Family:
     return family
 
 
+def all_families() -> tuple[Family, ...]:
+    """Every registered family, in registration order."""
+    return tuple(_ORDER)
+
+
 def family_names() -> tuple[str, ...]:
     return tuple(name for fam in _ORDER for name in fam.names)
 
