@@ -105,6 +105,10 @@ def print_evaluation(console, record) -> None:
     for method, values in record.per_method.items():
         table.add_row(method, *("" if values.get(c) is None else f"{values[c]:.3f}" for c in cols))
     console.print(table)
+    if record.longtail_rare_accuracy:
+        sets = record.longtail_rare_accuracy
+        console.print("long-tail (linear probe on CLIP), rare-class accuracy: "
+                      + ", ".join(f"{name} {v:.3f}" for name, v in sets.items()), soft_wrap=True, highlight=False)
     console.print(f"evaluation: {record.report_uri}", soft_wrap=True)
 
 

@@ -21,9 +21,11 @@ def evaluate(
     run_uri: str = typer.Argument(..., help="A run's root: <output>/<run_id> (local dir or s3:// URI)."),
     clip_model: str | None = typer.Option(None, help="Local CLIP directory to judge with (default: the run's model's own judge, the demo's digit classifier)."),
     real_test: str | None = typer.Option(None, help="Concept table of held-out real images per concept (train on synthetic, test on real)."),
+    labelled_table: str | None = typer.Option(None, help="Labelled real images (Parquet: image_uri, label = concept_id for the run's concepts, split train/test) for the long-tail protocol on CLIP features (needs --clip-model or the run's evaluation.clip_model)."),
     endpoint_url: str | None = typer.Option(None, help="S3-compatible endpoint URL for s3:// runs."),
 ) -> None:
-    """Evaluate an existing run: write eval/metrics.parquet, eval/report.md and eval/metrics.png."""
+    """Evaluate an existing run: write eval/metrics.parquet, eval/report.md and eval/metrics.png
+    (and with a labelled table eval/longtail.parquet)."""
     from rich.console import Console
 
     from normguide.pipeline import RunContext, steps
@@ -32,6 +34,7 @@ def evaluate(
     try:
         cfg, store = existing_run(run_uri, endpoint_url)
         cfg = cfg.with_overrides(**{"evaluation.clip_model": clip_model, "evaluation.real_test": real_test,
+                                    "evaluation.labelled_table": labelled_table,
                                     "evaluation.judge": "clip" if clip_model else None})
         record = steps.evaluate(RunContext.create(cfg, storage=store))
     except (ValueError, FileNotFoundError) as exc:

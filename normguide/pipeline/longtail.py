@@ -66,11 +66,14 @@ def check_labelled_table(frame: pd.DataFrame, *, source: str, concept_ids: Seque
     a concept without test images, a test class without train images."""
     from normguide.evaluation.longtail import labelled_table
 
-    train, test = labelled_table(frame, source=f"{FIELD} {source!r}", concepts=list(concept_ids))
+    try:
+        train, test = labelled_table(frame, source=repr(source), concepts=list(concept_ids))
+    except ValueError as exc:  # "labelled table '<source>': ..."
+        raise ValueError(f"{FIELD}: {exc}") from None
     untested = [c for c in concept_ids if c not in set(test.label)]
     if untested:
-        raise ValueError(f"{FIELD} {source!r}: concept(s) {untested} have no test images (split 'test'); "
-                         "the rare-class accuracy is measured on them")
+        raise ValueError(f"{FIELD}: labelled table {source!r}: concept(s) {untested} have no test images (split "
+                         "'test'); the rare-class accuracy is measured on them")
     return train, test
 
 
@@ -117,7 +120,7 @@ def longtail_frame(config, read_input, decode, *, judge, manifest: pd.DataFrame,
         try:
             return decode(read_input(uri), uri)
         except FileNotFoundError:
-            raise ValueError(f"{FIELD} {source!r}: image {uri!r} does not exist") from None
+            raise ValueError(f"{FIELD}: labelled table {source!r}: image {uri!r} does not exist") from None
 
     def feats(ims, labels) -> lt.Labelled:
         return lt.Labelled.of(clip.embed(list(ims)), labels)

@@ -1,7 +1,9 @@
 """A whole run on a flow-matching tiny build (demo:flux: packed seeds, embedded guidance) through
-the local driver: inverted with the flow ODE, planned, generated, manifest with its inverter."""
+the local driver: inverted with the flow ODE, planned, generated, manifest with its inverter and
+seed health; and the seeds file's seeds given to the plain FluxPipeline give the run's PNG bytes."""
 
 import pandas as pd
+import torch
 
 from normguide.data.schema import write_concept_table
 from normguide.data.seeds import SeedsFile
@@ -30,3 +32,22 @@ def test_a_flux_run_completes_through_the_local_driver(tmp_path):
     assert [r["round_trip_error"] for r in seeds.meta["health"]] == seeds.reconstruction_errors
     cols = ["seed_autocorr_max", "seed_channel_mean_absmax", "seed_channel_var_min", "seed_channel_var_max"]
     assert m[cols].notna().all().all() and (m.seed_channel_var_min <= m.seed_channel_var_max).all()
+    # independent reproduction: the seeds file's seeds, packed as FluxPipeline takes them, through the
+    # plain pipeline (same batch of 2 as the run's generation.batch_size) give the run's PNG bytes
+    from diffusers import FluxPipeline
+    from PIL import Image
+
+    from normguide.diffusion import get_pipeline
+    from normguide.diffusion.families import for_model
+
+    model = get_pipeline("demo:flux")
+    pipe = FluxPipeline(**model.pipe.components)
+    pipe.set_progress_bar_config(disable=True)
+    family = for_model(model)
+    with torch.inference_mode():
+        bare = pipe(prompt=[m.prompt[0]] * 2, latents=family.pack(seeds.generation_seeds, model), num_inference_steps=2,
+                    guidance_scale=2.0, height=16, width=16, max_sequence_length=family.max_sequence_length(pipe),
+                    output_type="pil").images
+    ids = [r.image_id for r in seeds.plan_rows]
+    ours = [Image.open(root / "images" / "alpha" / f"{i}.png").convert("RGB").tobytes() for i in ids]
+    assert ours == [im.tobytes() for im in bare]

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from normguide.cli import app
 from normguide.config import RunConfig
 from normguide.data.schema import write_concept_table
 from normguide.demo import digits
@@ -82,6 +84,22 @@ def test_run_writes_the_longtail_table_the_library_protocol_computes(tmp_path, i
     assert "## Long-tail augmentation (evaluation.labelled_table)" in report
     assert "| real + references + nao |" in report
 
+    # `normguide evaluate` on the finished run: a bad table is refused in one line before any model
+    # and the evaluation already written stays; the good one writes the same table again
+    written = (run / "eval" / "longtail.parquet").read_bytes()
+    frame[frame.label != "digit-two"].to_parquet(root / "no-two.parquet", index=False)
+    res = CliRunner().invoke(app, ["evaluate", str(run), "--labelled-table", str(root / "no-two.parquet")],
+                             env={"COLUMNS": "200"})
+    assert res.exit_code == 2, res.output
+    assert [ln for ln in res.output.splitlines() if ln.strip()] == [
+        f"error: evaluation.labelled_table: labelled table {str(root / 'no-two.parquet')!r}: concept(s) ['digit-two'] are not among its "
+        "labels ['digit-five', 'one', 'seven']"]
+    assert (run / "eval" / "longtail.parquet").read_bytes() == written
+    res = CliRunner().invoke(app, ["evaluate", str(run)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "long-tail (linear probe on CLIP), rare-class accuracy: real only" in res.output
+    pd.testing.assert_frame_equal(pd.read_parquet(run / "eval" / "longtail.parquet"), table)
+
 
 def _write(root, name, frame):
     frame.to_parquet(root / name, index=False)
@@ -89,10 +107,10 @@ def _write(root, name, frame):
 
 
 @pytest.mark.parametrize("case, pattern", [
-    ("unknown class", r"evaluation.labelled_table '.*bad.parquet'.*concept\(s\) \['digit-five'\] are not among its labels"),
+    ("unknown class", r"evaluation.labelled_table: labelled table '.*bad.parquet': concept\(s\) \['digit-five'\] are not among its labels"),
     ("missing column", r"evaluation.labelled_table: labelled table '.*bad.parquet' lacks column\(s\) \['split'\]"),
-    ("empty split", r"evaluation.labelled_table '.*bad.parquet'.*needs both train and test rows \(got 16 train, 0 test\)"),
-    ("no test images", r"evaluation.labelled_table '.*bad.parquet': concept\(s\) \['digit-two'\] have no test images"),
+    ("empty split", r"evaluation.labelled_table: labelled table '.*bad.parquet': needs both train and test rows \(got 16 train, 0 test\)"),
+    ("no test images", r"evaluation.labelled_table: labelled table '.*bad.parquet': concept\(s\) \['digit-two'\] have no test images"),
     ("no table", r"evaluation.labelled_table: labelled table '.*bad.parquet' does not exist"),
     ("unknown judge path", r"evaluation.clip_model: model directory '.*no-clip' does not exist"),
 ])
