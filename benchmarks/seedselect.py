@@ -213,6 +213,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sd15", action="store_true", help="also the SD-1.5-size peak-memory row (minutes on a CPU)")
     ap.add_argument("--sd15-steps", type=int, default=3)
+    ap.add_argument("--sd15-only", action="store_true", help="only the SD-1.5-size peak-memory row")
     ap.add_argument("--out", type=Path, default=Path("/tmp/normguide-seedselect"))
     ap.add_argument("--plot", type=Path, default=REPO / "examples/figures/seedselect/curves.png")
     args = ap.parse_args()
@@ -287,9 +288,20 @@ def main() -> None:
     print("| one generation of 8 | one refinement iteration of 8 | ratio |")
     print("|---|---|---|")
     print(f"| {cost['generation_s']:.3f} s | {cost['refine_iteration_s']:.3f} s | {cost['ratio']:.2f}x |")
-    sd15 = None
-    if args.sd15:
-        sd15 = sd15_memory(args.sd15_steps)
+    sd15 = sd15_memory(args.sd15_steps) if args.sd15 else None
+    print_sd15(sd15)
+    print(f"\ntotal {time.perf_counter() - t_all:.0f} s")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "seedselect.json").write_text(json.dumps(
+        {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs, "reach_90": reach, "tests": tests,
+         "cost": cost, "sd15": sd15, "load": [load0, os.getloadavg()]}, indent=1))
+    _plot(runs, checkpoints, args.plot)
+    print(f"wrote {args.out / 'seedselect.json'} and {args.plot}")
+
+
+def print_sd15(sd15: dict | None) -> None:
+    if sd15:
         print(f"\n**SD-1.5 size, 512 px, batch 1, {args.sd15_steps} DDIM steps, one iteration (max RSS, GiB)**\n")
         print("| checkpointing | model loaded | peak | peak − model | seconds |")
         print("|---|---|---|---|---|")
@@ -299,14 +311,6 @@ def main() -> None:
             else:
                 print(f"| {k.split('=')[1]} | {v['model_rss_gib']:.2f} | {v['peak_rss_gib']:.2f} | "
                       f"{v['iteration_peak_over_model_gib']:.2f} | {v['seconds']:.0f} |")
-    print(f"\ntotal {time.perf_counter() - t_all:.0f} s")
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "seedselect.json").write_text(json.dumps(
-        {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs, "reach_90": reach, "tests": tests,
-         "cost": cost, "sd15": sd15, "load": [load0, os.getloadavg()]}, indent=1))
-    _plot(runs, checkpoints, args.plot)
-    print(f"wrote {args.out / 'seedselect.json'} and {args.plot}")
 
 
 def _plot(runs, checkpoints, path: Path) -> None:
@@ -337,4 +341,10 @@ def _plot(runs, checkpoints, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if args.sd15_only:
+        load0 = os.getloadavg()
+        print_sd15(sd15_memory(args.sd15_steps))
+        print(f"\nload average before {load0[0]:.2f}, after {os.getloadavg()[0]:.2f} "
+              f"({os.cpu_count()} cores); commit {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=REPO).stdout.strip()}")
+    else:
+        main()

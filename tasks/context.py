@@ -8,15 +8,21 @@ from normguide.data.concept_table import TableSnapshot
 from normguide.pipeline import RunContext
 
 
-def run_context(config: RunConfig, table: TableSnapshot | None = None) -> RunContext:
-    """A context for ``config`` and the run's concept table (``table``: the flow's snapshot, so
-    a task never reads the table again); a prefect-aws credentials block named in the config is
-    resolved here, in this process, so its secrets never travel as a parameter or result."""
+def resolved_config(config: RunConfig) -> RunConfig:
+    """``config`` with a prefect-aws credentials block it names resolved here, in this process,
+    so its secrets never travel as a parameter or result (keep the copy inside the task)."""
     if config.storage.aws_credentials_block:
         from normguide.tasks.credentials import resolve_storage_config
 
         config = config.model_copy(update={"storage": resolve_storage_config(config.storage)})
-    return RunContext.create(config, table=table)
+    return config
+
+
+def run_context(config: RunConfig, table: TableSnapshot | None = None) -> RunContext:
+    """A context for ``config`` and the run's concept table (``table``: the flow's snapshot, so
+    a task never reads the table again); a prefect-aws credentials block named in the config is
+    resolved here (:func:`resolved_config`)."""
+    return RunContext.create(resolved_config(config), table=table)
 
 
 def retry_can_help(task, task_run, state) -> bool:

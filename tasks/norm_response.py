@@ -19,12 +19,9 @@ def measure_norm_response(config: RunConfig, *, judge: str | None = None, radii:
     norm_response.png, verdict.md, settings.json under ``output``); publish the verdict as a
     markdown artifact. Returns ``{"output": <where>, "verdict": <text>}``."""
     from normguide.pipeline.norm_response import run_norm_response
+    from normguide.tasks.context import resolved_config
 
-    if config.storage.aws_credentials_block:  # resolved here, in the worker: never a parameter
-        from normguide.tasks.credentials import resolve_storage_config
-
-        config = config.model_copy(update={"storage": resolve_storage_config(config.storage)})
-    result, where = run_norm_response(config, judge=judge, radii=radii, num_random=num_random, steps=steps,
+    result, where = run_norm_response(resolved_config(config), judge=judge, radii=radii, num_random=num_random, steps=steps,
                                       output=output, concept_ids=concept_ids, batch_size=batch_size)
     create_markdown_artifact(markdown=f"# Norm response of {config.model}\n\n{result.verdict}\n\nWritten: `{where}/`\n",
                              key="normguide-norm-response", description=f"norm response of {config.model}")

@@ -99,8 +99,9 @@ def show_command(
 ) -> None:
     """Print a run's status, images per concept and method, evaluation and where its report is.
 
-    Exits 0 for a complete run, 1 for one that is not complete (running, failed, interrupted),
-    2 when the location is not a normguide run.
+    Exits 0 for a complete run, 1 for one that is not complete (running, failed, interrupted)
+    or damaged (a quick check: one listing per concept folder, sizes only), 2 when the location
+    is not a normguide run.
     """
     from normguide.reporting.show import open_run, run_status, show_text
 

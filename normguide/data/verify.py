@@ -22,7 +22,39 @@ from normguide.data.images import sha256_hex
 from normguide.data.parquet_io import read_table
 from normguide.data.storage import Storage
 
-__all__ = ["Verification", "verify_run"]
+__all__ = ["DamagedRunError", "Verification", "check_images", "missing_images", "verify_run"]
+
+#: How many damaged files an error line names before "and N more".
+SHOWN = 10
+
+
+class DamagedRunError(ValueError):
+    """A finished run whose manifest lists files that are missing or corrupt: one line naming
+    them (``damaged``: key relative to the run root -> what is wrong)."""
+
+    def __init__(self, root: str, damaged: dict[str, str], *, doing: str):
+        self.root, self.damaged = root, dict(damaged)
+        items = sorted(damaged.items())
+        named = ", ".join(f"{k} ({why})" for k, why in items[:SHOWN])
+        more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+        super().__init__(f"cannot {doing} run at {root}: it is damaged, {len(items)} file(s) its manifest lists are "
+                         f"missing or corrupt: {named}{more} (`normguide verify {root}` checks every file)")
+
+
+def missing_images(storage: Storage, rows) -> dict[str, str]:
+    """Of the images of manifest ``rows`` (``(concept_id, image_id)`` pairs), those that are
+    missing or empty: key -> why. Sizes only: one listing per concept folder, no image read."""
+    keys = [layout.image_key(c, i) for c, i in rows]
+    sizes = storage.sizes(keys)
+    return {k: "missing" if k not in sizes else "empty (0 bytes)" for k in keys if not sizes.get(k)}
+
+
+def check_images(storage: Storage, rows, *, doing: str) -> None:
+    """Raise :class:`DamagedRunError` (``cannot <doing> ...``) naming every image of ``rows``
+    that is missing or empty (:func:`missing_images`)."""
+    damaged = missing_images(storage, rows)
+    if damaged:
+        raise DamagedRunError(storage.root, damaged, doing=doing)
 
 
 @dataclass
@@ -75,12 +107,7 @@ def verify_run(storage: Storage, *, full: bool = True) -> Verification:
             result.damaged[key] = f"unreadable ({type(exc).__name__})"
 
     # 2. Images: present and not empty; with full, their sha256
-    sizes = storage.sizes(listed)
-    for key in listed:
-        if key not in sizes:
-            result.damaged[key] = "missing"
-        elif sizes[key] == 0:
-            result.damaged[key] = "empty (0 bytes)"
+    result.damaged.update(missing_images(storage, [(r["concept_id"], r["image_id"]) for r in rows]))
     if full:
         def check(key: str) -> tuple[str, str | None]:
             got = sha256_hex(storage.read_bytes(key))

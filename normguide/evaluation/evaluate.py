@@ -134,6 +134,63 @@ def evaluate(
     method's images, every other metric is the unweighted mean over the method's concepts (so each
     concept counts once; the per-concept rows give the spread).
     """
+    _check_inputs(manifest, images, tstr_features)
+    if len(manifest) == 0:
+        return _empty()
+    manifest = manifest.reset_index(drop=True)
+    concepts = list(dict.fromkeys(manifest["concept_id"].astype(str)))
+    methods = list(dict.fromkeys(manifest["method"].astype(str)))
+    lacking = [c for c in concepts if len(references.get(c, ())) == 0]
+    if lacking:
+        raise ValueError(f"no reference images for concept(s) {lacking}: every evaluated concept needs at least one")
+    real_test = {c: list(real_test.get(c, ())) for c in concepts} if real_test is not None else {c: [] for c in concepts}
+    if include_references and REFERENCES in set(methods):
+        raise ValueError(f"the manifest already has a method named {REFERENCES!r}; it is reserved for the references row")
+    concept_name = _concept_names(manifest, concepts, names)
+    images = list(images)
+    if include_references:  # the references as one more method, after the manifest's rows
+        extra = pd.DataFrame({"concept_id": [c for c in concepts for _ in references[c]], "method": REFERENCES})
+        extra["name"] = extra["concept_id"].map(concept_name)
+        manifest = pd.concat([manifest, extra], ignore_index=True)
+        images += [im for c in concepts for im in references[c]]
+        methods.append(REFERENCES)
+    cids = manifest["concept_id"].astype(str)
+    methods_col = manifest["method"].astype(str)
+
+    # ---- features and class probabilities: one judge call per image set
+    fake = np.asarray(judge.embed(images), dtype=np.float64)
+    if fake.shape[0] != len(images):
+        raise ValueError(f"judge.embed returned {fake.shape[0]} rows for {len(images)} images")
+    ref_feats = _embed_groups(judge, references, concepts)
+    test_feats = _embed_groups(judge, real_test, concepts)
+    labels, min_conf, probs = _class_probs(judge, images, [concept_name[c] for c in concepts])
+    tstr = _tstr(images, fake, test_feats, real_test, concepts, methods, cids, methods_col, tstr_features)
+    seeds_cm = M.seed_statistics(manifest.assign(concept_id=cids, method=methods_col), by=("concept_id", "method"))
+    seeds_m = M.seed_statistics(manifest.assign(method=methods_col), by=("method",))
+
+    # ---- per (concept, method), in manifest order
+    groups = manifest.groupby([cids, methods_col], sort=False).indices
+    records = []
+    for c, m in dict.fromkeys(zip(cids, methods_col)):
+        idx = groups[(c, m)]
+        real_set = "real_test" if len(real_test[c]) else "references"
+        real_x = test_feats[c] if real_set == "real_test" else ref_feats[c]
+        records.append(_concept_row(c, concept_name[c], m, fake[idx], probs[idx], labels.index(concept_name[c]),
+                                    min_conf, ref_feats[c], real_x, real_set, k=k, similarity_floor=similarity_floor,
+                                    tstr=tstr[m][1].get(c, M.NAN), seeds=seeds_cm.loc[(c, m)].to_dict()))
+    per = pd.DataFrame.from_records(records)
+    # ---- per method over all concepts
+    records += [_method_row(m, per[per["method"] == m], tstr[m][0], seeds_m.loc[m].to_dict()) for m in methods]
+
+    out = pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    for col in _COUNT_COLUMNS:
+        out[col] = out[col].astype(int)
+    for col in METRIC_COLUMNS:
+        out[col] = out[col].astype(float)
+    return out
+
+
+def _check_inputs(manifest, images, tstr_features) -> None:
     if not isinstance(manifest, pd.DataFrame):
         raise TypeError(f"manifest must be a pandas DataFrame, got {type(manifest).__name__}")
     missing = [c for c in ("concept_id", "method") if c not in manifest.columns]
@@ -143,49 +200,24 @@ def evaluate(
         raise ValueError(f"got {len(images)} images for {len(manifest)} manifest rows; they must be row-aligned")
     if tstr_features not in ("pixels", "judge"):
         raise ValueError(f"tstr_features must be 'pixels' or 'judge', got {tstr_features!r}")
-    if len(manifest) == 0:
-        return _empty()
 
-    manifest = manifest.reset_index(drop=True)
+
+def _concept_names(manifest: pd.DataFrame, concepts: list[str], names: Mapping[str, str] | None) -> dict[str, str]:
+    """concept_id -> name: ``names``, else the manifest's ``name`` column, else the id."""
     cids = manifest["concept_id"].astype(str)
-    methods_col = manifest["method"].astype(str)
-    concepts = list(dict.fromkeys(cids))
-    methods = list(dict.fromkeys(methods_col))
-
-    lacking = [c for c in concepts if len(references.get(c, ())) == 0]
-    if lacking:
-        raise ValueError(f"no reference images for concept(s) {lacking}: every evaluated concept needs at least one")
-    real_test = {c: list(real_test.get(c, ())) for c in concepts} if real_test is not None else {c: [] for c in concepts}
-    if include_references and REFERENCES in set(methods):
-        raise ValueError(f"the manifest already has a method named {REFERENCES!r}; it is reserved for the references row")
-
-    concept_name = {}
+    out = {}
     for c in concepts:
         if names is not None and c in names:
-            concept_name[c] = str(names[c])
+            out[c] = str(names[c])
         elif "name" in manifest.columns and manifest.loc[cids == c, "name"].notna().any():
-            concept_name[c] = str(manifest.loc[cids == c, "name"].dropna().iloc[0])
+            out[c] = str(manifest.loc[cids == c, "name"].dropna().iloc[0])
         else:
-            concept_name[c] = c
+            out[c] = c
+    return out
 
-    images = list(images)
-    if include_references:
-        extra = pd.DataFrame({"concept_id": [c for c in concepts for _ in references[c]], "method": REFERENCES})
-        extra["name"] = extra["concept_id"].map(concept_name)
-        manifest = pd.concat([manifest, extra], ignore_index=True)
-        images += [im for c in concepts for im in references[c]]
-        cids = manifest["concept_id"].astype(str)
-        methods_col = manifest["method"].astype(str)
-        methods.append(REFERENCES)
 
-    # ---- features and class probabilities: one judge call per image set
-    fake = np.asarray(judge.embed(images), dtype=np.float64)
-    if fake.shape[0] != len(images):
-        raise ValueError(f"judge.embed returned {fake.shape[0]} rows for {len(images)} images")
-    ref_feats = _embed_groups(judge, references, concepts)
-    test_feats = _embed_groups(judge, real_test, concepts)
-
-    run_names = [concept_name[c] for c in concepts]
+def _class_probs(judge: Judge, images: list, run_names: list[str]) -> tuple[list[str], float, np.ndarray]:
+    """The judge's labels (the run's names plus its own), its threshold and its probabilities."""
     labels = list(judge.label_names(run_names)) if hasattr(judge, "label_names") else list(dict.fromkeys(run_names))
     lost = [n for n in run_names if n not in labels]
     if lost:
@@ -194,8 +226,11 @@ def evaluate(
     probs = np.asarray(judge.class_probs(images, labels), dtype=np.float64)
     if probs.shape != (len(images), len(labels)):
         raise ValueError(f"judge.class_probs returned shape {probs.shape}, expected {(len(images), len(labels))}")
+    return labels, min_conf, probs
 
-    # ---- train on synthetic, test on real (per method)
+
+def _tstr(images, fake, test_feats, real_test, concepts, methods, cids, methods_col, tstr_features) -> dict:
+    """Train on synthetic, test on real, per method: method -> (balanced accuracy, per concept)."""
     test_labels = [c for c in concepts for _ in real_test[c]]
     if tstr_features == "pixels":
         train_x = M.pixel_features(images)
@@ -206,68 +241,49 @@ def evaluate(
     tstr: dict[str, tuple[float, dict]] = {}
     for m in methods:
         rows = (methods_col == m).to_numpy()
-        if test_labels:
-            tstr[m] = M.tstr_accuracy(train_x[rows], cids[rows].tolist(), test_x, test_labels)
-        else:
-            tstr[m] = (M.NAN, {})
+        tstr[m] = M.tstr_accuracy(train_x[rows], cids[rows].tolist(), test_x, test_labels) if test_labels else (M.NAN, {})
+    return tstr
 
-    seeds_cm = M.seed_statistics(manifest.assign(concept_id=cids, method=methods_col), by=("concept_id", "method"))
-    seeds_m = M.seed_statistics(manifest.assign(method=methods_col), by=("method",))
 
-    # ---- per (concept, method)
-    records = []
-    groups = manifest.groupby([cids, methods_col], sort=False).indices
-    pairs = list(dict.fromkeys(zip(cids, methods_col)))  # manifest order
-    for c, m in pairs:
-        idx = groups[(c, m)]
-        x = fake[idx]
-        real_set = "real_test" if len(real_test[c]) else "references"
-        real_x = test_feats[c] if real_set == "real_test" else ref_feats[c]
-        pr = M.prdc(real_x, x, k=k)
-        floor = M.at_similarity_floor(x, ref_feats[c], similarity_floor)
-        rec = {
-            "concept_id": c,
-            "name": concept_name[c],
-            "method": m,
-            "n_images": len(idx),
-            "recognisability": M.recognisability(probs[idx], labels.index(concept_name[c]), min_conf, abstain=floor),
-            "confidence": M.judge_confidence(probs[idx]),
-            "none_of_these": M.none_of_these(probs[idx], min_conf, abstain=floor),
-            "ref_similarity": M.reference_similarity(x, ref_feats[c]),
-            "precision": pr["precision"],
-            "recall": pr["recall"],
-            "density": pr["density"],
-            "coverage": pr["coverage"],
-            "vendi": M.vendi_score(x),
-            "pairwise_distance": M.mean_pairwise_distance(x),
-            "tstr_accuracy": tstr[m][1].get(c, M.NAN),
-            **seeds_cm.loc[(c, m)].to_dict(),
-            "n_real": len(real_x),
-            "prdc_real": real_set,
-            "n_at_floor": int(floor.sum()),
-        }
-        records.append(rec)
-    per = pd.DataFrame.from_records(records)
+def _concept_row(c: str, name: str, m: str, x, probs, label: int, min_conf: float, ref_x, real_x, real_set: str, *,
+                 k: int, similarity_floor: float, tstr: float, seeds: dict) -> dict:
+    """The metrics of one method's images ``x`` of one concept."""
+    pr = M.prdc(real_x, x, k=k)
+    floor = M.at_similarity_floor(x, ref_x, similarity_floor)
+    return {
+        "concept_id": c,
+        "name": name,
+        "method": m,
+        "n_images": len(x),
+        "recognisability": M.recognisability(probs, label, min_conf, abstain=floor),
+        "confidence": M.judge_confidence(probs),
+        "none_of_these": M.none_of_these(probs, min_conf, abstain=floor),
+        "ref_similarity": M.reference_similarity(x, ref_x),
+        "precision": pr["precision"],
+        "recall": pr["recall"],
+        "density": pr["density"],
+        "coverage": pr["coverage"],
+        "vendi": M.vendi_score(x),
+        "pairwise_distance": M.mean_pairwise_distance(x),
+        "tstr_accuracy": tstr,
+        **seeds,
+        "n_real": len(real_x),
+        "prdc_real": real_set,
+        "n_at_floor": int(floor.sum()),
+    }
 
-    # ---- per method over all concepts
-    mean_cols = [mi.column for mi in METRICS if not mi.block == "Seed statistics"]
-    for m in methods:
-        sub = per[per["method"] == m]
-        rec = {"concept_id": ALL, "name": ALL, "method": m, "n_images": int(sub["n_images"].sum())}
-        for col in mean_cols:
-            vals = sub[col].dropna()
-            rec[col] = float(vals.mean()) if len(vals) else M.NAN
-        rec["tstr_accuracy"] = tstr[m][0]
-        rec.update(seeds_m.loc[m].to_dict())
-        rec["n_real"] = int(sub["n_real"].sum())
-        rec["n_at_floor"] = int(sub["n_at_floor"].sum())
-        kinds = sorted(set(sub["prdc_real"]))
-        rec["prdc_real"] = kinds[0] if len(kinds) == 1 else "mixed"
-        records.append(rec)
 
-    out = pd.DataFrame.from_records(records, columns=list(COLUMNS))
-    for col in _COUNT_COLUMNS:
-        out[col] = out[col].astype(int)
-    for col in METRIC_COLUMNS:
-        out[col] = out[col].astype(float)
-    return out
+def _method_row(m: str, sub: pd.DataFrame, tstr: float, seeds: dict) -> dict:
+    """A method's "(all)" row: counts summed, seed statistics over all its images (``seeds``),
+    every other metric the unweighted mean over its concepts (``sub``: their rows)."""
+    rec = {"concept_id": ALL, "name": ALL, "method": m, "n_images": int(sub["n_images"].sum())}
+    for col in [mi.column for mi in METRICS if not mi.block == "Seed statistics"]:
+        vals = sub[col].dropna()
+        rec[col] = float(vals.mean()) if len(vals) else M.NAN
+    rec["tstr_accuracy"] = tstr
+    rec.update(seeds)
+    rec["n_real"] = int(sub["n_real"].sum())
+    rec["n_at_floor"] = int(sub["n_at_floor"].sum())
+    kinds = sorted(set(sub["prdc_real"]))
+    rec["prdc_real"] = kinds[0] if len(kinds) == 1 else "mixed"
+    return rec

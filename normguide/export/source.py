@@ -29,6 +29,7 @@ from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data.images import sha256_hex
 from normguide.data.storage import Storage
+from normguide.data.verify import DamagedRunError, check_images
 
 _log = logging.getLogger("normguide")
 
@@ -77,7 +78,8 @@ def recorded_run_id(storage: Storage) -> str:
 
 def open_finished_run(storage: Storage, run_id: str) -> FinishedRun:
     """The run at ``storage`` if it is finalized (``_SUCCESS`` and ``manifest.parquet``), else a
-    ValueError naming the run and what is missing."""
+    ValueError naming the run and what is missing; a :class:`DamagedRunError` (a ValueError)
+    names every image of the manifest that is missing or empty."""
     missing = [k for k in (layout.SUCCESS, layout.MANIFEST) if not storage.exists(k)]
     if missing:
         raise ValueError(f"run {run_id!r} at {storage.root} is not finalized: it has no {' and no '.join(missing)} "
@@ -91,6 +93,8 @@ def open_finished_run(storage: Storage, run_id: str) -> FinishedRun:
     if lacking:
         raise ValueError(f"{storage.uri(layout.MANIFEST)} lacks the column(s) {lacking} an export needs (every image "
                          "is checked against its sha256): the manifest was altered after the run finished")
+    check_images(storage, zip(manifest.column("concept_id").to_pylist(), manifest.column("image_id").to_pylist()),
+                 doing="export")  # one listing per concept folder: every missing image named, before any shard
     concepts = tuple(sorted(set(manifest.column("concept_id").to_pylist())))
     return FinishedRun(storage=storage, run_id=run_id, manifest=manifest, concepts=concepts,
                        manifest_sha256=sha256_hex(data))
@@ -106,10 +110,10 @@ def read_images(storage: Storage, rows: pa.Table) -> list[bytes]:
     keys = image_keys(rows)
     with ThreadPoolExecutor(max_workers=min(READ_THREADS, max(1, len(keys))), thread_name_prefix="normguide-export") as pool:
         blobs = list(pool.map(storage.read_bytes, keys))
-    for key, blob, want in zip(keys, blobs, rows.column("sha256").to_pylist()):
-        if sha256_hex(blob) != want:
-            raise ValueError(f"{storage.uri(key)} does not match its manifest row (sha256 {sha256_hex(blob)}, "
-                             f"manifest says {want}): the run was changed after it was finalized")
+    wrong = {key: f"sha256 {sha256_hex(blob)[:12]}... is not the recorded {str(want)[:12]}..."
+             for key, blob, want in zip(keys, blobs, rows.column("sha256").to_pylist()) if sha256_hex(blob) != want}
+    if wrong:  # changed after the run was finalized: every such image of the shard named
+        raise DamagedRunError(storage.root, wrong, doing="export")
     return blobs
 
 

@@ -17,10 +17,11 @@ from PIL import Image
 from normguide.data import layout
 from normguide.data import manifest as mf
 from normguide.data import run_record
-from normguide.data.images import decode_reference
+from normguide.data.images import decode_reference, sha256_hex
 from normguide.data.parquet_io import read_frame
 from normguide.data.schema import parse_concept_table
 from normguide.data.seeds import seeds_key
+from normguide.data.verify import DamagedRunError, check_images
 from normguide.pipeline.context import RunContext
 from normguide.pipeline.resume import read_seeds
 
@@ -112,20 +113,28 @@ def evaluate(ctx: RunContext, *, judge=None):
 
     storage = ctx.storage
     cfg = ctx.config.evaluation
-    # 1. Check inputs: a finalized run, the labelled table (before any model), a judge
+    # 1. Check inputs: a finalized run with its images, the labelled table (before any model), a judge
     if not storage.exists(layout.MANIFEST):
         raise ValueError(f"run at {storage.root} has no manifest.parquet: it is missing or not complete "
                          "(finish it with `normguide run` first)")
     manifest = read_frame(storage.read_bytes(layout.MANIFEST))
+    rows = list(zip(manifest.concept_id, manifest.image_id))
+    check_images(storage, rows, doing="evaluate")  # missing or empty images named (listings only)
     if cfg.labelled_table:
         longtail.check_evaluation_inputs(ctx.config, ctx.read_input, list(dict.fromkeys(manifest.concept_id)))
     judge = judge or evaluation_judge(ctx)
     if judge is None:
         raise ValueError("no judge to evaluate with: this model has no built-in one; set evaluation.clip_model "
                          "to a local CLIP directory (or evaluation.judge)")
-    # 2. The manifest's images, and each concept's references
-    images = [_decode(storage.read_bytes(key), storage.uri(key))
-              for key in (mf.image_key(c, i) for c, i in zip(manifest.concept_id, manifest.image_id))]
+    # 2. The manifest's images (every altered one named), and each concept's references
+    keys = [mf.image_key(c, i) for c, i in rows]
+    blobs = [storage.read_bytes(key) for key in keys]
+    if "sha256" in manifest:
+        altered = {k: "sha256 differs from the manifest's" for k, b, want in zip(keys, blobs, manifest.sha256)
+                   if sha256_hex(b) != want}
+        if altered:
+            raise DamagedRunError(storage.root, altered, doing="evaluate")
+    images = [_decode(b, storage.uri(k)) for k, b in zip(keys, blobs)]
     names = dict(zip(manifest.concept_id, manifest.name))
     references = {}
     for cid in names:

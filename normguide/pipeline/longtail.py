@@ -20,12 +20,14 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from normguide.data.schema import resolve_reference, table_folder
 from normguide.data.storage import check_uri_scheme
 
 FIELD = "evaluation.labelled_table"
+TABLE_CHUNK = 256  # table images read and embedded at a time
 CLIP_FIELD = "evaluation.clip_model"
 
 
@@ -125,8 +127,14 @@ def longtail_frame(config, read_input, decode, *, judge, manifest: pd.DataFrame,
     def feats(ims, labels) -> lt.Labelled:
         return lt.Labelled.of(clip.embed(list(ims)), labels)
 
-    real_train = feats([read(u) for u in train.image_uri], train.label)
-    real_test = feats([read(u) for u in test.image_uri], test.label)
+    def table_feats(rows: pd.DataFrame) -> lt.Labelled:
+        # read and embed in chunks: a large table is never held decoded in memory at once
+        uris = list(rows.image_uri)
+        parts = [clip.embed([read(u) for u in uris[i : i + TABLE_CHUNK]]) for i in range(0, len(uris), TABLE_CHUNK)]
+        return lt.Labelled.of(np.concatenate(parts), rows.label)
+
+    real_train = table_feats(train)
+    real_test = table_feats(test)
     refs = feats([im for c in concept_ids for im in references[c]], [c for c in concept_ids for _ in references[c]])
     synthetic = {}
     for method in dict.fromkeys(manifest.method):

@@ -2,14 +2,17 @@
 
 Status, from ``run.json`` and ``_SUCCESS`` (and the run's lease, ``_LEASE``, when it has one):
 
-    complete     ``_SUCCESS`` exists
+    complete     ``_SUCCESS`` exists and a quick verification passes
+    damaged      ``_SUCCESS`` exists, but ``manifest.parquet`` is missing or unreadable, or an
+                 image it lists is missing or empty (the quick check: one listing per concept
+                 folder, sizes only, no image read; ``normguide verify`` checks every sha256)
     running      run.json says so and the run's lease is live (or there is no lease to ask)
     interrupted  run.json says so, or it says running but its lease expired or its holder, a
                  process of this host, is gone (the run died)
     failed       run.json says so (some concepts failed; its ``error`` says which)
 
 Counts per concept and method come from ``manifest.parquet``, or, before it exists, from the
-concepts' manifest parts written so far. Reads only small files; no model, no images.
+concepts' manifest parts written so far. Reads only small files and listings; no model, no images.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class RunStatus:
 
     root: str
     run_id: str
-    status: str  # complete | running | interrupted | failed
+    status: str  # complete | damaged | running | interrupted | failed
     detail: str  # one line: why this status
     model: str
     counts: dict[str, tuple[str, dict[str, int]]]  # concept_id -> (name, {method: images})
@@ -66,9 +69,30 @@ def _lease_state(store: Storage) -> str | None:
     return lease_state(store)
 
 
+def _damage(store: Storage) -> str | None:
+    """What is wrong with a finished run, by the quick check (None: nothing found)."""
+    from normguide.data.verify import SHOWN, missing_images
+
+    try:
+        manifest = read_frame(store.read_bytes(layout.MANIFEST))
+    except FileNotFoundError:
+        return "its manifest.parquet is missing"
+    except Exception as exc:  # noqa: BLE001 - any failure to read it means it is damaged
+        return f"its manifest.parquet is unreadable ({type(exc).__name__})"
+    damaged = sorted(missing_images(store, zip(manifest.concept_id, manifest.image_id)).items())
+    if not damaged:
+        return None
+    named = ", ".join(f"{k} ({why})" for k, why in damaged[:SHOWN])
+    more = f" and {len(damaged) - SHOWN} more" if len(damaged) > SHOWN else ""
+    return f"{len(damaged)} of its {len(manifest)} image(s) are missing or empty: {named}{more}"
+
+
 def _counts(store: Storage) -> tuple[dict[str, tuple[str, dict[str, int]]], str]:
     if store.exists(layout.MANIFEST):
-        return counts_by_concept(read_frame(store.read_bytes(layout.MANIFEST))), layout.MANIFEST
+        try:
+            return counts_by_concept(read_frame(store.read_bytes(layout.MANIFEST))), layout.MANIFEST
+        except Exception:  # noqa: BLE001 - unreadable: the status says so; count the parts instead
+            pass
     parts = [k for k in store.list(layout.MANIFEST_DIR) if layout.is_part_key(k)]
     frames = [mf.parquet_to_table(store.read_bytes(k)).select(["concept_id", "name", "method"]).to_pandas() for k in parts]
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["concept_id", "name", "method"])
@@ -84,7 +108,13 @@ def run_status(store: Storage) -> RunStatus:
     except (ValueError, AttributeError):
         raise NotARunError(f"{store.uri(run_record.RUN_JSON)} is not a normguide run record") from None
     if store.exists(run_record.SUCCESS):
-        status, detail = "complete", f"_SUCCESS written; finished {doc.get('finished_at')}"
+        damage = _damage(store)
+        if damage is None:
+            status, detail = "complete", (f"_SUCCESS written; finished {doc.get('finished_at')}; quick check passed: "
+                                          "every image present and not empty")
+        else:
+            status, detail = "damaged", (f"_SUCCESS written, but {damage}; `normguide verify {store.root}` "
+                                         "checks every file")
     elif recorded in ("failed", "interrupted"):
         status = recorded
         detail = f"run.json says {recorded}" + (f": {doc['error']}" if doc.get("error") else "") + \
@@ -98,7 +128,7 @@ def run_status(store: Storage) -> RunStatus:
             status = "running"
             detail = (f"started {doc.get('started_at')}; " + ("its lease is live" if lease == "live" else
                       "no _SUCCESS yet (a run that was killed looks the same: rerun to resume)"))
-    if recorded == "complete" and status != "complete":
+    if recorded == "complete" and status not in ("complete", "damaged"):
         detail = "run.json says complete but _SUCCESS is missing; " + detail
     model = doc.get("model") or {}
 

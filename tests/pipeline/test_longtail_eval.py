@@ -58,7 +58,10 @@ def _config(root, output, clip_dir, table="labelled.parquet", **overrides) -> Ru
                           "evaluation.labelled_table": str(root / table), **overrides})
 
 
-def test_run_writes_the_longtail_table_the_library_protocol_computes(tmp_path, inputs, clip_dir):
+def test_run_writes_the_longtail_table_the_library_protocol_computes(tmp_path, inputs, clip_dir, monkeypatch):
+    from normguide.pipeline import longtail
+
+    monkeypatch.setattr(longtail, "TABLE_CHUNK", 5)  # the table read and embedded in several chunks
     root, frame = inputs
     summary = run_dataset(_config(root, tmp_path / "out", clip_dir), model=load_pipeline("demo:sd1"))
     assert summary.ok and summary.evaluation is not None and summary.evaluation.longtail_uri
