@@ -159,3 +159,19 @@ def test_pixart_inverts_by_ddim_and_refuses_flow_inverters(flow):
 def test_the_inverter_registry_names_each_solver():
     assert set(INVERTERS) >= {"ddim", "flow-euler", "flow-midpoint", "flow-fireflow"}
     assert {INVERTERS[n].kind for n in ("flow-euler", "flow-midpoint", "flow-fireflow")} == {"flow"}
+
+
+def test_a_flux_sample_that_overflows_float16_is_generated_again_in_float32(flow):
+    """Real overflow, nothing patched: a seed 3e4 times too large overflows the float16 transformer
+    on CPU; that sample alone is redone with every component in float32, its batch mates are not."""
+    import copy
+
+    from normguide.diffusion import float32_twin, from_pipeline
+
+    m16 = from_pipeline(copy.deepcopy(flow["flux"].pipe), model_id="fp16", revision="t", dtype=torch.float16)
+    seeds = _seeds(m16, 3, 7)
+    seeds[1] *= 3e4
+    (batch,) = list(generate_images(m16, seeds, PROMPT, num_inference_steps=2, batch_size=3))
+    assert batch.precision_fallback == [None, "full", None]
+    (alone,) = list(generate_images(float32_twin(m16), seeds[1:2], PROMPT, num_inference_steps=2, batch_size=1))
+    assert batch[1].tobytes() == alone[0].tobytes()

@@ -126,12 +126,21 @@ class FlowFamily(Family):
 
     def decode_u8(self, model, z: torch.Tensor) -> torch.Tensor:
         """(B, R, R, 3) uint8 on CPU: the bytes of the pipeline's ``postprocess`` ("pil")."""
+        return self.decode_checked(model, z)[0]
+
+    def vae_input(self, model, z: torch.Tensor) -> torch.Tensor:
+        """Latents as the VAE decoder takes them: z / scaling_factor + shift_factor."""
         vae = model.pipe.vae
-        z = z.to(model.device)
         shift = vae.config.get("shift_factor") or 0.0
-        lat = (z.float() / vae.config.scaling_factor) + shift
-        x = vae.decode(lat.to(next(vae.decoder.parameters()).dtype)).sample.float()
-        return (x * 0.5 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+        return (z.to(model.device).float() / vae.config.scaling_factor) + shift
+
+    def decode_checked(self, model, z: torch.Tensor):
+        """(uint8 images (B, R, R, 3) on CPU, (B,) bool: the image is non-finite or constant)."""
+        vae = model.pipe.vae
+        x = vae.decode(self.vae_input(model, z).to(next(vae.decoder.parameters()).dtype)).sample.float()
+        u8 = (x * 0.5 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+        flat = u8.flatten(1)
+        return u8, _bad_rows(x) | (flat.amax(1) == flat.amin(1))
 
     # -- solvers ------------------------------------------------------------------------------------
     def sample(self, model, cond, x, num_inference_steps: int, solver: str = "flow-euler", rowwise: bool = False):
@@ -188,30 +197,55 @@ class FlowFamily(Family):
     # -- the family interface ---------------------------------------------------------------------------
     def invert(self, model, images, prompt, *, inverter=None, num_inference_steps=50, guidance_scale=1.0,
                batch_size=4, reconstruction=True, batch_invariant=None):
-        from normguide.diffusion.ddim import InversionResult, PrecisionError
+        """Images -> seeds (see ``ddim.invert_images`` for the arguments and the result). A sample
+        whose z_0, seed or regenerated z_0 is non-finite is inverted again with every component in
+        float32 (``precision_fallback`` "full"); ``PrecisionError`` if float32 fails too."""
+        from normguide.diffusion.ddim import InversionResult
+        from normguide.diffusion.loading import float32_twin
 
         solver = self.check_inverter(inverter)
         _check(prompt, num_inference_steps, guidance_scale, batch_size)
         if len(images) == 0:
             raise ValueError("images must hold at least one image, got an empty sequence")
         rowwise = bool(batch_invariant)
-        seeds, latents, errors = [], [], []
+        seeds, latents, errors, fallback = [], [], [], []
+        cond32 = None
+
+        def run(m, cond, x):
+            z0 = self.encode(m, x)
+            zt = self.invert_latents(m, cond, z0, num_inference_steps, solver, rowwise)
+            again = self.sample(m, cond, zt, num_inference_steps, solver, rowwise) if reconstruction else None
+            bad = _bad_rows(z0) | _bad_rows(zt) | (_bad_rows(again) if reconstruction else False)
+            return z0, zt, again, bad
+
         with torch.inference_mode():
             cond = self.encode_prompt(model, prompt, guidance_scale)
             for start in range(0, len(images), batch_size):
                 x = images_to_tensor(images[start:start + batch_size], model.resolution)
-                z0 = self.encode(model, x)
-                zt = self.invert_latents(model, cond, z0, num_inference_steps, solver, rowwise)
-                if not torch.isfinite(zt).all():
-                    raise PrecisionError(f"inversion for prompt {prompt!r}: non-finite seeds (rows from {start})")
+                z0, zt, again, bad = run(model, cond, x)
+                fb: list[str | None] = [None] * x.shape[0]
+                if bad.any():
+                    m32 = float32_twin(model)
+                    rows = bad.nonzero().flatten()
+                    if m32 is not model:
+                        cond32 = cond32 or self.encode_prompt(m32, prompt, guidance_scale)
+                        r0, rt, ra, rbad = run(m32, cond32, x[rows])
+                        rd = rows.to(z0.device)
+                        z0[rd], zt[rd] = r0, rt
+                        if reconstruction:
+                            again[rd] = ra
+                        bad[rows] = rbad
+                        for r in rows.tolist():
+                            fb[r] = "full"
+                    if bad.any():
+                        raise _precision_error("inversion", prompt, (bad.nonzero().flatten() + start).tolist(), model)
                 if reconstruction:
-                    again = self.sample(model, cond, zt, num_inference_steps, solver, rowwise)
                     errors += (again - z0).pow(2).flatten(1).mean(1).sqrt().tolist()
                 seeds.append(zt.cpu())
                 latents.append(z0.cpu())
+                fallback += fb
         return InversionResult(seeds=torch.cat(seeds), latents=torch.cat(latents),
-                               reconstruction_error=errors if reconstruction else None,
-                               precision_fallback=[None] * len(images))
+                               reconstruction_error=errors if reconstruction else None, precision_fallback=fallback)
 
     def round_trip(self, model, images, prompt, *, inverter=None, num_inference_steps=50, guidance_scale=1.0):
         solver = self.check_inverter(inverter)
@@ -235,20 +269,50 @@ class FlowFamily(Family):
     def _generate(self, model, seeds, prompt, steps, guidance_scale, batch_size, rowwise, vae_batch_size):
         from PIL import Image
 
-        from normguide.diffusion.ddim import GeneratedBatch, PrecisionError
+        from normguide.diffusion.ddim import GeneratedBatch
+        from normguide.diffusion.loading import float32_twin
+
+        def run(m, cond, z):
+            z0 = self.sample(m, cond, z, steps, "flow-euler", rowwise)
+            size = 1 if rowwise else (vae_batch_size or z0.shape[0])
+            parts = [self.decode_checked(m, part) for part in z0.split(size)]
+            u8 = torch.cat([p[0] for p in parts])
+            return u8, _bad_rows(z0) | torch.cat([p[1] for p in parts])
 
         with torch.inference_mode():
             cond = self.encode_prompt(model, prompt, guidance_scale)
+        cond32 = None
         for start in range(0, seeds.shape[0], batch_size):
             with torch.inference_mode():
                 z = seeds[start:start + batch_size].detach().float().to(model.device)
-                z0 = self.sample(model, cond, z, steps, "flow-euler", rowwise)
-                size = 1 if rowwise else (vae_batch_size or z0.shape[0])
-                u8 = torch.cat([self.decode_u8(model, part) for part in z0.split(size)])
-                flat = u8.flatten(1)
-                if not torch.isfinite(z0).all() or bool((flat.amax(1) == flat.amin(1)).any()):
-                    raise PrecisionError(f"generation for prompt {prompt!r}: a non-finite or constant image (rows from {start})")
-            yield GeneratedBatch([Image.fromarray(a, "RGB") for a in u8.numpy()], [None] * z.shape[0])
+                u8, bad = run(model, cond, z)
+                fallback: list[str | None] = [None] * z.shape[0]
+                if bad.any():  # the failed samples again, every component in float32
+                    m32 = float32_twin(model)
+                    rows = bad.nonzero().flatten()
+                    if m32 is not model:
+                        cond32 = cond32 or self.encode_prompt(m32, prompt, guidance_scale)
+                        fixed, still = run(m32, cond32, z[rows.to(z.device)])
+                        u8[rows], bad[rows] = fixed, still
+                        for r in rows.tolist():
+                            fallback[r] = "full"
+                    if bad.any():
+                        raise _precision_error("generation", prompt, (bad.nonzero().flatten() + start).tolist(), model)
+            yield GeneratedBatch([Image.fromarray(a, "RGB") for a in u8.numpy()], fallback)
+
+
+def _bad_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B,) bool on CPU: rows of x with a non-finite entry."""
+    return ~torch.isfinite(x).flatten(1).all(1).cpu()
+
+
+def _precision_error(what: str, prompt: str, rows: list[int], model):
+    from normguide.diffusion.ddim import PrecisionError
+
+    tried = "in float32" if model.dtype == torch.float32 else f"in {str(model.dtype).removeprefix('torch.')} and again in float32"
+    return PrecisionError(
+        f"{what} for prompt {prompt!r}: sample(s) {rows} came out non-finite or as a constant image {tried}; "
+        "refusing to return them (check the checkpoint's weights, the seeds' scale and the guidance scale)")
 
 
 def images_to_tensor(images, resolution: int) -> torch.Tensor:

@@ -48,7 +48,9 @@ class PixArtFamily(FlowFamily):
         return float(model.pipe.scheduler.init_noise_sigma)
 
     def max_sequence_length(self, pipe) -> int:
-        return min(300, int(pipe.tokenizer.model_max_length))
+        """The pipeline's default (Σ: 300 tokens, α: 120), capped by the tokenizer's own length."""
+        default = 120 if type(pipe).__name__ == "PixArtAlphaPipeline" else 300
+        return min(default, int(pipe.tokenizer.model_max_length))
 
     def encode_prompt(self, model, prompt: str, guidance_scale: float) -> FlowConditioning:
         guided = guidance_scale > 1.0
@@ -110,11 +112,8 @@ class PixArtFamily(FlowFamily):
         z = vae.encode(x.to(model.device, next(vae.encoder.parameters()).dtype)).latent_dist.mean.float()
         return z * vae.config.scaling_factor
 
-    def decode_u8(self, model, z):
-        vae = model.pipe.vae
-        lat = z.to(model.device).float() / vae.config.scaling_factor
-        x = vae.decode(lat.to(next(vae.decoder.parameters()).dtype)).sample.float()
-        return (x * 0.5 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+    def vae_input(self, model, z):
+        return z.to(model.device).float() / model.pipe.vae.config.scaling_factor  # no shift (the pipeline's)
 
     @staticmethod
     def model_calls(solver: str, steps: int) -> int:
