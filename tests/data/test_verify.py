@@ -97,3 +97,19 @@ def test_repair_deletes_damage_moves_orphans_aside_and_a_rerun_heals(run_copy, f
     assert sorted(st.list("images/alpha")) == alpha and st.read_bytes(alpha[1]) != original[:50] and verify_run(st).ok
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and "verified" in res.output, res.output
+
+
+def test_run_on_a_complete_run_finds_a_deleted_image_and_remakes_it(run_copy, caplog):
+    """The quick check inside `run` (one read of the manifest, one listing per concept folder):
+    a complete run whose image was deleted is not "already complete"; it is remade and finalized."""
+    st, uri, endpoint = run_copy
+    cfg = RunConfig.model_validate(json.loads(st.read_bytes("run.json"))["config"])
+    assert run_dataset(cfg, storage=st).already_complete  # intact: a no-op, as before
+    beta = sorted(st.list("images/beta"))
+    st.delete([beta[0]])
+    with caplog.at_level("WARNING", logger="normguide"):
+        summary = run_dataset(cfg, storage=st)
+    assert not summary.already_complete and summary.finalized and summary.status == "complete", summary
+    assert f"{beta[0]} (missing)" in caplog.text and "made again" in caplog.text, caplog.text
+    assert sorted(st.list("images/beta")) == beta and verify_run(st).ok
+    assert json.loads(st.read_bytes("run.json"))["status"] == "complete" and st.exists("_SUCCESS")
