@@ -188,8 +188,10 @@ refine_seeds(m, torch.randn(1, 4, 64, 64), 'a photo', phi, t,
 print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t0)
 """
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        if p.returncode != 0:
-            res[f"checkpointing={ckpt}"] = {"error": p.stderr.strip().splitlines()[-1:]}
+        if p.returncode != 0:  # a negative code is a signal: -9 is what the kernel's OOM killer sends
+            why = f"killed by signal {-p.returncode} (SIGKILL: out of memory?)" if p.returncode == -9 else (
+                f"exit {p.returncode}: {(p.stderr.strip().splitlines() or [''])[-1]}")
+            res[f"checkpointing={ckpt}"] = {"error": why}
             continue
         base, peak, secs = p.stdout.split()[-3:]
         res[f"checkpointing={ckpt}"] = {"model_rss_gib": int(base) / 2**20, "peak_rss_gib": int(peak) / 2**20,
@@ -313,7 +315,7 @@ def print_sd15(sd15: dict | None, steps: int) -> None:
         print("|---|---|---|---|---|")
         for k, v in sd15.items():
             if "error" in v:
-                print(f"| {k} | error: {v['error']} | | | |")
+                print(f"| {k.split('=')[1]} | {v['error']} | | | |")
             else:
                 print(f"| {k.split('=')[1]} | {v['model_rss_gib']:.2f} | {v['peak_rss_gib']:.2f} | "
                       f"{v['iteration_peak_over_model_gib']:.2f} | {v['seconds']:.0f} |")
