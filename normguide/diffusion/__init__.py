@@ -15,31 +15,50 @@ class _NoTorchvisionFallbackNotice(_logging.Filter):
 
 _logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionFallbackNotice())
 
-from normguide.diffusion.ddim import (
-    PRECISION_FALLBACKS,
-    GeneratedBatch,
-    InversionResult,
-    PrecisionError,
-    decode_latents,
-    encode_images,
-    prepare_image,
-    warm_up,
-)
-from normguide.diffusion.demo import DEMO_FAMILIES, DEMO_RESOLUTION, build_demo_pipeline
-from normguide.diffusion.devices import device_lock, exclusive_device, resolve_device, resolve_dtype
-from normguide.diffusion.families import UnsupportedFeatureError, UnsupportedPipelineError
-from normguide.diffusion.inverters import INVERTER_NAMES, INVERTERS
-from normguide.diffusion.loading import (
-    FAMILIES,
-    LoadedModel,
-    ModelLoadError,
-    clear_pipeline_cache,
-    float32_twin,
-    from_pipeline,
-    get_pipeline,
-    load_pipeline,
-)
-from normguide.diffusion.sampling import generate_images, invert_images, resolved_inverter
+import importlib as _importlib
+
+#: public names and the module each lives in: imported on first use, so that importing one
+#: submodule (``normguide.diffusion.inverters``: the config validates names against it) does
+#: not load torch and diffusers
+_EXPORTS = {
+    "PRECISION_FALLBACKS": "ddim",
+    "GeneratedBatch": "ddim",
+    "InversionResult": "ddim",
+    "PrecisionError": "ddim",
+    "decode_latents": "ddim",
+    "encode_images": "ddim",
+    "prepare_image": "ddim",
+    "warm_up": "ddim",
+    "DEMO_FAMILIES": "demo",
+    "DEMO_RESOLUTION": "demo",
+    "build_demo_pipeline": "demo",
+    "device_lock": "devices",
+    "exclusive_device": "devices",
+    "resolve_device": "devices",
+    "resolve_dtype": "devices",
+    "UnsupportedFeatureError": "families",
+    "UnsupportedPipelineError": "families",
+    "INVERTER_NAMES": "inverters",
+    "INVERTERS": "inverters",
+    "FAMILIES": "loading",
+    "LoadedModel": "loading",
+    "ModelLoadError": "loading",
+    "clear_pipeline_cache": "loading",
+    "float32_twin": "loading",
+    "from_pipeline": "loading",
+    "get_pipeline": "loading",
+    "load_pipeline": "loading",
+    "generate_images": "sampling",
+    "invert_images": "sampling",
+    "resolved_inverter": "sampling",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(_importlib.import_module(f"normguide.diffusion.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'normguide.diffusion' has no attribute {name!r}")
+
 
 __all__ = [
     "DEMO_FAMILIES",
