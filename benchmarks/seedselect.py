@@ -188,8 +188,10 @@ refine_seeds(m, torch.randn(1, 4, 64, 64), 'a photo', phi, t,
 print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t0)
 """
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        if p.returncode != 0:
-            res[f"checkpointing={ckpt}"] = {"error": p.stderr.strip().splitlines()[-1:]}
+        if p.returncode != 0:  # a negative code is a signal: -9 is what the kernel's OOM killer sends
+            why = f"killed by signal {-p.returncode} (SIGKILL: out of memory?)" if p.returncode == -9 else (
+                f"exit {p.returncode}: {(p.stderr.strip().splitlines() or [''])[-1]}")
+            res[f"checkpointing={ckpt}"] = {"error": why}
             continue
         base, peak, secs = p.stdout.split()[-3:]
         res[f"checkpointing={ckpt}"] = {"model_rss_gib": int(base) / 2**20, "peak_rss_gib": int(peak) / 2**20,
@@ -217,6 +219,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/normguide-seedselect"))
     ap.add_argument("--plot", type=Path, default=REPO / "examples/figures/seedselect/curves.png")
     args = ap.parse_args()
+    if args.sd15_only:
+        load0 = os.getloadavg()
+        print_sd15(sd15_memory(args.sd15_steps), args.sd15_steps)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+        print(f"\nload average before {load0[0]:.2f}, after {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores); commit {commit}")
+        return
 
     import torch
     from scipy import stats
@@ -289,7 +297,7 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| {cost['generation_s']:.3f} s | {cost['refine_iteration_s']:.3f} s | {cost['ratio']:.2f}x |")
     sd15 = sd15_memory(args.sd15_steps) if args.sd15 else None
-    print_sd15(sd15)
+    print_sd15(sd15, args.sd15_steps)
     print(f"\ntotal {time.perf_counter() - t_all:.0f} s")
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -300,14 +308,14 @@ def main() -> None:
     print(f"wrote {args.out / 'seedselect.json'} and {args.plot}")
 
 
-def print_sd15(sd15: dict | None) -> None:
+def print_sd15(sd15: dict | None, steps: int) -> None:
     if sd15:
-        print(f"\n**SD-1.5 size, 512 px, batch 1, {args.sd15_steps} DDIM steps, one iteration (max RSS, GiB)**\n")
+        print(f"\n**SD-1.5 size, 512 px, batch 1, {steps} DDIM steps, one iteration (max RSS, GiB)**\n")
         print("| checkpointing | model loaded | peak | peak − model | seconds |")
         print("|---|---|---|---|---|")
         for k, v in sd15.items():
             if "error" in v:
-                print(f"| {k} | error: {v['error']} | | | |")
+                print(f"| {k.split('=')[1]} | {v['error']} | | | |")
             else:
                 print(f"| {k.split('=')[1]} | {v['model_rss_gib']:.2f} | {v['peak_rss_gib']:.2f} | "
                       f"{v['iteration_peak_over_model_gib']:.2f} | {v['seconds']:.0f} |")
@@ -341,10 +349,4 @@ def _plot(runs, checkpoints, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    if args.sd15_only:
-        load0 = os.getloadavg()
-        print_sd15(sd15_memory(args.sd15_steps))
-        print(f"\nload average before {load0[0]:.2f}, after {os.getloadavg()[0]:.2f} "
-              f"({os.cpu_count()} cores); commit {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=REPO).stdout.strip()}")
-    else:
-        main()
+    main()

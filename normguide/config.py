@@ -122,7 +122,7 @@ class PlanConfig(_Section):
     @field_validator("methods")
     @classmethod
     def _known_unique_methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from normguide.data.plan import METHODS  # the registry (imported lazily: it needs torch)
+        from normguide.data.methods import METHODS  # the registry's names (no torch)
 
         unknown = [m for m in v if m not in METHODS]
         if unknown:

@@ -118,20 +118,29 @@ def show_command(
 def verify_command(
     run_uri: str = typer.Argument(..., help="The run's folder: <output>/<run_id>, a path or s3:// URI."),
     quick: bool = typer.Option(False, "--quick", help="Existence and size only (no image read)."),
+    repair: bool = typer.Option(False, "--repair", help="Delete damaged images and their concepts' manifest parts "
+                                "(a rerun of `normguide run` regenerates them) and move orphans aside to _removed/."),
     endpoint_url: str | None = typer.Option(
         None, help="S3-compatible endpoint URL (credentials from the environment)."),
 ) -> None:
     """Verify a finished run: every manifest row's image exists with its sha256, every part is
     readable, nothing is orphaned. Exit 0 verified, 1 damaged or orphaned, 2 not a run.
 
-    Cost: one listing per concept folder; without --quick every image is read back once."""
-    from normguide.data.verify import verify_run
+    Cost: one listing per concept folder; without --quick every image is read back once.
+    With --repair: exit 0 when the run is verified after it, 1 when a rerun must regenerate
+    concepts (named)."""
+    from normguide.data.verify import repair_run, verify_run
     from normguide.reporting.show import open_run
 
     try:
-        result = verify_run(open_run(run_uri, endpoint_url=endpoint_url), full=not quick)
-    except (ValueError, FileNotFoundError) as exc:  # NotARunError is a ValueError
+        store = open_run(run_uri, endpoint_url=endpoint_url)
+        result = verify_run(store, full=not quick)
+        typer.echo("\n".join(result.lines()))
+        fixed = repair_run(store, result) if repair and not result.ok else None
+    except (ValueError, FileNotFoundError) as exc:  # NotARunError, LeaseHeld are ValueErrors
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_NOT_A_RUN) from None
-    typer.echo("\n".join(result.lines()))
+    if fixed is not None:
+        typer.echo("\n".join(fixed.lines()))
+        raise typer.Exit(EXIT_INCOMPLETE if fixed.needs_rerun else EXIT_COMPLETE)
     raise typer.Exit(EXIT_COMPLETE if result.ok else EXIT_INCOMPLETE)

@@ -27,11 +27,11 @@ from normguide.config import RunConfig, load_config
 @app.command()
 def methods() -> None:
     """List the seed methods (for --methods and plan.methods)."""
-    from normguide.data.plan import SEED_METHODS
+    from normguide.data.methods import METHOD_DESCRIPTIONS  # no torch
 
-    width = max(len(name) for name in SEED_METHODS) + 2
-    for m in SEED_METHODS.values():
-        typer.echo(f"{m.name:<{width}}{m.description}")
+    width = max(len(name) for name in METHOD_DESCRIPTIONS) + 2
+    for name, description in METHOD_DESCRIPTIONS.items():
+        typer.echo(f"{name:<{width}}{description}")
 
 
 @app.command()

@@ -12,6 +12,10 @@ machine read its own files, or another bucket's, into a dataset. So:
 * a table on **local disk** reads any reference, unless ``storage.allowed_input_roots`` is set,
   which then applies to it as well.
 
+A deployment bounds every run it executes, whatever the run's configuration says (a flow run's
+submitter writes it), with ``NORMGUIDE_ALLOWED_INPUT_ROOTS`` (the table and every reference must
+also lie under one of these) and ``NORMGUIDE_ALLOWED_OUTPUT_ROOTS`` (the run's output root).
+
 Every refused reference gets the same message, built from the table's text alone: the policy is
 checked before any file is touched, so whether the file exists, is a folder or is not an image
 never shows. A local reference is compared after its symlinks are resolved; an ``s3://`` key
@@ -28,7 +32,13 @@ from dataclasses import dataclass
 
 from normguide.data.storage.uris import is_s3, local_path, split_s3
 
-__all__ = ["InputPolicy", "input_policy"]
+__all__ = ["INPUT_ROOTS_ENV", "OUTPUT_ROOTS_ENV", "InputPolicy", "check_input_allowed", "check_output_allowed",
+           "input_policy"]
+
+#: Set in a deployment's (or worker's) environment, these bound what any run there may read and
+#: write, whatever its configuration (which a flow run's submitter controls) says.
+INPUT_ROOTS_ENV = "NORMGUIDE_ALLOWED_INPUT_ROOTS"
+OUTPUT_ROOTS_ENV = "NORMGUIDE_ALLOWED_OUTPUT_ROOTS"
 
 _EVERYWHERE = None
 
@@ -66,6 +76,20 @@ class _Root:
         return path == self.prefix or path.startswith(self.prefix.rstrip(os.sep) + os.sep)
 
 
+def _env_roots(name: str) -> tuple[_Root, ...] | None:
+    """The roots in environment variable ``name`` (separated by commas or whitespace); None when
+    it is unset. A set but empty variable allows nothing."""
+    from normguide.data.storage.uris import check_output_root
+
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    roots = [r for r in value.replace(",", " ").split() if r]
+    for r in roots:
+        check_output_root(r, field=f"environment variable {name}")
+    return tuple(_Root.parse(r) for r in roots)
+
+
 @dataclass(frozen=True)
 class InputPolicy:
     """The roots a run's references must lie under; ``roots`` None: anywhere (a local table
@@ -73,29 +97,39 @@ class InputPolicy:
 
     roots: tuple[_Root, ...] | None
     origin: str = ""  # where the roots come from, for the message
+    #: The deployment's bound (``NORMGUIDE_ALLOWED_INPUT_ROOTS``): a reference must lie under
+    #: one of these as well; None: no bound.
+    caps: tuple[_Root, ...] | None = None
 
     @classmethod
     def for_table(cls, table_uri: str, allowed_roots: Sequence[str] | None) -> InputPolicy:
+        caps = _env_roots(INPUT_ROOTS_ENV)
         if allowed_roots:
-            return cls(tuple(_Root.parse(r) for r in allowed_roots), "storage.allowed_input_roots")
+            return cls(tuple(_Root.parse(r) for r in allowed_roots), "storage.allowed_input_roots", caps)
         if is_s3(table_uri):
             return cls((_Root.parse(_table_folder(table_uri)),),
-                       "the default for a remote concept table: its own folder")
-        return cls(_EVERYWHERE)
+                       "the default for a remote concept table: its own folder", caps)
+        return cls(_EVERYWHERE, "", caps)
 
     def allows(self, uri: str) -> bool:
-        return self.roots is None or any(r.contains(uri) for r in self.roots)
+        return ((self.roots is None or any(r.contains(uri) for r in self.roots))
+                and (self.caps is None or any(r.contains(uri) for r in self.caps)))
 
     def refusal(self, uri: str, *, concept_id: str, field: str = "reference_uris") -> str:
-        """The one message for a refused reference (the same whether or not it exists)."""
-        roots = ", ".join(repr(r.text) for r in self.roots or ())
-        return (f"concept {concept_id!r}, {field}: {uri!r} is not under an allowed input root ({roots}: {self.origin}); "
+        """The one message for a refused reference (the same whether or not it exists, and
+        whichever bound refused it)."""
+        where = []
+        if self.roots is not None:
+            where.append(", ".join(repr(r.text) for r in self.roots) + f": {self.origin}")
+        if self.caps is not None:
+            where.append((", ".join(repr(r.text) for r in self.caps) or "none") + f": this deployment's {INPUT_ROOTS_ENV}")
+        return (f"concept {concept_id!r}, {field}: {uri!r} is not under an allowed input root ({'; and '.join(where)}); "
                 "a run reads references only there, never other files of the machine that runs it: move the image "
                 "under that root or add a root to storage.allowed_input_roots")
 
     def problems(self, concepts: Sequence) -> list[str]:
         """The refusal of every reference of ``concepts`` outside the roots, in table order."""
-        if self.roots is None:
+        if self.roots is None and self.caps is None:
             return []
         return [self.refusal(uri, concept_id=c.concept_id) for c in concepts for uri in c.reference_uris
                 if not self.allows(uri)]
@@ -104,3 +138,26 @@ class InputPolicy:
 def input_policy(config) -> InputPolicy:
     """The policy of a :class:`~normguide.config.RunConfig`'s table and storage settings."""
     return InputPolicy.for_table(config.concepts, config.storage.allowed_input_roots)
+
+
+def check_input_allowed(uri: str, *, field: str) -> str:
+    """``uri`` (an input the configuration names: the concept table) if the deployment's
+    ``NORMGUIDE_ALLOWED_INPUT_ROOTS`` allows it (unset: anything), else a ``ValueError`` naming
+    ``field``; nothing is read first."""
+    caps = _env_roots(INPUT_ROOTS_ENV)
+    if caps is not None and not any(r.contains(uri) for r in caps):
+        allowed = ", ".join(repr(r.text) for r in caps) or "none"
+        raise ValueError(f"{field}: {uri!r} is not under an allowed input root ({allowed}: this deployment's "
+                         f"{INPUT_ROOTS_ENV})")
+    return uri
+
+
+def check_output_allowed(root: str) -> str:
+    """``root`` (a run's output root) if the deployment allows it, else a ``ValueError`` naming
+    it and ``NORMGUIDE_ALLOWED_OUTPUT_ROOTS`` (unset: any output is allowed)."""
+    caps = _env_roots(OUTPUT_ROOTS_ENV)
+    if caps is not None and not any(r.contains(root) for r in caps):
+        allowed = ", ".join(repr(r.text) for r in caps) or "none"
+        raise ValueError(f"output: {root!r} is not under an allowed output root ({allowed}: this deployment's "
+                         f"{OUTPUT_ROOTS_ENV}); write the run under one of them")
+    return root

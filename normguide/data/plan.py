@@ -55,6 +55,7 @@ from itertools import combinations, islice
 import torch
 
 from normguide import geometry as geo
+from normguide.data.methods import METHOD_DESCRIPTIONS, METHODS
 
 KINDS = ("centroid", "interpolant", "inversion", "random")
 
@@ -275,43 +276,43 @@ SEED_METHODS: dict[str, SeedMethod] = {
     m.name: m
     for m in (
         SeedMethod(
-            "nao", "NAO centroid and geodesics under the chi prior of N(0, I) seeds",
+            "nao", METHOD_DESCRIPTIONS["nao"],
             centroid=lambda s, p: geo.nao_centroid(s, prior=p),
             interpolate=lambda a, b, t, p: geo.nao_interpolate(a, b, t, prior=p),
             centroid_paths=lambda s, t, p: geo.nao_centroid_paths(s, t, prior=p),
         ),
         SeedMethod(
-            "nao-fitted", "NAO under a norm prior fitted to the concept's inverted seeds",
+            "nao-fitted", METHOD_DESCRIPTIONS["nao-fitted"],
             centroid=lambda s, p: geo.nao_centroid(s, prior=p),
             interpolate=lambda a, b, t, p: geo.nao_interpolate(a, b, t, prior=p),
             centroid_paths=lambda s, t, p: geo.nao_centroid_paths(s, t, prior=p),
             prior=_fitted_prior,
         ),
         SeedMethod(
-            "paper", "the paper's reference solver (Adam on the midpoint objective)",
+            "paper", METHOD_DESCRIPTIONS["paper"],
             centroid=lambda s, p: geo.paper_centroid(s, _PAPER_NODES, prior=p),
             interpolate=_paper_interpolate,
         ),
         SeedMethod(
-            "paper-reference", "the paper's reference pipeline exactly: 2 inversions, seeds from both centroid paths",
+            "paper-reference", METHOD_DESCRIPTIONS["paper-reference"],
             planner=_paper_reference_planner,
         ),
-        SeedMethod("slerp", "spherical interpolation; centroid: mean direction at the prior's mode",
+        SeedMethod("slerp", METHOD_DESCRIPTIONS["slerp"],
                    centroid=lambda s, p: geo.normalized_centroid(s), interpolate=lambda a, b, t, p: geo.slerp(a, b, t)),
-        SeedMethod("lerp", "linear interpolation; centroid: Euclidean mean",
+        SeedMethod("lerp", METHOD_DESCRIPTIONS["lerp"],
                    centroid=lambda s, p: geo.mean_centroid(s), interpolate=lambda a, b, t, p: geo.lerp(a, b, t)),
-        SeedMethod("cog", "COG / LOL (Bodin et al.): sqrt(K) times the mean",
+        SeedMethod("cog", METHOD_DESCRIPTIONS["cog"],
                    centroid=lambda s, p: geo.cog_centroid(s), interpolate=lambda a, b, t, p: geo.cog(a, b, t)),
-        SeedMethod("norm-mean", "mean direction at the inputs' mean norm (COG/LOL family, safe for many correlated inputs)",
+        SeedMethod("norm-mean", METHOD_DESCRIPTIONS["norm-mean"],
                    centroid=lambda s, p: geo.norm_keeping_centroid(s),
                    interpolate=lambda a, b, t, p: geo.norm_keeping_interpolate(a, b, t)),
-        SeedMethod("circle", "Diff-II: random angles on the whole circle through two inversions",
+        SeedMethod("circle", METHOD_DESCRIPTIONS["circle"],
                    planner=_circle_planner),
-        SeedMethod("random", "prompt only: fresh N(0, I) seeds, one integer seed per image"),
+        SeedMethod("random", METHOD_DESCRIPTIONS["random"]),
     )
 }
-#: Method names in registry order (the config validates against these).
-METHODS: tuple[str, ...] = tuple(SEED_METHODS)
+if tuple(SEED_METHODS) != METHODS:  # normguide.data.methods names them for torch-free callers
+    raise RuntimeError(f"SEED_METHODS {tuple(SEED_METHODS)} and normguide.data.methods.METHODS {METHODS} differ")
 
 
 def get_method(name: str) -> SeedMethod:

@@ -9,7 +9,8 @@
 * nothing is orphaned: no image, seeds file or manifest part of a concept the manifest does not
   list (a concept removed from the table), and no image file the manifest does not list.
 
-It writes nothing. ``normguide verify <run>`` prints the result (exit 0 verified, 1 damaged).
+It writes nothing. ``normguide verify <run>`` prints the result (exit 0 verified, 1 damaged);
+``--repair`` then calls :func:`repair_run`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from normguide.data.images import sha256_hex
 from normguide.data.parquet_io import read_table
 from normguide.data.storage import Storage
 
-__all__ = ["DamagedRunError", "Verification", "check_images", "missing_images", "verify_run"]
+__all__ = ["DamagedRunError", "Repair", "Verification", "check_images", "missing_images", "repair_run", "verify_run"]
 
 #: How many damaged files an error line names before "and N more".
 SHOWN = 10
@@ -129,4 +130,83 @@ def verify_run(storage: Storage, *, full: bool = True) -> Verification:
         if layout.is_part_key(key) and key not in {layout.part_key(c) for c in concepts}:
             result.orphans.append(key)
     result.orphans.sort()
+    return result
+
+
+#: Where ``repair_run`` moves orphans, under the run root (no reader globs it).
+REMOVED_DIR = "_removed"
+
+
+@dataclass
+class Repair:
+    """What :func:`repair_run` did. Keys are relative to the run root."""
+
+    root: str
+    deleted: list[str] = field(default_factory=list)  # damaged files, and the finished markers
+    moved: dict[str, str] = field(default_factory=dict)  # orphan -> where it was moved
+    concepts: list[str] = field(default_factory=list)  # concepts a rerun makes again
+
+    @property
+    def needs_rerun(self) -> bool:
+        return bool(self.concepts) or layout.MANIFEST in self.deleted
+
+    def lines(self) -> list[str]:
+        out = [f"repair of {self.root}:"]
+        out += [f"  deleted: {self.root}/{k}" for k in self.deleted]
+        out += [f"  moved aside: {self.root}/{k} -> {self.root}/{to}" for k, to in self.moved.items()]
+        if self.needs_rerun:
+            which = ", ".join(self.concepts) or "the manifest"
+            out.append(f"  to regenerate: {which}; rerun `normguide run` with the run's settings (the same config "
+                       "and table): it makes only what is missing and finalizes the run again")
+        elif not self.deleted and not self.moved:
+            out.append("  nothing to repair")
+        else:
+            out.append("  the run is verified again")
+        return out
+
+
+def repair_run(storage: Storage, found: Verification) -> Repair:
+    """Repair what :func:`verify_run` ``found`` in ``storage``, under the run's lease (a live run
+    on the root is named in ``LeaseHeld`` and nothing is touched).
+
+    * A damaged concept (an image missing, empty or with another sha256, or its manifest part
+      unreadable) loses its damaged images and its manifest part, and the run its ``_SUCCESS``
+      and ``manifest.parquet`` (derived from the parts; finalizing writes it again), so that a
+      rerun of ``normguide run`` regenerates those images and finalizes again. run.json is
+      marked ``interrupted``, naming the concepts. Damaged files are **deleted**: their bytes
+      are wrong, and the rerun remakes them from the seeds.
+    * Orphans (files of concepts the manifest does not list, images it does not list) are
+      **moved aside** to ``_removed/<their key>``: a removed concept's work is kept, where no
+      reader (the manifest parts glob, ``images/``) sees it. Delete ``_removed/`` to free the space.
+    """
+    from normguide.data import run_record
+
+    result = Repair(root=storage.root)
+    if found.ok:
+        return result
+    damaged = dict(found.damaged)
+    concepts = sorted({k.split("/")[1] for k in damaged if k.startswith(f"{layout.IMAGES_DIR}/")}
+                      | {k[len(f"{layout.MANIFEST_DIR}/part-"):-len(".parquet")] for k in damaged if layout.is_part_key(k)})
+    with storage.acquire_lease(owner="normguide verify --repair"):
+        if damaged:
+            # 1. Not complete any more, first: a repair stopped half-way leaves a run a rerun heals
+            finished = [k for k in (layout.SUCCESS, layout.MANIFEST) if storage.exists(k)]
+            storage.delete(finished)
+            result.deleted += finished
+            doomed = sorted({k for k in damaged if k != layout.MANIFEST and storage.exists(k)}
+                            | {layout.part_key(c) for c in concepts if storage.exists(layout.part_key(c))})
+            storage.delete(doomed)
+            result.deleted += [k for k in doomed if k not in result.deleted]
+            result.concepts = concepts
+            if storage.exists(run_record.RUN_JSON):
+                what = ", ".join(concepts) or "manifest.parquet"
+                storage.write_bytes(run_record.RUN_JSON, run_record.with_status(
+                    storage.read_bytes(run_record.RUN_JSON), "interrupted",
+                    error=f"repaired by `normguide verify --repair`: damaged files of {what} removed; rerun to "
+                          "regenerate them"))
+        for key in found.orphans:  # 2. Orphans moved aside: copied, then deleted
+            to = f"{REMOVED_DIR}/{key}"
+            storage.write_bytes(to, storage.read_bytes(key))
+            storage.delete([key])
+            result.moved[key] = to
     return result

@@ -24,7 +24,11 @@ ModelProvider = Callable[[], "LoadedModel"]
 
 
 def read_table(config: RunConfig) -> TableSnapshot:
-    """The config's concept table, read once (``TableSnapshot.read``)."""
+    """The config's concept table, read once (``TableSnapshot.read``), if the deployment allows
+    reading it (``NORMGUIDE_ALLOWED_INPUT_ROOTS``, :mod:`normguide.data.input_policy`)."""
+    from normguide.data.input_policy import check_input_allowed
+
+    check_input_allowed(config.concepts, field="concepts")
     return TableSnapshot.read(config.concepts, storage_config=config.storage, limits=config.limits,
                               template=config.prompt_template)
 
@@ -33,8 +37,10 @@ def output_root(config: RunConfig, table: TableSnapshot | None = None) -> str:
     """``<output>/<run_id>``: where the run's files go (an s3:// URI, or an absolute local path:
     a relative ``output`` or a ``file://`` URI is resolved against the current directory). A
     config without a ``run_id`` needs its table's digest: ``table``, or the table read now."""
+    from normguide.data.input_policy import check_output_allowed  # the deployment's bound, if any
+
     root = config.output if is_s3(config.output) else local_path(config.output)
-    return f"{root.rstrip('/')}/{resolved_run_id(config, table)}"
+    return check_output_allowed(f"{root.rstrip('/')}/{resolved_run_id(config, table)}")
 
 
 def resolved_run_id(config: RunConfig, table: TableSnapshot | None = None) -> str:

@@ -88,8 +88,16 @@ def _real_test_images(ctx: RunContext, judge, concepts: dict[str, str]) -> dict[
     """Held-out real images per concept: the configured table, else the demo's own test digits."""
     source = ctx.config.evaluation.real_test
     if source:
+        from normguide.data.input_policy import InputPolicy, check_input_allowed
+        from normguide.data.schema import ConceptTableError
+
+        check_input_allowed(source, field="evaluation.real_test")  # the deployment's bound, unread
         table = parse_concept_table(ctx.read_input(source), source=source)
         found = {c.concept_id: c for c in table.concepts if c.concept_id in concepts}
+        # its images obey the input policy of a concept table (unread when refused, one message)
+        refused = InputPolicy.for_table(source, ctx.config.storage.allowed_input_roots).problems(list(found.values()))
+        if refused:
+            raise ConceptTableError(source, refused)
         return {cid: [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in c.reference_uris]
                 for cid, c in found.items()}
     from normguide.evaluation import DigitsJudge, digits_real_test

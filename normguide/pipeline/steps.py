@@ -93,6 +93,10 @@ def prepare(ctx: RunContext) -> PreparedRun:
     if record is not None:
         check_same_content(ctx.config, record, storage.uri(run_record.RUN_JSON))
     complete = record is not None and storage.exists(run_record.SUCCESS) and run_record.covers_table(record, ctx.table.digest)
+    if complete and (damage := _quick_damage(ctx)):  # a complete run whose files were deleted since
+        _log.warning("run %s was complete, but %s: they are made again (the run is finalized anew)",
+                     ctx.run_id, damage)
+        complete = False
     if not complete:  # a bad CLIP directory or labelled table, before any model work
         from normguide.pipeline.longtail import check_evaluation_inputs
 
@@ -102,6 +106,27 @@ def prepare(ctx: RunContext) -> PreparedRun:
     return PreparedRun(run_id=ctx.run_id, output_root=storage.root, complete=complete, is_demo=is_demo,
                        model=model_label(str(m.get("id") or ctx.config.model), is_demo, m.get("note")),
                        model_note=m.get("note"))
+
+
+def _quick_damage(ctx: RunContext) -> str | None:
+    """What the quick check finds wrong with a complete run (None: nothing): its manifest missing
+    or unreadable, or images it lists missing or empty. Cost: one read of manifest.parquet and one
+    listing per concept folder (sizes only, no image read: a truncated image is found by
+    ``normguide verify``, and by the resume check once the run is reopened)."""
+    from normguide.data.verify import SHOWN, missing_images
+    from normguide.data.parquet_io import read_table
+
+    storage = ctx.storage
+    try:
+        rows = read_table(storage.read_bytes(layout.MANIFEST), columns=["concept_id", "image_id"]).to_pylist()
+    except Exception as exc:  # noqa: BLE001 - missing or unreadable: either way, remade by finalizing
+        return f"its {layout.MANIFEST} is missing or unreadable ({type(exc).__name__})"
+    damaged = sorted(missing_images(storage, [(r["concept_id"], r["image_id"]) for r in rows]).items())
+    if not damaged:
+        return None
+    named = ", ".join(f"{storage.uri(k)} ({why})" for k, why in damaged[:SHOWN])
+    return f"{len(damaged)} image(s) are missing or empty: {named}" + (
+        f" and {len(damaged) - SHOWN} more" if len(damaged) > SHOWN else "")
 
 
 def start(ctx: RunContext) -> PreparedRun:
@@ -117,6 +142,8 @@ def start(ctx: RunContext) -> PreparedRun:
     model = ctx.model()
     check_model(ctx.config, model)  # refinement of a family that cannot backpropagate
     check_lease(ctx)
+    if storage.exists(run_record.SUCCESS) and is_complete(ctx):  # prepare found the complete run damaged:
+        storage.delete([run_record.SUCCESS])  # not complete until it is finalized anew (under the lease)
     if not storage.exists(run_record.RUN_JSON):
         storage.write_bytes(run_record.RUN_JSON, run_record.new_record(ctx.run_id, ctx.config.public_dict(), output_root=storage.root, model={
             "id": model.model_id, "revision": model.revision, "family": model.family, "is_demo": model.is_demo,

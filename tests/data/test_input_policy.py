@@ -151,3 +151,38 @@ def test_allowed_input_roots_are_checked():
             RunConfig.model_validate({"storage": {"allowed_input_roots": bad}})
     roots = RunConfig.model_validate({"storage": {"allowed_input_roots": ["s3://b/refs", "/data"]}}).storage
     assert roots.allowed_input_roots == ["s3://b/refs", "/data"]
+
+
+def test_the_deployment_environment_bounds_what_a_config_allows(tmp_path, s3_server, s3_bucket, worker_files,
+                                                                monkeypatch):
+    """NORMGUIDE_ALLOWED_INPUT_ROOTS / _OUTPUT_ROOTS, set where the flow runs, bound every run
+    there: a flow run's own config cannot widen them (its submitter writes it)."""
+    worker, private = worker_files
+    client = s3_server.client()
+    client.put_object(Bucket=s3_bucket, Key="in/ok.png", Body=private.read_bytes())
+    rows = [{"concept_id": "c", "name": "c", "reference_uris": [f"s3://{s3_bucket}/in/ok.png"]},
+            {"concept_id": "w", "name": "w", "reference_uris": [str(private)]}]
+    write_concept_table(rows, tmp_path / "t.parquet")
+    client.put_object(Bucket=s3_bucket, Key="in/t.parquet", Body=(tmp_path / "t.parquet").read_bytes())
+    table = f"s3://{s3_bucket}/in/t.parquet"
+    cfg = _config(table, f"s3://{s3_bucket}/datasets", s3_server.storage, allowed_input_roots=[f"s3://{s3_bucket}/in", str(worker)])
+    assert len(steps.load_concepts(RunContext.create(cfg, model=_no_model))) == 2  # no bound: the config decides
+
+    monkeypatch.setenv("NORMGUIDE_ALLOWED_INPUT_ROOTS", f"s3://{s3_bucket}/in")
+    with pytest.raises(ConceptTableError) as info:  # the worker folder the config allows is still refused
+        steps.load_concepts(RunContext.create(cfg, model=_no_model))
+    assert [p.split(":")[0] for p in info.value.problems] == ["concept 'w', reference_uris"]
+    assert "this deployment's NORMGUIDE_ALLOWED_INPUT_ROOTS" in info.value.problems[0]
+    local_table = _config(str(tmp_path / "t.parquet"), f"s3://{s3_bucket}/datasets", s3_server.storage)
+    with pytest.raises(ValueError, match=r"concepts: .* is not under an allowed input root .*NORMGUIDE_ALLOWED_INPUT_ROOTS"):
+        run_dataset(local_table, model=_no_model)  # the table itself, unread
+
+    monkeypatch.setenv("NORMGUIDE_ALLOWED_OUTPUT_ROOTS", f"s3://{s3_bucket}/allowed, {tmp_path}/allowed")
+    ok = _config(table, f"s3://{s3_bucket}/datasets", s3_server.storage)
+    with pytest.raises(ValueError, match=rf"output: 's3://{s3_bucket}/datasets/r' is not under an allowed output root"):
+        run_dataset(ok.with_overrides(**{"storage.allowed_input_roots": [f"s3://{s3_bucket}/in"]}), model=_no_model)
+    assert not client.list_objects_v2(Bucket=s3_bucket, Prefix="datasets").get("Contents")
+    from normguide.pipeline import output_root
+
+    assert output_root(ok.with_overrides(output=f"s3://{s3_bucket}/allowed/x")) == f"s3://{s3_bucket}/allowed/x/r"
+    assert output_root(ok.with_overrides(output=str(tmp_path / "allowed"))) == f"{tmp_path}/allowed/r"

@@ -3,6 +3,8 @@ sha256, every part is readable, nothing is orphaned; on local disk and S3."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -67,3 +69,47 @@ def test_verify_names_damaged_images_and_orphans(run_copy):
     args = ["verify", uri] + (["--endpoint-url", endpoint] if endpoint else [])
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 1 and f"{uri}/{alpha[1]}" in res.output and "orphaned" in res.output, res.output
+
+
+def test_repair_deletes_damage_moves_orphans_aside_and_a_rerun_heals(run_copy, finished_run):
+    st, uri, endpoint = run_copy
+    record = json.loads(st.read_bytes("run.json"))
+    alpha = sorted(st.list("images/alpha"))
+    original = st.read_bytes(alpha[1])
+    st.write_bytes(alpha[1], original[:50])              # truncated
+    st.write_bytes("images/gamma/x.png", b"png")         # a removed concept's leftovers
+    st.write_bytes("seeds/gamma.safetensors", b"s")
+    args = ["verify", uri, "--repair"] + (["--endpoint-url", endpoint] if endpoint else [])
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert res.exit_code == 1, res.output  # a rerun must regenerate alpha
+    assert "to regenerate: alpha; rerun `normguide run`" in res.output, res.output
+    left = set(st.list())
+    assert alpha[1] not in left and "manifest/part-alpha.parquet" not in left  # damaged: deleted
+    assert "_SUCCESS" not in left and "manifest.parquet" not in left and "manifest/part-beta.parquet" in left
+    assert st.read_bytes("_removed/images/gamma/x.png") == b"png" and "images/gamma/x.png" not in left  # moved aside
+    assert "_removed/seeds/gamma.safetensors" in left and "seeds/gamma.safetensors" not in left
+    assert json.loads(st.read_bytes("run.json"))["status"] == "interrupted"
+
+    # the rerun makes alpha's missing image again and finalizes; verify passes
+    cfg = RunConfig.model_validate(record["config"])
+    summary = run_dataset(cfg, storage=st)
+    assert summary.status == "complete" and summary.finalized, summary
+    assert sorted(st.list("images/alpha")) == alpha and st.read_bytes(alpha[1]) != original[:50] and verify_run(st).ok
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "verified" in res.output, res.output
+
+
+def test_run_on_a_complete_run_finds_a_deleted_image_and_remakes_it(run_copy, caplog):
+    """The quick check inside `run` (one read of the manifest, one listing per concept folder):
+    a complete run whose image was deleted is not "already complete"; it is remade and finalized."""
+    st, uri, endpoint = run_copy
+    cfg = RunConfig.model_validate(json.loads(st.read_bytes("run.json"))["config"])
+    assert run_dataset(cfg, storage=st).already_complete  # intact: a no-op, as before
+    beta = sorted(st.list("images/beta"))
+    st.delete([beta[0]])
+    with caplog.at_level("WARNING", logger="normguide"):
+        summary = run_dataset(cfg, storage=st)
+    assert not summary.already_complete and summary.finalized and summary.status == "complete", summary
+    assert f"{beta[0]} (missing)" in caplog.text and "made again" in caplog.text, caplog.text
+    assert sorted(st.list("images/beta")) == beta and verify_run(st).ok
+    assert json.loads(st.read_bytes("run.json"))["status"] == "complete" and st.exists("_SUCCESS")
