@@ -66,6 +66,18 @@ class InversionConfig(_Section):
     def _guidance(cls, v: float) -> float:
         return _check_guidance(v, "inversion.guidance_scale")
 
+    max_round_trip_error: float | None = Field(
+        None, gt=0, description="The round-trip gate: a reference whose reconstruction error (latent RMSE of invert -> "
+        "regenerate) exceeds this is left out of its concept's seed pool, named in a warning; the concept fails alone "
+        "when none remains. Needs reconstruction: true. Default: no gate.")
+
+    @model_validator(mode="after")
+    def _gate_needs_the_round_trip(self) -> InversionConfig:
+        if self.max_round_trip_error is not None and not self.reconstruction:
+            raise ValueError("inversion.max_round_trip_error needs inversion.reconstruction: true (the gate reads the "
+                             "round-trip error the reconstruction pass records)")
+        return self
+
     @field_validator("inverter")
     @classmethod
     def _inverter(cls, v: str | None) -> str | None:
@@ -421,8 +433,9 @@ class RunConfig(BaseModel):
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
                                                  "export_shard_size", "compile", "limits", "strict_references"})
         d["inversion"].pop("batch_size", None)
-        if d["inversion"].get("inverter") is None:
-            d["inversion"].pop("inverter", None)  # the family default: run ids of runs that name none stay as they were
+        for key in ("inverter", "max_round_trip_error"):  # unset: run ids of runs that set neither stay as they were
+            if d["inversion"].get(key) is None:
+                d["inversion"].pop(key, None)
         d["generation"].pop("batch_size", None)
         d["generation"].pop("vae_batch_size", None)
         if self.refine.enabled:

@@ -141,6 +141,9 @@ def start(ctx: RunContext) -> PreparedRun:
     progress.announce(f"loading the model {ctx.config.model}")
     model = ctx.model()
     check_model(ctx.config, model)  # refinement of a family that cannot backpropagate
+    from normguide.diffusion import resolved_inverter
+
+    resolved_inverter(model, ctx.config.inversion.inverter)  # an inverter the family cannot run: refused up front
     check_lease(ctx)
     if storage.exists(run_record.SUCCESS) and is_complete(ctx):  # prepare found the complete run damaged:
         storage.delete([run_record.SUCCESS])  # not complete until it is finalized anew (under the lease)
@@ -301,7 +304,7 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
     """
     import torch
 
-    from normguide.diffusion import invert_images, prepare_image
+    from normguide.diffusion import invert_images, prepare_image, resolved_inverter
     from normguide.diffusion.prompts import check_prompt_tokens
 
     cid = concept.concept_id
@@ -322,7 +325,7 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
             part = invert_images(model, images[start : start + inv.batch_size], prompt,
                                  num_inference_steps=inv.num_inference_steps, guidance_scale=inv.guidance_scale,
                                  batch_size=inv.batch_size, reconstruction=inv.reconstruction,
-                                 batch_invariant=inv.batch_invariant)
+                                 batch_invariant=inv.batch_invariant, inverter=inv.inverter)
             seeds_out.append(part.seeds)
             errors += part.reconstruction_error or []
             fallbacks += part.precision_fallback
@@ -335,7 +338,7 @@ def invert(ctx: RunContext, concept: Concept) -> SeedsFile:
         "prompt": prompt, "reconstruction_error": errors if inv.reconstruction else None, "model": model.model_id,
         "model_revision": model.revision, "inversion_steps": inv.num_inference_steps,
         "inversion_guidance": inv.guidance_scale, "seed_shape": list(model.seed_shape),
-        "precision_fallback": fallbacks,
+        "precision_fallback": fallbacks, "inverter": resolved_inverter(model, inv.inverter),
     })
     check_lease(ctx)
     ctx.storage.write_bytes(seeds_key(cid), seeds.to_bytes())
@@ -350,15 +353,52 @@ def plan(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> SeedsFile:
     if seeds.has_plan:
         return seeds
     p = ctx.config.plan
-    planned = seeds.with_plan(plan_seeds(
-        seeds.inverted, concept_id=concept.concept_id, methods=p.methods,
+    kept = gated_references(ctx, concept, seeds)
+    plan = plan_seeds(
+        seeds.inverted[kept], concept_id=concept.concept_id, methods=p.methods,
         num_images=concept.num_images or p.num_images, include_centroid=p.include_centroid,
         pair_paths=p.pair_paths, centroid_paths=p.centroid_paths, include_inversions=p.include_inversions,
         t_values=p.t_values, base_seed=ctx.config.seed,
-    ))
+    )
+    if len(kept) < seeds.inverted.shape[0]:  # plan rows name the references they derive from, as the file numbers them
+        plan.rows = [_renumbered(r, kept) for r in plan.rows]
+    planned = seeds.with_plan(plan)
     check_lease(ctx)
     ctx.storage.write_bytes(seeds_key(concept.concept_id), planned.to_bytes())
     return planned
+
+
+def gated_references(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> list[int]:
+    """The references whose seeds the plan may use: all of them, or, with
+    ``inversion.max_round_trip_error`` set, those whose invert -> regenerate round-trip error is
+    within it (the others are named in a warning). Fewer than one left fails the concept alone
+    (:class:`~normguide.errors.RunFailure`)."""
+    bound = ctx.config.inversion.max_round_trip_error
+    everyone = list(range(seeds.inverted.shape[0]))
+    if bound is None:
+        return everyone
+    from normguide.diffusion.health import round_trip_gate
+    from normguide.errors import RunFailure
+
+    errors = seeds.reconstruction_errors
+    if errors is None:  # a seeds file written without the round trip (an older run): nothing to gate on
+        _log.warning("concept %r: its seeds file records no round-trip errors; the gate is not applied",
+                     concept.concept_id)
+        return everyone
+    gate = round_trip_gate(errors, bound, needed=1)
+    if gate.dropped:
+        _log.warning("%s", gate.message(concept.concept_id))
+    if not gate.enough:
+        raise RunFailure(gate.message(concept.concept_id))
+    return gate.kept
+
+
+def _renumbered(row, kept: list[int]):
+    """A plan row planned on the kept references, with its reference indices as the seeds file has them."""
+    from dataclasses import replace
+
+    pair = None if row.pair is None else tuple(kept[i] if i >= 0 else i for i in row.pair)
+    return replace(row, pair=pair, sources=tuple(kept[i] for i in row.sources))
 
 
 def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedConcept:
