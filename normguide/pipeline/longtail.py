@@ -17,12 +17,12 @@ model loads.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+from normguide.data.parquet_io import read_frame
 from normguide.data.schema import resolve_reference, table_folder
 from normguide.data.storage import check_uri_scheme
 
@@ -44,7 +44,7 @@ def read_labelled_table(source: str, read_input) -> pd.DataFrame:
         why = f" ({exc.strerror})" if "://" in source and exc.strerror else ""
         raise ValueError(f"{FIELD}: labelled table {source!r} does not exist{why}") from None
     try:
-        frame = pd.read_parquet(io.BytesIO(data))
+        frame = read_frame(data)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for non-Parquet input
         raise ValueError(f"{FIELD}: {source!r} is not a readable Parquet file ({exc})") from None
     missing = [c for c in LABELLED_COLUMNS if c not in frame.columns]
