@@ -199,7 +199,7 @@ def repair_run(storage: Storage, found: Verification) -> Repair:
             result.deleted += [k for k in doomed if k not in result.deleted]
             result.concepts = concepts
             if storage.exists(run_record.RUN_JSON):
-                what = ", ".join(concepts) or "manifest.parquet"
+                what = ", ".join(concepts) or layout.MANIFEST
                 storage.write_bytes(run_record.RUN_JSON, run_record.with_status(
                     storage.read_bytes(run_record.RUN_JSON), "interrupted",
                     error=f"repaired by `normguide verify --repair`: damaged files of {what} removed; rerun to "
