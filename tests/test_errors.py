@@ -11,6 +11,7 @@ from normguide.data.schema import ConceptTableError
 from normguide.data.storage import LeaseDamaged, LeaseHeld, LeaseLost, StorageError
 from normguide.data.storage.s3 import ObjectTooLarge
 from normguide.data.text import TemplateError
+from normguide.data.verify import DamagedRunError
 from normguide.diffusion import PrecisionError, UnsupportedFeatureError, UnsupportedPipelineError
 from normguide.diffusion.loading import ModelLoadError
 from normguide.diffusion.prompts import PromptTooLongError
@@ -19,7 +20,7 @@ from normguide.reporting.show import NotARunError
 KINDS = {
     ConceptTableError: errors.InputError, ReferenceImageError: errors.InputError, ModelLoadError: errors.InputError,
     NotARunError: errors.InputError, TemplateError: errors.InputError, PromptTooLongError: errors.InputError, LeaseHeld: errors.InputError,
-    LeaseDamaged: errors.InputError, ObjectTooLarge: errors.InputError,
+    LeaseDamaged: errors.InputError, ObjectTooLarge: errors.InputError, DamagedRunError: errors.InputError,
     UnsupportedPipelineError: errors.InputError, UnsupportedFeatureError: errors.InputError,
     StorageError: errors.StorageError, PrecisionError: errors.RunFailure, LeaseLost: errors.RunFailure,
 }

@@ -22,6 +22,7 @@ from normguide.data import layout
 from normguide.data.images import sha256_hex
 from normguide.data.parquet_io import read_table
 from normguide.data.storage import Storage
+from normguide.errors import InputError
 
 __all__ = ["DamagedRunError", "Repair", "Verification", "check_images", "missing_images", "repair_run", "verify_run"]
 
@@ -29,9 +30,10 @@ __all__ = ["DamagedRunError", "Repair", "Verification", "check_images", "missing
 SHOWN = 10
 
 
-class DamagedRunError(ValueError):
+class DamagedRunError(InputError):
     """A finished run whose manifest lists files that are missing or corrupt: one line naming
-    them (``damaged``: key relative to the run root -> what is wrong)."""
+    them (``damaged``: key relative to the run root -> what is wrong). Exit 2, never retried:
+    ``normguide verify --repair`` and a rerun heal it."""
 
     def __init__(self, root: str, damaged: dict[str, str], *, doing: str):
         self.root, self.damaged = root, dict(damaged)
