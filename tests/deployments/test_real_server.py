@@ -249,6 +249,28 @@ def test_fan_out_reports_failed_shards_and_a_rerun_redoes_only_those(stack, tmp_
     assert len(manifest) == len(ids) * IMAGES and manifest.file_name.is_unique
 
 
+def test_fan_out_carries_a_flow_matching_family_and_writes_the_local_drivers_bytes(stack, tmp_path):
+    """Issue 21: the fan-out over process workers runs a new family (the tiny FLUX build), one
+    concept per shard, and writes the images the local driver writes."""
+    from normguide.config import RunConfig
+    from normguide.pipeline import run_dataset
+
+    concepts = _concept_table(tmp_path / "in", ["alpha", "beta"])
+    cfg = {**_config(concepts, tmp_path / "out", run_id="fan-out-flux"), "model": "demo:flux",
+           "evaluation": {"enabled": False}}
+    params = {"config": cfg, "shard_size": 1, "deployment": "generate-dataset/adhoc", "poll_interval_s": 1}
+    parent = stack.wait_for_flow_run(_run_deployment(stack, "generate-dataset-fan-out/adhoc", params))
+    _assert_completed(stack, parent)
+    assert len(_flow_runs(stack, parent_flow_run_id={"any_": [parent["id"]]})) == 2
+    root = tmp_path / "out" / "fan-out-flux"
+    assert (root / "_SUCCESS").exists()
+    run_dataset(RunConfig.model_validate({**cfg, "output": str(tmp_path / "local")}))
+    manifest = pd.read_parquet(root / "manifest.parquet")
+    assert len(manifest) == 2 * IMAGES and set(manifest.inverter) == {"flow-euler"}
+    for name in manifest.file_name:
+        assert (root / name).read_bytes() == (tmp_path / "local" / "fan-out-flux" / name).read_bytes(), name
+
+
 def test_gpu_tasks_took_turns_and_left_no_slot_behind(stack):
     limit = stack.api("GET", "/v2/concurrency_limits/tag:gpu")
     assert limit["limit"] == GPU_SLOTS

@@ -40,9 +40,9 @@ def test_local_driver_on_s3_equals_the_flow_on_s3(inputs, s3_server, s3_bucket):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["demo:flux", "demo:sd3"])
-def test_the_drivers_agree_on_a_flow_matching_family(inputs, tmp_path, model):
-    """Issue 21: a whole run of a flow-matching tiny build through both drivers, same bytes."""
+@pytest.mark.parametrize("model", ["demo:flux", "demo:sd3", "demo:pixart"])
+def test_the_drivers_agree_on_the_new_families(inputs, tmp_path, model):
+    """Issue 21: a whole run of each new tiny build (flow matching: FLUX, SD3; DDIM: PixArt) through both drivers, same bytes."""
     overrides = {"model": model, "plan.num_images": 2, "evaluation.enabled": False}
     local = run_config(inputs.local_table, str(tmp_path / "local"), **overrides)
     flow = run_config(inputs.local_table, str(tmp_path / "flow"), **overrides)
