@@ -51,3 +51,26 @@ def test_a_flux_run_completes_through_the_local_driver(tmp_path):
     ids = [r.image_id for r in seeds.plan_rows]
     ours = [Image.open(root / "images" / "alpha" / f"{i}.png").convert("RGB").tobytes() for i in ids]
     assert ours == [im.tobytes() for im in bare]
+
+
+def test_an_sd3_run_is_evaluated_exported_and_reported(tmp_path):
+    """The later stages on a second new family (demo:sd3): evaluation with a CLIP judge from a local
+    directory (a tiny random one), both exports and the report, through the local driver."""
+    from tests.evaluation.conftest import build_tiny_clip
+
+    clip = build_tiny_clip(tmp_path / "clip")
+    rows = []
+    for cid in ("alpha", "beta"):
+        refs = [str(make_reference(tmp_path / "in" / cid / f"{i}.png", seed=7 * i + len(cid))) for i in range(2)]
+        rows.append({"concept_id": cid, "name": cid, "reference_uris": refs})
+    write_concept_table(rows, tmp_path / "t.parquet")
+    cfg = tiny_config(tmp_path / "t.parquet", tmp_path / "out", model="demo:sd3", num_images=2, export=["hf", "webdataset"],
+                      **{"evaluation.enabled": True, "evaluation.judge": "clip", "evaluation.clip_model": str(clip)})
+    summary = run_dataset(cfg)
+    assert summary.failed == [] and summary.evaluation_error is None and summary.report_error is None
+    root = tmp_path / "out" / summary.run_id
+    metrics = pd.read_parquet(root / "eval" / "metrics.parquet")
+    assert {"nao", "references"} <= set(metrics.method) and metrics.recognisability.notna().any()
+    assert set(summary.exports) == {"hf", "webdataset"}
+    assert (root / "hf" / "_SUCCESS").exists() and list((root / "webdataset").glob("shard-*.tar"))
+    assert (root / "README.md").exists() and (root / "report" / "index.html").exists()
