@@ -1,7 +1,7 @@
 """Can the model draw what the concept table asks for? Warnings, before any model work.
 
-Two checks, both without torch (the tokenizer is read from the model's local folder with
-transformers' tokenizer classes, which need neither torch nor diffusers):
+Two checks, both without torch (the tokenizer is read from the model's local folder: its
+``tokenizer.json`` with the ``tokenizers`` library, else with transformers' tokenizer classes):
 
 * **Words the tokenizer does not know.** Each word of each concept's prompt is tokenized alone.
   A word is unknown when it maps to the tokenizer's unknown token, or, for a byte-pair tokenizer
@@ -43,32 +43,85 @@ def tokenizer_dir(model: str) -> Path | None:
     return None
 
 
+class _Encoding:
+    def __init__(self, ids: list[int]) -> None:
+        self.input_ids = ids
+
+
+class SavedFastTokenizer:
+    """A saved fast tokenizer (``tokenizer.json``) read with the ``tokenizers`` library alone:
+    the part of transformers' tokenizer interface :func:`unknown_words` uses (call with
+    ``add_special_tokens``, ``convert_ids_to_tokens``, ``unk_token_id``) without importing
+    transformers, whose import (it loads torch) costs seconds in ``validate``. The unknown token
+    is the one ``tokenizer_config.json`` (else ``special_tokens_map.json``) names, as
+    transformers reads it."""
+
+    def __init__(self, folder: Path) -> None:
+        import json
+
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tok.no_padding()  # as transformers calls it unless asked: a saved file may pad to 77
+        self._tok.no_truncation()
+        unk = None
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            if (folder / name).is_file():
+                unk = json.loads((folder / name).read_text(encoding="utf-8")).get("unk_token")
+                if unk is not None:
+                    break
+        if isinstance(unk, dict):
+            unk = unk.get("content")
+        self.unk_token_id = self._tok.token_to_id(unk) if isinstance(unk, str) else None
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> _Encoding:
+        return _Encoding(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [self._tok.id_to_token(i) for i in ids]
+
+
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(folder: str) -> Any:
-    """transformers' tokenizer of a local folder (no download, no torch)."""
+    """The tokenizer of a local folder (no download, no torch): its ``tokenizer.json`` with the
+    ``tokenizers`` library (:class:`SavedFastTokenizer`) where there is one, else transformers'."""
+    path = Path(folder)
+    if (path / "tokenizer.json").is_file():
+        try:
+            return SavedFastTokenizer(path)
+        except Exception:  # noqa: BLE001 - a file tokenizers cannot read: transformers decides
+            pass
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
-def unknown_words(tokenizer: Any, text: str) -> list[str]:
+def unknown_words(tokenizer: Any, text: str, known: dict[str, bool] | None = None) -> list[str]:
     """The words of ``text`` (lower-cased, in order, each once) that ``tokenizer`` does not know:
-    mapped to its unknown token, or split mostly into single characters."""
-    unk = getattr(tokenizer, "unk_token_id", None)
+    mapped to its unknown token, or split mostly into single characters. ``known``: a memo of
+    word -> unknown, shared between calls with the same tokenizer (a table's prompts repeat
+    most of their words)."""
+    memo = {} if known is None else known
     out: list[str] = []
     for word in dict.fromkeys(_WORD.findall(text.lower())):
-        ids = tokenizer(word, add_special_tokens=False).input_ids
-        if not ids:
-            continue
-        if unk is not None and unk in ids:
-            out.append(word)
-            continue
-        if len(word) < 2 or len(ids) < 2:
-            continue
-        pieces = [p.replace("</w>", "") for p in tokenizer.convert_ids_to_tokens(ids)]
-        if sum(len(p) <= 1 for p in pieces) * 2 > len(pieces):
+        if word not in memo:
+            memo[word] = _unknown(tokenizer, word)
+        if memo[word]:
             out.append(word)
     return out
+
+
+def _unknown(tokenizer: Any, word: str) -> bool:
+    ids = tokenizer(word, add_special_tokens=False).input_ids
+    if not ids:
+        return False
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and unk in ids:
+        return True
+    if len(word) < 2 or len(ids) < 2:
+        return False
+    pieces = [p.replace("</w>", "") for p in tokenizer.convert_ids_to_tokens(ids)]
+    return sum(len(p) <= 1 for p in pieces) * 2 > len(pieces)
 
 
 def _names_a_digit(name: str) -> bool:
@@ -94,9 +147,10 @@ def drawing_warnings(model: str, concepts: Iterable[Any], prompt_template: str) 
             tokenizer = load_tokenizer(str(folder))
         except Exception:  # noqa: BLE001 - a model we cannot read is reported when it loads, not here
             tokenizer = None
+    known: dict[str, bool] = {}
     for c in concepts:
         prompt = c.resolved_prompt(prompt_template)
-        if tokenizer is not None and (words := unknown_words(tokenizer, prompt)):
+        if tokenizer is not None and (words := unknown_words(tokenizer, prompt, known)):
             out.append(f"concept {c.concept_id!r}: the model's tokenizer does not know "
                        f"{', '.join(repr(w) for w in words)} (prompt {prompt!r}), so the model cannot "
                        "draw what they name")
@@ -106,4 +160,4 @@ def drawing_warnings(model: str, concepts: Iterable[Any], prompt_template: str) 
     return out
 
 
-__all__ = ["drawing_warnings", "load_tokenizer", "tokenizer_dir", "unknown_words"]
+__all__ = ["SavedFastTokenizer", "drawing_warnings", "load_tokenizer", "tokenizer_dir", "unknown_words"]
