@@ -45,10 +45,34 @@ def tokenizer_dir(model: str) -> Path | None:
 
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(folder: str) -> Any:
-    """transformers' tokenizer of a local folder (no download, no torch)."""
+    """transformers' tokenizer of a local folder (no download).
+
+    ``AutoTokenizer`` imports torch (through transformers' model configuration code), so the
+    tokenizer classes are taken from the modules that do not: the fast tokenizer of a
+    ``tokenizer.json`` (what transformers itself loads when one is there), or CLIP's tokenizer for a
+    CLIP folder without one (a vocabulary and merges, as SD 1.x checkpoints ship it). Any other
+    folder falls back to ``AutoTokenizer``, torch and all."""
+    path = Path(folder)
+    if (path / "tokenizer.json").is_file():
+        from transformers.tokenization_utils_tokenizers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
+    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file() and _tokenizer_class(path).startswith("CLIP"):
+        from transformers.models.clip.tokenization_clip import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def _tokenizer_class(folder: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((folder / "tokenizer_config.json").read_text()).get("tokenizer_class") or "")
+    except (OSError, ValueError):
+        return ""
 
 
 def unknown_words(tokenizer: Any, text: str) -> list[str]:
