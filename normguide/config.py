@@ -266,6 +266,25 @@ class LimitsConfig(_Section):
         "default (and most): what the tokenizer reads (77 for CLIP), so no prompt is silently cut short.")
 
 
+class GpuConfig(_Section):
+    """The GPU recipe's switches (docs/gpu.md), all off by default: each can change the last bits of
+    an image, so none is on unless asked for. Like ``compile``, not part of the run id. They act on
+    CUDA (``vae_half`` on float16 only); on CPU they change nothing but ``compile_vae`` and
+    ``fuse_qkv``."""
+
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode when compile is on (reduce-overhead and max-autotune use CUDA graphs).")
+    compile_vae: bool = Field(False, description="Also torch.compile the VAE decoder (same backend and mode).")
+    fuse_qkv: bool = Field(False, description="Fuse the attention query/key/value projections of the UNet/transformer "
+                           "(diffusers' fuse_qkv_projections).")
+    vae_half: bool = Field(False, description="float16 only: decode in float16 even where the VAE's config sets "
+                           "force_upcast (SD 1.x), as diffusers' StableDiffusionPipeline does; overflows retry in float32.")
+    cudnn_benchmark: bool = Field(False, description="torch.backends.cudnn.benchmark (process-wide, CUDA): cuDNN picks "
+                                  "its fastest convolution per shape.")
+    tf32: bool = Field(False, description="TF32 tensor cores for float32 matmuls (torch.set_float32_matmul_precision"
+                       "('high'); process-wide, CUDA).")
+
+
 #: Export formats written after a run is finalized (``export:`` in the config; normguide.export).
 EXPORT_FORMATS = ("hf", "webdataset")
 #: Samples per export shard (a WebDataset tar, an hf Parquet file): at 512x512 a PNG is ~0.3-0.5 MB,
@@ -349,6 +368,8 @@ class RunConfig(BaseModel):
         export: Formats to export the finished dataset to (``hf``, ``webdataset``; not part of
             the run id: adding one to a complete run only writes the export).
         export_shard_size: Samples per export shard (WebDataset tar, hf Parquet file).
+        gpu: the GPU recipe's switches (compile mode, compiled VAE decoder, fused QKV, fp16 VAE,
+            cuDNN autotuning, TF32), all off; not part of the run id.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -360,6 +381,7 @@ class RunConfig(BaseModel):
     device: str = Field("cpu", description="cpu, cuda, cuda:N or auto.")
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Model dtype.")
     compile: bool = Field(False, description="torch.compile the UNet (fixed shapes, warmed up once per worker).")
+    gpu: GpuConfig = Field(default_factory=GpuConfig, description="The GPU recipe's speed switches (docs/gpu.md), all off.")
     prompt_template: str = Field("a photo of a {name}", description="Prompt template; {name} is the concept's name.")
     seed: int = Field(0, ge=0, description="Base seed of the random method.")
     inversion: InversionConfig = Field(default_factory=InversionConfig)
@@ -431,7 +453,7 @@ class RunConfig(BaseModel):
         (:meth:`run_id_for`), and a run with a fixed run id follows the table as it changes
         (new concepts reopen a complete run)."""
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
-                                                 "export_shard_size", "compile", "limits", "strict_references"})
+                                                 "export_shard_size", "compile", "gpu", "limits", "strict_references"})
         d["inversion"].pop("batch_size", None)
         for key in ("inverter", "max_round_trip_error"):  # unset: run ids of runs that set neither stay as they were
             if d["inversion"].get(key) is None:
