@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from normguide.diffusion import build_demo_pipeline, decode_latents, float32_twin, from_pipeline, generate_images
+from normguide.diffusion.families import for_model
 from normguide.diffusion.gpu_recipe import GpuRecipe, has_compiled_child
 
 
@@ -57,6 +58,7 @@ def test_compiled_vae_decoder_decodes_and_the_float32_twin_runs_uncompiled_on_it
     m = from_pipeline(copy.deepcopy(sd1_pipe), model_id="t", revision="t", dtype=torch.float16, compile="eager",
                       recipe=GpuRecipe(compile_vae=True, vae_half=True))
     assert has_compiled_child(m.pipe.vae)
+    assert for_model(m).denoiser(m.pipe) is m.pipe.unet  # the compiled UNet's wrapper, found without bool()
     z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
     assert len(decode_latents(m, z)) == 1
     twin = float32_twin(m)
