@@ -266,6 +266,24 @@ class LimitsConfig(_Section):
         "default (and most): what the tokenizer reads (77 for CLIP), so no prompt is silently cut short.")
 
 
+class GpuConfig(_Section):
+    """The GPU recipe's switches (docs/gpu.md), all off by default: each can change the last bits of
+    an image, so none is on unless asked for. Like ``compile``, not part of the run id. They act on
+    CUDA (``vae_half`` on float16 only); on CPU they change nothing but ``compile_vae`` and
+    ``fuse_qkv``."""
+
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode when compile is on (reduce-overhead and max-autotune use CUDA graphs).")
+    compile_vae: bool = Field(False, description="Also torch.compile the VAE decoder (same backend and mode).")
+    fuse_qkv: bool = Field(False, description="Fuse the attention query/key/value projections of the UNet/transformer "
+                           "(diffusers' fuse_qkv_projections).")
+    vae_half: bool = Field(False, description="float16 only: decode in float16 even where the VAE's config sets "
+                           "force_upcast (SD 1.x), as diffusers' StableDiffusionPipeline does; overflows retry in float32.")
+    cudnn_benchmark: bool = Field(False, description="torch.backends.cudnn.benchmark (process-wide, CUDA): cuDNN picks "
+                                  "its fastest convolution per shape.")
+    tf32: bool = Field(False, description="TF32 tensor cores for float32 matmuls (torch.set_float32_matmul_precision"
+                       "('high'); process-wide, CUDA).")
+
 
 class CostConfig(_Section):
     """What the run's throughput costs (run.json ``cost``, the summary, the dataset card;
@@ -295,6 +313,7 @@ class CostConfig(_Section):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise ValueError(f"cost.peak_tflops must be a finite number of TFLOP/s above 0, got {v!r}")
         return v
+
 
 #: Export formats written after a run is finalized (``export:`` in the config; normguide.export).
 EXPORT_FORMATS = ("hf", "webdataset")
@@ -380,6 +399,8 @@ class RunConfig(BaseModel):
         export: Formats to export the finished dataset to (``hf``, ``webdataset``; not part of
             the run id: adding one to a complete run only writes the export).
         export_shard_size: Samples per export shard (WebDataset tar, hf Parquet file).
+        gpu: the GPU recipe's switches (compile mode, compiled VAE decoder, fused QKV, fp16 VAE,
+            cuDNN autotuning, TF32), all off; not part of the run id.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -391,6 +412,7 @@ class RunConfig(BaseModel):
     device: str = Field("cpu", description="cpu, cuda, cuda:N or auto.")
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Model dtype.")
     compile: bool = Field(False, description="torch.compile the UNet (fixed shapes, warmed up once per worker).")
+    gpu: GpuConfig = Field(default_factory=GpuConfig, description="The GPU recipe's speed switches (docs/gpu.md), all off.")
     prompt_template: str = Field("a photo of a {name}", description="Prompt template; {name} is the concept's name.")
     seed: int = Field(0, ge=0, description="Base seed of the random method.")
     inversion: InversionConfig = Field(default_factory=InversionConfig)
@@ -463,7 +485,7 @@ class RunConfig(BaseModel):
         (:meth:`run_id_for`), and a run with a fixed run id follows the table as it changes
         (new concepts reopen a complete run)."""
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
-                                                 "export_shard_size", "compile", "limits", "strict_references",
+                                                 "export_shard_size", "compile", "gpu", "limits", "strict_references",
                                                  "cost"})
         d["inversion"].pop("batch_size", None)
         for key in ("inverter", "max_round_trip_error"):  # unset: run ids of runs that set neither stay as they were

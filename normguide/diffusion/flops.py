@@ -69,9 +69,14 @@ def vae_decode_flops(model) -> int:
     cache = model.__dict__.setdefault("_normguide_flops", {})
     if "vae" not in cache:
         vae = model.pipe.vae
-        dtype = next(iter(vae.decoder.parameters())).dtype
-        z = torch.zeros(1, *model.seed_shape, dtype=dtype, device=model.device)
-        cache["vae"] = _count(lambda: vae.decode(z))
+        decoder = vae.decoder
+        vae.decoder = _plain(decoder)  # gpu.compile_vae: count the plain decoder, compile no new shape
+        try:
+            dtype = next(iter(vae.decoder.parameters())).dtype
+            z = torch.zeros(1, *model.seed_shape, dtype=dtype, device=model.device)
+            cache["vae"] = _count(lambda: vae.decode(z))
+        finally:
+            vae.decoder = decoder
     return cache["vae"]
 
 
