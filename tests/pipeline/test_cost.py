@@ -3,6 +3,7 @@ card; a price is not content (same run id, same bytes); a bad price is refused n
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from normguide.cli import app
 from normguide.config import RunConfig
 from normguide.data.schema import write_concept_table
-from normguide.diffusion import load_pipeline
+from normguide.diffusion import get_pipeline
 from normguide.pipeline import resolved_run_id, run_dataset
 from tests.factories import tiny_config
 from tests.helpers import make_reference
@@ -30,7 +31,7 @@ def _images(root: Path) -> dict[str, bytes]:
 
 
 def test_run_json_summary_and_card_carry_consistent_mfu_and_cost_and_the_price_is_not_content(table, tmp_path):
-    model = load_pipeline("demo:sd1")
+    model = get_pipeline("demo:sd1")  # the process's copy: no load of its own
     priced = tiny_config(table, tmp_path / "a", num_images=3, guidance_scale=2.0,
                          **{"cost.device_price_per_hour": 2.5, "cost.peak_tflops": 0.5, "evaluation.enabled": False})
     plain = tiny_config(table, tmp_path / "b", num_images=3, guidance_scale=2.0, **{"evaluation.enabled": False})
@@ -51,6 +52,17 @@ def test_run_json_summary_and_card_carry_consistent_mfu_and_cost_and_the_price_i
     from normguide.diffusion.flops import flops_per_image
 
     assert cost["flops_per_image"] == flops_per_image(model, steps=2, guidance_scale=2.0)  # the model actually used
+
+    # the CLI prints them under the summary table
+    from rich.console import Console
+
+    from normguide.cli.console import print_summary
+
+    console = Console(file=io.StringIO(), width=200)
+    print_summary(console, summary)
+    printed = console.file.getvalue()
+    assert f"generation: 3 image(s) in {cost['generation_seconds']:.2f} s of model time" in printed
+    assert f"MFU: {cost['mfu']:.2%} of 0.5 TFLOP/s peak" in printed and "per 1,000 images at $2.5/h" in printed
 
     card = (root / "README.md").read_text()
     section = card.split("## Cost", 1)[1].split("\n## ", 1)[0]
