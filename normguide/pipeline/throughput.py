@@ -81,6 +81,7 @@ def run_cost(ctx: RunContext, outcomes: Iterable[ConceptOutcome]) -> RunCost | N
     if not parts:
         return None
     from normguide.diffusion.flops import utilisation
+
     images = sum(p.images for p in parts)
     seconds = sum(p.seconds for p in parts)
     counted = {p.flops_per_image for p in parts}
