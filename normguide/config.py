@@ -285,6 +285,36 @@ class GpuConfig(_Section):
                        "('high'); process-wide, CUDA).")
 
 
+class CostConfig(_Section):
+    """What the run's throughput costs (run.json ``cost``, the summary, the dataset card;
+    docs/outputs.md). Not part of the run id: a price changes no image."""
+
+    device_price_per_hour: float | None = Field(
+        None, description="Price of one device (GPU, or the machine on CPU) per hour, in USD: gives run.json's "
+        "usd_per_1000_images. Default: not priced.")
+    peak_tflops: float | None = Field(
+        None, description="The device's peak TFLOP/s in the run's dtype, for MFU where normguide does not know it "
+        "(CPUs, unlisted GPUs); default: the vendor table in normguide.diffusion.flops (CUDA devices only).")
+
+    @field_validator("device_price_per_hour")
+    @classmethod
+    def _price(cls, v: float | None) -> float | None:
+        import math
+
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"cost.device_price_per_hour must be a finite number of USD per hour, 0 or more, got {v!r}")
+        return v
+
+    @field_validator("peak_tflops")
+    @classmethod
+    def _peak(cls, v: float | None) -> float | None:
+        import math
+
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"cost.peak_tflops must be a finite number of TFLOP/s above 0, got {v!r}")
+        return v
+
+
 #: Export formats written after a run is finalized (``export:`` in the config; normguide.export).
 EXPORT_FORMATS = ("hf", "webdataset")
 #: Samples per export shard (a WebDataset tar, an hf Parquet file): at 512x512 a PNG is ~0.3-0.5 MB,
@@ -365,6 +395,7 @@ class RunConfig(BaseModel):
         refine: SeedSelect refinement of the planned seeds (off by default).
         storage: S3 endpoint and credentials.
         evaluation: Whether and how the images are evaluated (not part of the run id).
+        cost: Device price and peak for run.json's MFU and cost (not part of the run id).
         export: Formats to export the finished dataset to (``hf``, ``webdataset``; not part of
             the run id: adding one to a complete run only writes the export).
         export_shard_size: Samples per export shard (WebDataset tar, hf Parquet file).
@@ -391,6 +422,7 @@ class RunConfig(BaseModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
     export: tuple[str, ...] = Field((), description="Export formats written after the run: hf, webdataset.")
     export_shard_size: int = Field(DEFAULT_EXPORT_SHARD_SIZE, ge=1, description="Samples per export shard.")
     strict_references: bool = Field(False, description="Refuse the whole run (exit 2) when any reference image is "
@@ -453,7 +485,8 @@ class RunConfig(BaseModel):
         (:meth:`run_id_for`), and a run with a fixed run id follows the table as it changes
         (new concepts reopen a complete run)."""
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
-                                                 "export_shard_size", "compile", "gpu", "limits", "strict_references"})
+                                                 "export_shard_size", "compile", "gpu", "limits", "strict_references",
+                                                 "cost"})
         d["inversion"].pop("batch_size", None)
         for key in ("inverter", "max_round_trip_error"):  # unset: run ids of runs that set neither stay as they were
             if d["inversion"].get(key) is None:
