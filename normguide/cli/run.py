@@ -48,6 +48,8 @@ def run(
     endpoint_url: str | None = typer.Option(None, help="S3-compatible endpoint URL for s3:// inputs and outputs.", show_default="AWS"),
     prefect: bool | None = typer.Option(None, "--prefect/--no-prefect", help="Run as a Prefect flow (tracking, UI, retries) or in this process; both write the same bytes.", show_default="Prefect when a server is configured (PREFECT_API_URL), else in this process"),
     strict: bool | None = typer.Option(None, "--strict/--no-strict", help="Refuse the whole run (exit 2) if any reference image is unusable, instead of skipping only the concepts whose references are bad (exit 1).", show_default="no: skip those concepts"),
+    price_per_hour: float | None = typer.Option(None, "--price-per-hour", help="Price of one device per hour in USD, for run.json's cost per 1,000 images (cost.device_price_per_hour; not part of the run id).", show_default="not priced"),
+    peak_tflops: float | None = typer.Option(None, "--peak-tflops", help="The device's peak TFLOP/s in the run's dtype, for MFU where normguide does not know it (CPUs, unlisted GPUs).", show_default="the vendor table on CUDA, none on CPU"),
     quick: bool = typer.Option(False, "--quick", metavar="", help="A quick look: 10 inversion and 10 generation steps, 4 images per concept and method, no reconstruction pass, into ./outputs-quick (options given here still override). The full default run takes a few times longer."),
     refine_overrides: dict | None = None,
 ) -> None:
@@ -60,7 +62,8 @@ def run(
             config, concepts, output, model, run_id, prompt_template, seed, methods, num_images, steps, guidance,
             inversion_steps, batch_size, reconstruction, endpoint_url,
             device=device, dtype=dtype, compile=compile, export=split(export), strict_references=strict,
-            **{"generation.batch_invariant": batch_invariant, "inversion.batch_invariant": batch_invariant},
+            **{"generation.batch_invariant": batch_invariant, "inversion.batch_invariant": batch_invariant,
+               "cost.device_price_per_hour": price_per_hour, "cost.peak_tflops": peak_tflops},
             **(refine_overrides or {})), quick=quick)
         from normguide.pipeline.context import read_table
 

@@ -57,7 +57,10 @@ def test_each_step_on_an_injected_store(tmp_path, table, model):
     part = pd.read_parquet(io.BytesIO(store.read_bytes("manifest/part-alpha.parquet")))
     assert list(part.image_id) == [r.image_id for r in planned.plan_rows]
     assert all(store.exists(f"images/alpha/{i}.png") for i in part.image_id)
-    assert steps.completed_concept(ctx, alpha) == gen.model_copy(update={"generated": 0, "skipped": True})
+    assert gen.generation.images == 6 and gen.generation.seconds > 0 and gen.generation.flops_per_image > 0
+    # complete: nothing generated, nothing timed
+    assert steps.completed_concept(ctx, alpha) == gen.model_copy(update={"generated": 0, "skipped": True,
+                                                                         "generation": None})
     assert steps.missing_parts(ctx, ["alpha", "beta"]) == ["beta"] == steps.parts_to_redo(ctx, [alpha, beta])
     with pytest.raises(RuntimeError, match=r"manifest parts missing for concepts \['beta'\]"):
         steps.finalize(ctx, ["alpha", "beta"])
@@ -77,6 +80,7 @@ def test_generate_reuses_written_images_and_finalize_needs_no_model(tmp_path, ta
     (tmp_path / "out" / ctx.run_id / "images" / "alpha" / "nao-interpolant-00000.png").unlink()
     again = steps.generate(ctx, alpha, seeds)
     assert (again.images, again.generated) == (first.images, 1)
+    assert again.generation.images == 1  # a resume times only what it generates itself
     assert {k: ctx.storage.read_bytes(k) for k in ctx.storage.list("images")} == images
     late = RunContext.create(ctx.config, model=never_load)
     assert steps.finalize(late, ["alpha"]).endswith("manifest.parquet") and steps.is_complete(late)
