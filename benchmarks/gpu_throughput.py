@@ -1,33 +1,50 @@
 """Benchmark (GPU): full-size SD 1.5 at 512 px, SDXL, SD 3.5 Medium and FLUX.1-dev at 1024 px,
 random weights; fp16 for SD 1.5/SDXL, bf16 for SD3/FLUX (their dtype policy: docs/models.md).
 
-    .venv/bin/python benchmarks/gpu_throughput.py [--models sd15 sdxl sd3 flux] [--batch-sizes 1 8 16]
-        [--steps 50] [--repeats 3] [--compile] [--device cuda] [--tiny]
+    .venv/bin/python benchmarks/gpu_throughput.py            # one command, <= ~10 min on one H200
+    .venv/bin/python benchmarks/gpu_throughput.py [--models sd15 sdxl sd3 flux] [--batch-sizes 1 8 32]
+        [--steps 30] [--repeats 3] [--compile] [--compile-mode max-autotune] [--compile-vae] [--fuse-qkv]
+        [--tf32] [--cudnn-benchmark] [--budget-s 570] [--device cuda] [--tiny]
 
 ``--tiny``: the same rows on the tiny ``demo:<family>`` builds (CPU allowed): a smoke test of the
-script, not a measurement. SD3 (MMDiT, 24 layers, two CLIP encoders and a T5-XXL encoder) runs
-classifier-free guidance 7.0; FLUX (19 double + 38 single blocks, CLIP + T5-XXL) embeds guidance
-3.5 (one pass per step) and takes packed latents; both sample with FlowMatchEuler.
+script (< 2 min on CPU), not a measurement. SD3 runs classifier-free guidance 7.0; FLUX embeds
+guidance 3.5 (one pass per step) and takes packed latents; both sample with FlowMatchEuler.
 
-Needs a CUDA GPU (an H100 or H200 holds SDXL at batch 16 in fp16); nothing is downloaded: every
-component is built from its published config (UNet, VAE, CLIP text encoders; the tokenizer is the
-demo's, offline) with random weights, so the numbers are the architectures' cost, not image quality.
-For each model and batch size, side by side in one process, each repeat running every row once:
+Needs a CUDA GPU; nothing is downloaded: every component is built from its published config
+(UNet/transformer, VAE, CLIP/T5 text encoders; the tokenizers are the demo's, offline) with random
+weights, so the numbers are the architectures' cost, not image quality. The SD 1.5 VAE is built
+with ``force_upcast=True``, as ``runwayml/stable-diffusion-v1-5`` loads (its vae/config.json
+predates the key, so diffusers applies AutoencoderKL's default, True); SDXL's config sets it.
 
-- bare diffusers: ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline.__call__`` with the
-  seeds as ``latents``, DDIM, guidance 7.5, ``output_type="pil"``;
-- normguide: ``generate_images`` on the same components (fp16 UNet, channels_last, SDPA, CFG in one
-  pass, VAE slicing, pinned transfers, per-sample checks), and with ``--compile`` a second,
-  ``torch.compile``d copy (warmed up once per batch size, last batch padded).
+For each model one pipeline is built once and run by each implementation in turn (one resident
+at a time, so each row's peak memory is that implementation's own: weights + working memory,
+``torch.cuda.reset_peak_memory_stats`` before and ``max_memory_allocated`` after its calls):
 
-Prints images/s, the ratio to bare diffusers and peak allocated GPU memory (GiB). Goal: >= 1.3x
-bare diffusers. Random weights: a per-sample check may flag a VAE output as constant; the row then
-reports the fallbacks it took (they cost time and count against normguide).
+1. ``bare diffusers``: ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` /
+   ``StableDiffusion3Pipeline`` / ``FluxPipeline.__call__`` as diffusers runs it out of the box
+   (SDPA; SD 1.5 decodes in fp16 whatever ``force_upcast`` says, SDXL upcasts its VAE per call);
+2. ``bare diffusers + same optimisations``: the same call after exactly what normguide does to the
+   pipeline: channels_last UNet/VAE on CUDA, the VAE kept in fp32 where normguide keeps it (both
+   SD VAEs at fp16: ``force_upcast``), and with the recipe flags the same ``torch.compile``
+   (mode, VAE decoder) and fused QKV;
+3. ``normguide``: ``generate_images`` (batched default; CFG in one pass, per-sample checks);
+4. with ``--compile``: ``normguide, compiled`` (row 2 is then compiled too);
+5. SD 1.5 only: ``normguide, gpu.vae_half``: the VAE decoder in fp16 as diffusers runs SD 1.5.
+
+Every implementation gets one untimed call per batch size first (compilation, cuDNN autotuning),
+then ``--repeats`` timed calls; the table gives the median images/s, the ratio to row 1, the peak
+GiB, the precision fallbacks normguide took, and the images of the last call against row 1's at
+the same seeds: max abs pixel difference (0-255) and PSNR (dB; inf = identical bytes).
+
+``--budget-s`` keeps the whole run inside one device session: each model gets an equal share of
+what is left; a (row, batch) projected to overrun its share (from the previous batch size or row,
+plus a compile allowance) is printed as "not run (budget)" instead of being run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -53,7 +70,7 @@ def _sd15_components(device):
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     )
-    vae = _vae(512, 0.18215, force_upcast=False)  # SD 1.5's VAE runs in fp16 in diffusers' pipeline
+    vae = _vae(512, 0.18215, force_upcast=True)  # as the real SD 1.5 VAE loads (AutoencoderKL's default)
     te = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=3072,
                                       num_attention_heads=12, num_hidden_layers=12, max_position_embeddings=77,
                                       hidden_act="quick_gelu", bos_token_id=len(tok) - 2, eos_token_id=len(tok) - 1,
@@ -194,83 +211,210 @@ def build(model: str, device: str, tiny: bool = False):
     return pipe
 
 
+def _images(out) -> list:
+    import numpy as np
+
+    return [np.asarray(im.convert("RGB"), dtype=np.uint8) for im in out]
+
+
+def _compare(ours: list, base: list) -> str:
+    """Max abs pixel difference and PSNR of ``ours`` against ``base`` (uint8 arrays, same seeds)."""
+    import numpy as np
+
+    if not ours or not base or len(ours) != len(base):
+        return "-"
+    a = np.stack(ours).astype(np.float64)
+    b = np.stack(base).astype(np.float64)
+    mse = float(((a - b) ** 2).mean())
+    psnr = float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return f"{int(np.abs(a - b).max()):>3} / {psnr:6.1f}"
+
+
+#: Seconds allowed for a compilation when projecting a compiled row's first call per batch size.
+COMPILE_ALLOWANCE_S = 120.0
+#: Batch sizes per model by default: batch 32 where a call of it fits the budget (SD 1.5, SDXL).
+DEFAULT_BATCHES = {"sd15": (1, 8, 32), "sdxl": (1, 8, 32), "sd3": (1, 4), "flux": (1,)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["sd15", "sdxl", "sd3", "flux"], choices=["sd15", "sdxl", "sd3", "flux"])
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                    help=f"default per model: {DEFAULT_BATCHES}")
+    ap.add_argument("--steps", type=int, default=None, help="default 30 (--tiny: 2)")
+    ap.add_argument("--repeats", type=int, default=None, help="default 3 (--tiny: 1)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet/transformer (rows 2 and 4)")
+    ap.add_argument("--compile-mode", default="default",
+                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
+    ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend ('eager': a CPU smoke test)")
+    ap.add_argument("--compile-vae", action="store_true", help="also compile the VAE decoder (rows 2 and 4)")
+    ap.add_argument("--fuse-qkv", action="store_true", help="fused QKV projections (rows 2, 3, 4)")
+    ap.add_argument("--tf32", action="store_true", help="TF32 float32 matmuls (process-wide: every row)")
+    ap.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN autotuning (process-wide: every row)")
+    ap.add_argument("--budget-s", type=float, default=570.0, help="wall-clock budget of the whole run")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="the tiny demo builds (a smoke test; CPU allowed)")
     args = ap.parse_args()
+    args.steps = args.steps or (2 if args.tiny else 30)
+    args.repeats = args.repeats or (1 if args.tiny else 3)
+    if args.tiny and not args.batch_sizes:
+        args.batch_sizes = [1, 2]
+    t_start = time.perf_counter()
     cuda = torch.cuda.is_available() and args.device.startswith("cuda")
     if not cuda and not args.tiny:
         raise SystemExit("gpu_throughput.py needs a CUDA device; see benchmarks/pipeline_throughput.py for CPU")
-    import copy
 
-    from normguide.diffusion import from_pipeline, generate_images, warm_up
-    from normguide.diffusion.families import for_model
+    from normguide.diffusion import from_pipeline, generate_images
+    from normguide.diffusion.families import for_class
+    from normguide.diffusion.gpu_recipe import GpuRecipe, apply_process_flags, compile_kwargs
 
+    recipe = GpuRecipe(compile_mode=args.compile_mode, compile_vae=args.compile_vae, fuse_qkv=args.fuse_qkv,
+                       cudnn_benchmark=args.cudnn_benchmark, tf32=args.tf32)
+    device = torch.device(args.device if cuda else "cpu")
+    apply_process_flags(recipe, device)  # process-wide: the same for every row
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    where = torch.cuda.get_device_name() if cuda else "CPU (--tiny smoke test)"
-    print(f"{where}, fp16 (SD) / bf16 (SD3, FLUX), {args.steps} steps, guidance {GUIDANCE}, median of {args.repeats}")
-    print(f"{'model':<6} {'batch':>5} {'implementation':<26} {'images/s':>9} {'vs bare':>8} {'peak GiB':>9}  fallbacks")
-    for name in args.models:
+    where = torch.cuda.get_device_name() if cuda else "CPU (--tiny smoke test, not a measurement)"
+    flags = [f for f, on in (("compile", args.compile), (f"compile_mode={args.compile_mode}", args.compile),
+                             ("compile_vae", args.compile_vae), ("fuse_qkv", args.fuse_qkv), ("tf32", args.tf32),
+                             ("cudnn_benchmark", args.cudnn_benchmark)) if on]
+    load = os.getloadavg()
+    print(f"{where}; torch {torch.__version__}; fp16 (SD) / bf16 (SD3, FLUX); {args.steps} steps; guidance {GUIDANCE}; "
+          f"median of {args.repeats} after 1 untimed call; recipe: {', '.join(flags) or 'none'}; host load "
+          f"{load[0]:.1f}; budget {args.budget_s:.0f} s", flush=True)
+    print(f"{'model':<6} {'batch':>5} {'implementation':<48} {'images/s':>9} {'vs bare':>8} {'peak GiB':>9} "
+          f"{'fallbacks':>9}  {'max|diff| / PSNR dB vs bare':>27}", flush=True)
+
+    for mi, name in enumerate(args.models):
+        left = args.budget_s - (time.perf_counter() - t_start)
+        deadline = time.perf_counter() + left / (len(args.models) - mi)
+        if left < 30:
+            print(f"{name:<6} not run (budget: {left:.0f} s left)", flush=True)
+            continue
         dtype = torch.float32 if args.tiny else DTYPE[name]
-        bare = build(name, args.device, args.tiny)
-        ours = {"normguide": from_pipeline(bare, model_id=name, revision="random", device=args.device, dtype=dtype)}
-        bare = build(name, args.device, args.tiny)  # from_pipeline converted the first one (channels_last, DDIM config)
-        bare.to(args.device)
-        family = for_model(ours["normguide"])
+        pipe = build(name, args.device, args.tiny)
+        pipe.to(device)
+        fam = for_class(type(pipe).__name__, where="the benchmark")
+        _, seed_shape = fam.geometry(pipe)
+        flow = name in ("sd3", "flux")
         extra = {}
-        if name in ("sd3", "flux"):
-            res = ours["normguide"].resolution
-            extra = {"height": res, "width": res, "max_sequence_length": family.max_sequence_length(bare)}
+        if flow:
+            res = fam.geometry(pipe)[0]
+            extra = {"height": res, "width": res, "max_sequence_length": fam.max_sequence_length(pipe)}
+        batches = args.batch_sizes or DEFAULT_BATCHES[name]
+        upcast = dtype == torch.float16 and pipe.vae.config.get("force_upcast", False)
+        backend = args.compile_backend
+
+        def bare_call(seeds, b):
+            latents = fam.pack(seeds, None).to(device, dtype) if name == "flux" else seeds.to(device, dtype)
+            out = pipe(prompt=[PROMPT] * b, latents=latents, num_inference_steps=args.steps,
+                       guidance_scale=GUIDANCE[name], output_type="pil", **extra).images
+            return _images(out), 0
+
+        def optimise_bare():
+            if cuda:
+                den = fam.denoiser(pipe)
+                den.to(memory_format=torch.channels_last)
+                pipe.vae.to(memory_format=torch.channels_last)
+            if upcast:
+                pipe.vae.to(torch.float32)  # resident, as normguide keeps it (no per-call upcast)
+            if args.fuse_qkv:
+                fam.denoiser(pipe).fuse_qkv_projections()
+            if args.compile:
+                fam.set_denoiser(pipe, torch.compile(fam.denoiser(pipe), **compile_kwargs(recipe, backend)))
+            if args.compile_vae:
+                pipe.vae.decoder = torch.compile(pipe.vae.decoder, **compile_kwargs(recipe, backend))
+
+        def restore_bare():  # undo what normguide will redo itself (exactly: fp16 -> fp32 -> fp16 is lossless)
+            den = fam.denoiser(pipe)
+            fam.set_denoiser(pipe, getattr(den, "_orig_mod", den))
+            pipe.vae.decoder = getattr(pipe.vae.decoder, "_orig_mod", pipe.vae.decoder)
+            if args.fuse_qkv:
+                fam.denoiser(pipe).unfuse_qkv_projections()
+            if upcast:
+                pipe.vae.to(dtype)
+            if cuda:
+                torch._dynamo.reset()
+
+        current: dict = {}
+
+        def ours_setup(compiled: bool, vae_half: bool = False):
+            def setup():
+                if "model" in current:  # undo the previous normguide row (compile, fusion, upcast VAE)
+                    current.pop("model")._twins.clear()
+                    if upcast:
+                        pipe.vae.to(dtype)
+                    den = fam.denoiser(pipe)
+                    fam.set_denoiser(pipe, getattr(den, "_orig_mod", den))
+                    pipe.vae.decoder = getattr(pipe.vae.decoder, "_orig_mod", pipe.vae.decoder)
+                    if args.fuse_qkv:
+                        fam.denoiser(pipe).unfuse_qkv_projections()
+                r = GpuRecipe(compile_mode=args.compile_mode, compile_vae=args.compile_vae and compiled,
+                              fuse_qkv=args.fuse_qkv, vae_half=vae_half)
+                current["model"] = from_pipeline(pipe, model_id=name, revision="random", device=device, dtype=dtype,
+                                                 compile=(True if backend == "inductor" else backend) if compiled
+                                                 else False, recipe=r)
+            return setup
+
+        def ours_call(seeds, b):
+            m = current["model"]
+            out = list(generate_images(m, seeds, PROMPT, num_inference_steps=args.steps,
+                                       guidance_scale=GUIDANCE[name], batch_size=b))
+            return _images([im for batch in out for im in batch]), sum(
+                fb is not None for batch in out for fb in batch.precision_fallback)
+
+        opt = "bare diffusers + same optimisations" + (" (compiled)" if args.compile else "")
+        rows = [("bare diffusers", None, bare_call, False), (opt, optimise_bare, bare_call, args.compile),
+                ("normguide", ours_setup(False), ours_call, False)]
         if args.compile:
-            ours["normguide, compiled"] = from_pipeline(copy.deepcopy(ours["normguide"].pipe), model_id=name,
-                                                        revision="random", device=args.device, dtype=torch.float16,
-                                                        compile=True)
-        for b in args.batch_sizes:
-            m0 = ours["normguide"]
-            seeds = torch.randn(b, *m0.seed_shape, generator=torch.Generator().manual_seed(0))
-            fallbacks: dict = {}
-
-            def run_ours(m, seeds=seeds, b=b, key=None):
-                out = [batch for batch in generate_images(m, seeds, PROMPT, num_inference_steps=args.steps,
-                                                         guidance_scale=GUIDANCE[name], batch_size=b)]
-                fallbacks[key] = sum(fb is not None for batch in out for fb in batch.precision_fallback)
-
-            latents = family.pack(seeds, m0).to(args.device, dtype)  # FLUX: packed, as its pipeline takes them
-            rows = {"bare diffusers": lambda latents=latents, b=b, extra=extra: bare(
-                prompt=[PROMPT] * b, latents=latents, num_inference_steps=args.steps,
-                guidance_scale=GUIDANCE[name], output_type="pil", **extra)}
-            for key, m in ours.items():
-                if m.compiled and name not in ("sd3", "flux"):  # ddim.warm_up knows the SD families only
-                    warm_up(m, batch_size=b)
-                rows[key] = lambda m=m, key=key: run_ours(m, key=key)
-            for fn in rows.values():
-                fn()
-            secs: dict = {k: [] for k in rows}
-            peak: dict = {k: [] for k in rows}
-            for _ in range(args.repeats):
-                for key, fn in rows.items():
+            rows.append(("normguide, compiled", ours_setup(True), ours_call, True))
+        if upcast and name == "sd15":
+            rows.append(("normguide, gpu.vae_half", ours_setup(False, vae_half=True), ours_call, False))
+        base_ips: dict[int, float] = {}
+        base_imgs: dict[int, list] = {}
+        per_call: dict[tuple[str, int], float] = {}
+        for ri, (label, setup, call, compiled) in enumerate(rows):
+            if ri == 2:
+                restore_bare()
+            if setup is not None:
+                setup()
+            prev_b = None
+            for b in batches:
+                est = per_call.get((rows[ri - 1][0], b)) if ri else None
+                if est is None and prev_b is not None and (label, prev_b) in per_call:
+                    est = per_call[(label, prev_b)] * b / prev_b
+                projected = (est or 0.0) * (args.repeats + 1) + (COMPILE_ALLOWANCE_S if compiled and cuda else 0.0)
+                if est is not None and time.perf_counter() + projected > deadline:
+                    print(f"{name:<6} {b:>5} {label:<48} not run (budget: projected {projected:.0f} s, "
+                          f"{deadline - time.perf_counter():.0f} s left for {name})", flush=True)
+                    continue
+                seeds = torch.randn(b, *seed_shape, generator=torch.Generator().manual_seed(0))
+                call(seeds, b)  # untimed: compilation, autotuning, allocator warm-up
+                sync()
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                secs, fallbacks, imgs = [], 0, []
+                for _ in range(args.repeats):
                     sync()
-                    if cuda:
-                        torch.cuda.reset_peak_memory_stats()
                     t0 = time.perf_counter()
-                    fn()
+                    imgs, fallbacks = call(seeds, b)
                     sync()
-                    secs[key].append(time.perf_counter() - t0)
-                    peak[key].append(torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0)
-            base = b / statistics.median(secs["bare diffusers"])
-            for key in rows:
-                ips = b / statistics.median(secs[key])
-                print(f"{name:<6} {b:>5} {key:<26} {ips:>9.3f} {ips / base:>7.2f}x {statistics.median(peak[key]):>9.2f}"
-                      f"  {fallbacks.get(key, '-')}", flush=True)
-        bare = ours = None  # free the GPU memory before the next model
+                    secs.append(time.perf_counter() - t0)
+                peak = f"{torch.cuda.max_memory_allocated() / 2**30:>9.2f}" if cuda else f"{'-':>9}"
+                per_call[(label, b)] = statistics.median(secs)
+                ips = b / per_call[(label, b)]
+                if ri == 0:
+                    base_ips[b], base_imgs[b] = ips, imgs
+                ratio = f"{ips / base_ips[b]:>7.2f}x" if b in base_ips else f"{'-':>8}"
+                fb = str(fallbacks) if call is ours_call else "-"
+                print(f"{name:<6} {b:>5} {label:<48} {ips:>9.3f} {ratio} {peak} {fb:>9}  "
+                      f"{_compare(imgs, base_imgs.get(b, [])):>27}", flush=True)
+                prev_b = b
+        pipe = current = None  # free the device memory before the next model
         if cuda:
+            torch._dynamo.reset()
             torch.cuda.empty_cache()
+    load = os.getloadavg()
+    print(f"wall time {time.perf_counter() - t_start:.0f} s; host load {load[0]:.1f} at the end", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Benchmark: what Prefect orchestration costs per concept, as the concept table grows.
 
     .venv/bin/python benchmarks/orchestration.py [--concepts 10 100 1000] [--repeats 3]
-        [--repeats-large 1] [--shard-size 250] [--modes local flow fanout] [--shard-arithmetic]
+        [--repeats-large 1] [--large-from 1000] [--budget-s 840] [--shard-size 250]
+        [--modes local flow fanout] [--shard-arithmetic]
 
 Every concept: 1 reference image (the shipped example's first), 1 planned image, 2 inversion and
 2 generation steps, reconstruction off, demo model, local output, evaluation off. Each measurement
@@ -21,6 +22,15 @@ shard processes counts, and the harness start does not); orchestration overhead 
 torch, the model and Prefect's client state, not the API server; for the fan-out the largest of
 the parent and of the shard processes, sampled every 0.2 s); task runs created (read back from
 the API), in all and in the flow run that holds the most.
+
+After the rows, for each driver: the least-squares line of its overhead (driver - local seconds)
+over the sizes, ``overhead = a + b * concepts`` (``b``: the marginal overhead per concept; ``a``:
+the fixed cost), and the least-squares slope of the per-concept overhead against the size (about 0
+when the overhead per concept is flat; negative when a fixed cost is being spread).
+
+``--budget-s``: the whole benchmark's wall-clock budget. Before each size it projects that size's
+time from the last one measured (linearly in concepts) and skips the sizes that would not fit,
+saying so, rather than overrunning (the machine is shared).
 
 ``--shard-arithmetic`` prints, without running anything, the task runs per flow run that the
 fan-out's defaults give for 10 to 100,000 concepts (``split_into_shards``, ``ceil(n / K)``).
@@ -233,7 +243,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concepts", type=int, nargs="+", default=[10, 100, 1000])
     ap.add_argument("--repeats", type=int, default=3, help="runs per measurement below 1,000 concepts (median)")
-    ap.add_argument("--repeats-large", type=int, default=1, help="runs per measurement from 1,000 concepts")
+    ap.add_argument("--repeats-large", type=int, default=1, help="runs per measurement from --large-from concepts")
+    ap.add_argument("--large-from", type=int, default=1000, help="sizes from here on run --repeats-large times")
+    ap.add_argument("--budget-s", type=float, default=840.0, help="skip sizes projected to overrun this wall time")
     ap.add_argument("--shard-size", type=int, default=250, help="fan-out concepts per shard")
     ap.add_argument("--modes", nargs="+", default=["local", "flow", "fanout"], choices=["local", "flow", "fanout"])
     ap.add_argument("--shard-arithmetic", action="store_true", help="only print the fan-out's task-run arithmetic")
@@ -242,28 +254,65 @@ def main() -> None:
     if args.shard_arithmetic:
         shard_arithmetic()
         return
-    print(f"demo model, 1 reference + 1 image + 2 steps per concept; median of {args.repeats} run(s) below 1,000 "
-          f"concepts, {args.repeats_large} from 1,000; one child process per run; fan-out: shards of "
-          f"{args.shard_size}, one serving process (limit 1)", flush=True)
+    load = os.getloadavg()
+    print(f"demo model, 1 reference + 1 image + 2 steps per concept; median of {args.repeats} run(s) below "
+          f"{args.large_from:,} concepts, {args.repeats_large} from there; one child process per run; fan-out: shards "
+          f"of {args.shard_size}, one serving process (limit 1); torch threads 1; {os.cpu_count()} CPUs; load average "
+          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the start; budget {args.budget_s:.0f} s", flush=True)
     print(f"{'concepts':>8} {'mode':>6} {'runs':>4} {'seconds':>8} {'overhead s/concept':>19} {'ratio to first':>15} "
           f"{'peak MiB':>9} {'task runs':>10} {'flow runs':>10} {'max task runs/flow run':>23}", flush=True)
     first: dict[str, float] = {}
+    overheads: dict[str, list[tuple[int, float]]] = {m: [] for m in args.modes if m != "local"}
     t_start = time.perf_counter()
+    last: tuple[int, list[float], float] | None = None  # (concepts, median seconds per mode, start-up per run)
     for n in args.concepts:
-        repeats = args.repeats if n < 1000 else args.repeats_large
+        repeats = args.repeats if n < args.large_from else args.repeats_large
+        spent = time.perf_counter() - t_start
+        if last is not None:  # each mode's timed seconds linear in concepts, plus each run's fixed start-up
+            last_n, last_secs, startup = last
+            projected = repeats * (sum(last_secs) * n / last_n + len(last_secs) * startup)
+            if spent + projected > args.budget_s:
+                print(f"{n:>8}  not run: projected {projected:.0f} s ({repeats} run(s) of every mode, timed part "
+                      f"linear in concepts from {last_n:,}) > budget left {args.budget_s - spent:.0f} s", flush=True)
+                continue
+        t_size = time.perf_counter()
         local_s = None
+        size_secs, timed = [], 0.0
         for mode in args.modes:
             runs = [_measure(mode, n, args.shard_size) for _ in range(repeats)]
+            timed += sum(r["seconds"] for r in runs)
             s = statistics.median(r["seconds"] for r in runs)
+            size_secs.append(s)
             if mode == "local":
                 local_s = s
             per = (s - local_s) / n if local_s is not None and mode != "local" else float("nan")
+            if mode != "local" and local_s is not None:
+                overheads[mode].append((n, s - local_s))
             first.setdefault(mode, per)
             ratio = per / first[mode] if mode != "local" else float("nan")
             print(f"{n:>8} {mode:>6} {repeats:>4} {s:>8.1f} {per:>19.3f} {ratio:>15.2f} "
                   f"{statistics.median(r['peak_rss_mib'] for r in runs):>9.0f} {runs[0]['task_runs']:>10} "
                   f"{runs[0]['flow_runs']:>10} {runs[0]['max_task_runs']:>23}", flush=True)
-    print(f"benchmark wall time: {time.perf_counter() - t_start:.0f} s", flush=True)
+        last = (n, size_secs, (time.perf_counter() - t_size - timed) / (repeats * len(args.modes)))
+    for mode, points in overheads.items():
+        if len(points) < 2:
+            print(f"{mode}: fewer than two sizes measured, no slope", flush=True)
+            continue
+        a, b = _least_squares([p[0] for p in points], [p[1] for p in points])
+        _, slope = _least_squares([p[0] for p in points], [p[1] / p[0] for p in points])
+        print(f"{mode}: overhead = {a:.1f} s + {b:.4f} s x concepts (least squares over {[p[0] for p in points]}); "
+              f"per-concept overhead slope {slope * 1000:+.3f} ms per concept per extra concept", flush=True)
+    load = os.getloadavg()
+    print(f"benchmark wall time: {time.perf_counter() - t_start:.0f} s; load average {load[0]:.1f} / {load[1]:.1f} / "
+          f"{load[2]:.1f} at the end", flush=True)
+
+
+def _least_squares(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Intercept and slope of the least-squares line through (xs, ys)."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    return my - b * mx, b
 
 
 if __name__ == "__main__":

@@ -1,12 +1,24 @@
-"""Benchmark: Storage.write_many against one-at-a-time puts, on a local S3 server (moto).
+"""Benchmark: normguide's Storage.write_many against s3fs's own batched writers, on a local S3
+server (moto).
 
     .venv/bin/python benchmarks/storage.py [--images 1000] [--repeats 3] [--batch-size 64] [--rtt-ms 0]
 
 Starts its own moto server on a free loopback port, makes ``--images`` 64x64 RGB noise PNGs
-plus a small Parquet manifest, and writes them to a fresh bucket prefix per run, (a) with
-``Storage.write_many`` and (b) one ``s3fs.pipe_file`` per object, sequentially. Prints the
-median over ``--repeats`` runs of each. The PNGs are encoded before timing: only the writes are
-measured. Needs moto[server], Pillow, numpy, pyarrow.
+plus a small Parquet manifest, and writes them to a fresh bucket prefix per run with:
+
+- ``s3fs pipe({...})``: the fair baseline (issue 23): one ``S3FileSystem.pipe`` call with a dict
+  of every object, s3fs's own concurrent batches (its default ``batch_size``, and again with
+  ``--batch-size`` so the concurrency matches normguide's);
+- ``s3fs put(dir)``: ``S3FileSystem.put`` of a local directory of the same files (written to a
+  temporary directory before the clock starts), recursive;
+- ``normguide write_many``: ``Storage.write_many(batch_size=--batch-size)``, which adds per-key
+  validation and per-object retries with backoff on top of concurrent puts;
+- ``one-at-a-time``: one ``pipe_file`` per object (the old strawman, kept for reference).
+
+Every writer writes the manifest after the images. Rows run interleaved (each repeat runs every
+row once); the table gives the median over ``--repeats`` and the ratio to ``s3fs pipe({...})``
+(> 1: faster than s3fs). The PNGs are encoded before timing: only the writes are measured. The
+load average is printed before and after. Needs moto[server], Pillow, numpy, pyarrow.
 
 ``--rtt-ms N`` puts tests/tcp_front.py between the client and moto, holding every response
 for N ms: a stand-in for the round trip to a remote endpoint (on loopback there is none, and
@@ -23,6 +35,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from fsspec.asyn import _get_batch_size  # noqa: E402 - s3fs's default concurrency for pipe
 from PIL import Image  # noqa: E402
 
 from normguide.config import StorageConfig  # noqa: E402
@@ -111,6 +125,26 @@ def main() -> None:
             store.write_bytes("manifest.parquet", manifest)
             return time.perf_counter() - t0
 
+        def run_pipe(batch_size: int | None) -> float:
+            prefix = f"{bucket}/pipe-{uuid.uuid4().hex[:8]}"
+            t0 = time.perf_counter()
+            fs.pipe({f"{prefix}/images/c1/{i:05d}.png": b for i, b in enumerate(pngs)}, batch_size=batch_size)
+            fs.pipe_file(f"{prefix}/manifest.parquet", manifest)
+            return time.perf_counter() - t0
+
+        local_dir = tempfile.mkdtemp(prefix="normguide-bench-storage-")
+        os.makedirs(os.path.join(local_dir, "images", "c1"))
+        for i, b in enumerate(pngs):
+            with open(os.path.join(local_dir, "images", "c1", f"{i:05d}.png"), "wb") as f:
+                f.write(b)
+
+        def run_put() -> float:
+            prefix = f"{bucket}/put-{uuid.uuid4().hex[:8]}"
+            t0 = time.perf_counter()
+            fs.put(os.path.join(local_dir, "images"), f"{prefix}/images", recursive=True)
+            fs.pipe_file(f"{prefix}/manifest.parquet", manifest)
+            return time.perf_counter() - t0
+
         def run_one_at_a_time() -> float:
             prefix = f"{bucket}/seq-{uuid.uuid4().hex[:8]}"
             t0 = time.perf_counter()
@@ -119,27 +153,47 @@ def main() -> None:
             fs.pipe_file(f"{prefix}/manifest.parquet", manifest)
             return time.perf_counter() - t0
 
+        rows = {
+            f"s3fs pipe({{...}}), batch_size {fs.batch_size or _get_batch_size(nofiles=True)} (default)": lambda: run_pipe(None),
+            f"s3fs pipe({{...}}), batch_size {args.batch_size}": lambda: run_pipe(args.batch_size),
+            "s3fs put(dir, recursive)": run_put,
+            f"normguide write_many, batch_size {args.batch_size}": run_write_many,
+            "one-at-a-time pipe_file": run_one_at_a_time,
+        }
+        load_before = os.getloadavg()
         run_write_many()  # warm up connections and the server
-        timings: dict[str, list[float]] = {"write_many": [], "one-at-a-time": []}
-        for _ in range(args.repeats):  # interleaved, so drift in the machine's load hits both
-            timings["one-at-a-time"].append(run_one_at_a_time())
-            timings["write_many"].append(run_write_many())
+        run_pipe(None)
+        timings: dict[str, list[float]] = {k: [] for k in rows}
+        for _ in range(args.repeats):  # interleaved, so drift in the machine's load hits every row
+            for key, fn in rows.items():
+                timings[key].append(fn())
+        load_after = os.getloadavg()
+        written = len(fs.find(bucket))  # every writer wrote every object (2 warm-up runs besides)
+        expected = (len(rows) * args.repeats + 2) * (len(pngs) + 1)
+        if written != expected:
+            raise SystemExit(f"the bucket holds {written} objects, expected {expected}: a writer lost objects")
     finally:
+        import shutil
+
+        if "local_dir" in locals():
+            shutil.rmtree(local_dir, ignore_errors=True)
         for p in (front, proc):
             if p is not None:
                 p.terminate()
                 p.wait(timeout=10)
 
-    seq = statistics.median(timings["one-at-a-time"])
+    base_key = next(iter(timings))
+    base = statistics.median(timings[base_key])
     print(f"moto server on loopback, {os.cpu_count()} CPUs; {args.images} 64x64 PNGs "
           f"({sum(map(len, pngs)) / len(pngs) / 1024:.1f} KiB each) + manifest.parquet; "
-          f"median of {args.repeats} runs; write_many batch_size={args.batch_size}; "
-          f"added round trip {args.rtt_ms:g} ms")
-    print(f"| {'writer':<14} | {'images':>6} | {'seconds':>7} | {'images/s':>8} | {'ratio':>5} |")
-    print(f"|{'-' * 16}|{'-' * 8}|{'-' * 9}|{'-' * 10}|{'-' * 7}|")
-    for name in ("one-at-a-time", "write_many"):
-        med = statistics.median(timings[name])
-        print(f"| {name:<14} | {args.images:>6} | {med:>7.2f} | {args.images / med:>8.0f} | {seq / med:>5.1f} |")
+          f"median of {args.repeats} interleaved runs; added round trip {args.rtt_ms:g} ms; "
+          f"load average {' / '.join(f'{x:.1f}' for x in load_before)} before, "
+          f"{' / '.join(f'{x:.1f}' for x in load_after)} after; all {written} objects listed back")
+    print(f"| {'writer':<44} | {'images':>6} | {'seconds':>7} | {'images/s':>8} | {'vs s3fs pipe':>12} |")
+    print(f"|{'-' * 46}|{'-' * 8}|{'-' * 9}|{'-' * 10}|{'-' * 14}|")
+    for name, secs in timings.items():
+        med = statistics.median(secs)
+        print(f"| {name:<44} | {args.images:>6} | {med:>7.2f} | {args.images / med:>8.0f} | {base / med:>11.2f}x |")
 
 
 if __name__ == "__main__":

@@ -266,6 +266,55 @@ class LimitsConfig(_Section):
         "default (and most): what the tokenizer reads (77 for CLIP), so no prompt is silently cut short.")
 
 
+class GpuConfig(_Section):
+    """The GPU recipe's switches (docs/gpu.md), all off by default: each can change the last bits of
+    an image, so none is on unless asked for. Like ``compile``, not part of the run id. They act on
+    CUDA (``vae_half`` on float16 only); on CPU they change nothing but ``compile_vae`` and
+    ``fuse_qkv``."""
+
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode when compile is on (reduce-overhead and max-autotune use CUDA graphs).")
+    compile_vae: bool = Field(False, description="Also torch.compile the VAE decoder (same backend and mode).")
+    fuse_qkv: bool = Field(False, description="Fuse the attention query/key/value projections of the UNet/transformer "
+                           "(diffusers' fuse_qkv_projections).")
+    vae_half: bool = Field(False, description="float16 only: decode in float16 even where the VAE's config sets "
+                           "force_upcast (SD 1.x), as diffusers' StableDiffusionPipeline does; overflows retry in float32.")
+    cudnn_benchmark: bool = Field(False, description="torch.backends.cudnn.benchmark (process-wide, CUDA): cuDNN picks "
+                                  "its fastest convolution per shape.")
+    tf32: bool = Field(False, description="TF32 tensor cores for float32 matmuls (torch.set_float32_matmul_precision"
+                       "('high'); process-wide, CUDA).")
+
+
+class CostConfig(_Section):
+    """What the run's throughput costs (run.json ``cost``, the summary, the dataset card;
+    docs/outputs.md). Not part of the run id: a price changes no image."""
+
+    device_price_per_hour: float | None = Field(
+        None, description="Price of one device (GPU, or the machine on CPU) per hour, in USD: gives run.json's "
+        "usd_per_1000_images. Default: not priced.")
+    peak_tflops: float | None = Field(
+        None, description="The device's peak TFLOP/s in the run's dtype, for MFU where normguide does not know it "
+        "(CPUs, unlisted GPUs); default: the vendor table in normguide.diffusion.flops (CUDA devices only).")
+
+    @field_validator("device_price_per_hour")
+    @classmethod
+    def _price(cls, v: float | None) -> float | None:
+        import math
+
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"cost.device_price_per_hour must be a finite number of USD per hour, 0 or more, got {v!r}")
+        return v
+
+    @field_validator("peak_tflops")
+    @classmethod
+    def _peak(cls, v: float | None) -> float | None:
+        import math
+
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"cost.peak_tflops must be a finite number of TFLOP/s above 0, got {v!r}")
+        return v
+
+
 #: Export formats written after a run is finalized (``export:`` in the config; normguide.export).
 EXPORT_FORMATS = ("hf", "webdataset")
 #: Samples per export shard (a WebDataset tar, an hf Parquet file): at 512x512 a PNG is ~0.3-0.5 MB,
@@ -346,9 +395,12 @@ class RunConfig(BaseModel):
         refine: SeedSelect refinement of the planned seeds (off by default).
         storage: S3 endpoint and credentials.
         evaluation: Whether and how the images are evaluated (not part of the run id).
+        cost: Device price and peak for run.json's MFU and cost (not part of the run id).
         export: Formats to export the finished dataset to (``hf``, ``webdataset``; not part of
             the run id: adding one to a complete run only writes the export).
         export_shard_size: Samples per export shard (WebDataset tar, hf Parquet file).
+        gpu: the GPU recipe's switches (compile mode, compiled VAE decoder, fused QKV, fp16 VAE,
+            cuDNN autotuning, TF32), all off; not part of the run id.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -360,6 +412,7 @@ class RunConfig(BaseModel):
     device: str = Field("cpu", description="cpu, cuda, cuda:N or auto.")
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Model dtype.")
     compile: bool = Field(False, description="torch.compile the UNet (fixed shapes, warmed up once per worker).")
+    gpu: GpuConfig = Field(default_factory=GpuConfig, description="The GPU recipe's speed switches (docs/gpu.md), all off.")
     prompt_template: str = Field("a photo of a {name}", description="Prompt template; {name} is the concept's name.")
     seed: int = Field(0, ge=0, description="Base seed of the random method.")
     inversion: InversionConfig = Field(default_factory=InversionConfig)
@@ -369,6 +422,7 @@ class RunConfig(BaseModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
     export: tuple[str, ...] = Field((), description="Export formats written after the run: hf, webdataset.")
     export_shard_size: int = Field(DEFAULT_EXPORT_SHARD_SIZE, ge=1, description="Samples per export shard.")
     strict_references: bool = Field(False, description="Refuse the whole run (exit 2) when any reference image is "
@@ -431,7 +485,8 @@ class RunConfig(BaseModel):
         (:meth:`run_id_for`), and a run with a fixed run id follows the table as it changes
         (new concepts reopen a complete run)."""
         d = self.model_dump(mode="json", exclude={"concepts", "output", "run_id", "storage", "device", "evaluation", "export",
-                                                 "export_shard_size", "compile", "limits", "strict_references"})
+                                                 "export_shard_size", "compile", "gpu", "limits", "strict_references",
+                                                 "cost"})
         d["inversion"].pop("batch_size", None)
         for key in ("inverter", "max_round_trip_error"):  # unset: run ids of runs that set neither stay as they were
             if d["inversion"].get(key) is None:

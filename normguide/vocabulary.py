@@ -1,7 +1,7 @@
 """Can the model draw what the concept table asks for? Warnings, before any model work.
 
-Two checks, both without torch (the tokenizer is read from the model's local folder: its
-``tokenizer.json`` with the ``tokenizers`` library, else with transformers' tokenizer classes):
+Two checks, both without torch (the tokenizer is read from the model's local folder with
+transformers' tokenizer classes, which need neither torch nor diffusers):
 
 * **Words the tokenizer does not know.** Each word of each concept's prompt is tokenized alone.
   A word is unknown when it maps to the tokenizer's unknown token, or, for a byte-pair tokenizer
@@ -43,57 +43,36 @@ def tokenizer_dir(model: str) -> Path | None:
     return None
 
 
-class _Encoding:
-    def __init__(self, ids: list[int]) -> None:
-        self.input_ids = ids
-
-
-class SavedFastTokenizer:
-    """A saved fast tokenizer (``tokenizer.json``) read with the ``tokenizers`` library alone:
-    the part of transformers' tokenizer interface :func:`unknown_words` uses (call with
-    ``add_special_tokens``, ``convert_ids_to_tokens``, ``unk_token_id``) without importing
-    transformers, whose import (it loads torch) costs seconds in ``validate``. The unknown token
-    is the one ``tokenizer_config.json`` (else ``special_tokens_map.json``) names, as
-    transformers reads it."""
-
-    def __init__(self, folder: Path) -> None:
-        import json
-
-        from tokenizers import Tokenizer
-
-        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self._tok.no_padding()  # as transformers calls it unless asked: a saved file may pad to 77
-        self._tok.no_truncation()
-        unk = None
-        for name in ("tokenizer_config.json", "special_tokens_map.json"):
-            if (folder / name).is_file():
-                unk = json.loads((folder / name).read_text(encoding="utf-8")).get("unk_token")
-                if unk is not None:
-                    break
-        if isinstance(unk, dict):
-            unk = unk.get("content")
-        self.unk_token_id = self._tok.token_to_id(unk) if isinstance(unk, str) else None
-
-    def __call__(self, text: str, add_special_tokens: bool = True) -> _Encoding:
-        return _Encoding(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
-
-    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
-        return [self._tok.id_to_token(i) for i in ids]
-
-
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(folder: str) -> Any:
-    """The tokenizer of a local folder (no download, no torch): its ``tokenizer.json`` with the
-    ``tokenizers`` library (:class:`SavedFastTokenizer`) where there is one, else transformers'."""
+    """transformers' tokenizer of a local folder (no download).
+
+    ``AutoTokenizer`` imports torch (through transformers' model configuration code), so the
+    tokenizer classes are taken from the modules that do not: the fast tokenizer of a
+    ``tokenizer.json`` (what transformers itself loads when one is there), or CLIP's tokenizer for a
+    CLIP folder without one (a vocabulary and merges, as SD 1.x checkpoints ship it). Any other
+    folder falls back to ``AutoTokenizer``, torch and all."""
     path = Path(folder)
     if (path / "tokenizer.json").is_file():
-        try:
-            return SavedFastTokenizer(path)
-        except Exception:  # noqa: BLE001 - a file tokenizers cannot read: transformers decides
-            pass
+        from transformers.tokenization_utils_tokenizers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
+    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file() and _tokenizer_class(path).startswith("CLIP"):
+        from transformers.models.clip.tokenization_clip import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def _tokenizer_class(folder: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((folder / "tokenizer_config.json").read_text()).get("tokenizer_class") or "")
+    except (OSError, ValueError):
+        return ""
 
 
 def unknown_words(tokenizer: Any, text: str, known: dict[str, bool] | None = None) -> list[str]:
@@ -160,4 +139,4 @@ def drawing_warnings(model: str, concepts: Iterable[Any], prompt_template: str) 
     return out
 
 
-__all__ = ["SavedFastTokenizer", "drawing_warnings", "load_tokenizer", "tokenizer_dir", "unknown_words"]
+__all__ = ["drawing_warnings", "load_tokenizer", "tokenizer_dir", "unknown_words"]

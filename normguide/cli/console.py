@@ -81,6 +81,11 @@ def print_summary(console, summary) -> None:
     console.print(f"dataset: {summary.output_root}", soft_wrap=True)
     if summary.manifest_uri:
         console.print(f"manifest: {summary.manifest_uri}", soft_wrap=True)
+    if summary.cost is not None:  # this invocation's generation: run.json cost, docs/outputs.md
+        from normguide.reporting.cost import cost_lines
+
+        for line in cost_lines(summary.cost.model_dump(mode="json")):
+            console.print(line, soft_wrap=True, highlight=False)
     if summary.evaluation is not None:
         print_evaluation(console, summary.evaluation)
     if summary.evaluation_error:

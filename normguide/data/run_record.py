@@ -83,6 +83,14 @@ def finished_record(data: bytes, *, concepts: list[str], images: int, table_dige
     return dumps(doc)
 
 
+def with_cost(data: bytes, cost: dict[str, Any]) -> bytes:
+    """run.json ``data`` with the run's throughput, MFU and cost record (``cost``:
+    ``normguide.pipeline.results.RunCost`` as JSON), measured at ``cost_measured_at``."""
+    doc = json.loads(data)
+    doc.update(cost=cost, cost_measured_at=now().isoformat())
+    return dumps(doc)
+
+
 def covers_table(data: bytes, table_digest: str) -> bool:
     """Whether a complete run's record covers the concept table whose digest is ``table_digest``."""
     doc = json.loads(data)

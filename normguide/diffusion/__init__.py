@@ -40,6 +40,7 @@ _EXPORTS = {
     "UnsupportedPipelineError": "families",
     "INVERTER_NAMES": "inverters",
     "INVERTERS": "inverters",
+    "GpuRecipe": "gpu_recipe",
     "FAMILIES": "loading",
     "LoadedModel": "loading",
     "ModelLoadError": "loading",

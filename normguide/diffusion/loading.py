@@ -37,6 +37,8 @@ import torch
 from normguide.diffusion.demo import DEMO_REVISION_FORMAT
 from normguide.diffusion.devices import resolve_device, resolve_dtype
 from normguide.diffusion.families import demo_names, family_names, for_class, for_name, supported_pipelines
+from normguide.diffusion.gpu_recipe import (DEFAULT_RECIPE, GpuRecipe, apply_process_flags, compile_kwargs, fuse_qkv,
+                                           has_compiled_child, uncompiled_copy)
 from normguide.errors import InputError
 
 if TYPE_CHECKING:
@@ -296,7 +298,8 @@ def _from_pretrained(class_name: str, source: str, torch_dtype: torch.dtype, *, 
 
 
 def load_pipeline(
-    model: str = "demo", *, device: str = "cpu", dtype: str = "float32", compile: bool | str = False
+    model: str = "demo", *, device: str = "cpu", dtype: str = "float32", compile: bool | str = False,
+    recipe: GpuRecipe | None = None,
 ) -> LoadedModel:
     """Load (or build) the pipeline named by ``model``, on ``device`` in ``dtype``; uncached.
 
@@ -308,6 +311,7 @@ def load_pipeline(
             for the components kept in float32).
         compile: ``torch.compile`` the UNet (see ``from_pipeline``); pays a compilation on the first
             batch of each shape (``ddim.warm_up``), worth it for long runs on GPU.
+        recipe: the GPU recipe's switches (``gpu_recipe.GpuRecipe``; default: all off).
 
     Raises:
         ValueError (``ModelLoadError``): the path does not exist, is not an SD-family diffusers
@@ -377,7 +381,7 @@ def load_pipeline(
 
     # 3. Normalise: DDIM scheduler, no progress bars, device, precision, memory format, compile
     return from_pipeline(pipe, model_id=model_id, revision=revision, is_demo=is_demo, note=note,
-                         device=torch_device, dtype=torch_dtype, compile=compile)
+                         device=torch_device, dtype=torch_dtype, compile=compile, recipe=recipe)
 
 
 _TWIN_GUARD = threading.Lock()
@@ -391,7 +395,9 @@ def float32_twin(model: LoadedModel) -> LoadedModel:
     on GPU, paid only by a run where some sample needed it).
     """
     modules = {k: v for k, v in model.pipe.components.items() if isinstance(v, torch.nn.Module)}
-    if not model.compiled and all(p.dtype == torch.float32 for m in modules.values() for p in m.parameters()):
+    compiled_parts = any(has_compiled_child(m) for m in modules.values())  # gpu.compile_vae
+    if not model.compiled and not compiled_parts and all(
+            p.dtype == torch.float32 for m in modules.values() for p in m.parameters()):
         return model
     with _TWIN_GUARD:
         twin = model._twins.get("float32")
@@ -399,8 +405,8 @@ def float32_twin(model: LoadedModel) -> LoadedModel:
             pipe = copy.copy(model.pipe)  # shallow: shares tokenizers, scheduler and float32 modules
             for name, module in modules.items():
                 base = getattr(module, "_orig_mod", module)  # torch.compile's wrapper
-                if any(p.dtype != torch.float32 for p in base.parameters()):
-                    base = torch.nn.Module.to(copy.deepcopy(base), torch.float32)  # no diffusers fp32 notice
+                if any(p.dtype != torch.float32 for p in base.parameters()) or has_compiled_child(base):
+                    base = torch.nn.Module.to(uncompiled_copy(base), torch.float32)  # no diffusers fp32 notice
                 setattr(pipe, name, base)
             twin = model._twins["float32"] = LoadedModel(
                 pipe=pipe, model_id=model.model_id, revision=model.revision, family=model.family,
@@ -420,17 +426,21 @@ def from_pipeline(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     compile: bool | str = False,
+    recipe: GpuRecipe | None = None,
 ) -> LoadedModel:
     """Make a ``LoadedModel`` of an SD-family pipeline object: DDIM scheduler, progress bars off,
     moved to ``device``/``dtype`` with the precision rules of ``LoadedModel``; on CUDA the UNet and
     VAE in channels_last (faster convolutions with cuDNN); attention is PyTorch's SDPA (diffusers'
     default processor on torch 2). ``compile``: wrap the UNet in ``torch.compile`` (``True``:
-    inductor; a string names another backend) with ``dynamic=False``.
+    inductor; a string names another backend) with ``dynamic=False``. ``recipe``: the GPU recipe's
+    switches (``gpu_recipe``: compile mode, compiled VAE decoder, fused QKV, fp16 VAE, cuDNN
+    autotuning, TF32), all off by default.
 
     ``load_pipeline`` ends here; tests use it directly to run a real pipeline in half precision on
     CPU (which ``load_pipeline`` refuses: slow, and only good for forcing precision failures).
     """
     torch_device = resolve_device(device)
+    recipe = recipe or DEFAULT_RECIPE
     family = for_class(type(pipe).__name__, where="the pipeline")
     family.prepare(pipe)  # SD families: DDIM from the checkpoint's config; flow matching: its Euler scheduler
     pipe.set_progress_bar_config(disable=True)
@@ -438,7 +448,7 @@ def from_pipeline(
     if family.denoiser(pipe).dtype != dtype:  # from_pretrained already loaded in dtype; the demos are float32
         pipe.to(dtype=dtype)
     if dtype == torch.float16:
-        if pipe.vae.config.get("force_upcast", False):
+        if pipe.vae.config.get("force_upcast", False) and not recipe.vae_half:
             # The SD/SDXL VAEs overflow in fp16 (NaN images); the pipelines upcast them, so do we, once.
             pipe.vae.to(torch.float32)
         else:
@@ -449,9 +459,14 @@ def from_pipeline(
         if getattr(pipe, "unet", None) is not None:
             pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
+    apply_process_flags(recipe, torch_device)
+    if recipe.fuse_qkv:
+        fuse_qkv(family.denoiser(pipe))
+    backend = "inductor" if compile in (True, False) else str(compile)
     if compile:
-        backend = "inductor" if compile is True else str(compile)
-        family.set_denoiser(pipe, torch.compile(family.denoiser(pipe), backend=backend, dynamic=False))
+        family.set_denoiser(pipe, torch.compile(family.denoiser(pipe), **compile_kwargs(recipe, backend)))
+    if recipe.compile_vae:
+        pipe.vae.decoder = torch.compile(pipe.vae.decoder, **compile_kwargs(recipe, backend))
     resolution, seed_shape = family.geometry(pipe)
     return LoadedModel(
         pipe=pipe,
@@ -471,28 +486,30 @@ def from_pipeline(
 
 # 4. In-process cache ----------------------------------------------------------------------------
 
-_CACHE: dict[tuple[str, str, str, str], LoadedModel] = {}
+_CACHE: dict[tuple[str, ...], LoadedModel] = {}
 _CACHE_GUARD = threading.Lock()
-_KEY_LOCKS: dict[tuple[str, str, str, str], threading.Lock] = {}
+_KEY_LOCKS: dict[tuple[str, ...], threading.Lock] = {}
 
 
-def _cache_key(model: str, device: str, dtype: str, compile: bool | str) -> tuple[str, str, str, str]:
+def _cache_key(model: str, device: str, dtype: str, compile: bool | str,
+               recipe: GpuRecipe | None = None) -> tuple[str, ...]:
     path = Path(model).expanduser()
     spec = str(path.resolve()) if path.exists() else model
     torch_device = resolve_device(device)
     backend = "" if not compile else ("inductor" if compile is True else str(compile))
-    return spec, str(torch_device), str(resolve_dtype(dtype, torch_device)), backend
+    return spec, str(torch_device), str(resolve_dtype(dtype, torch_device)), backend, (recipe or DEFAULT_RECIPE).key()
 
 
 def get_pipeline(
-    model: str = "demo", *, device: str = "cpu", dtype: str = "float32", compile: bool | str = False
+    model: str = "demo", *, device: str = "cpu", dtype: str = "float32", compile: bool | str = False,
+    recipe: GpuRecipe | None = None,
 ) -> LoadedModel:
-    """``load_pipeline`` memoised per (model, device, dtype, compile) in this process; thread-safe.
+    """``load_pipeline`` memoised per (model, device, dtype, compile, recipe) in this process; thread-safe.
 
     Two threads asking for the same key load it once (the second waits); different keys load in
     parallel. Failures are not cached.
     """
-    key = _cache_key(model, device, dtype, compile)
+    key = _cache_key(model, device, dtype, compile, recipe)
     with _CACHE_GUARD:
         if key in _CACHE:
             return _CACHE[key]
@@ -501,7 +518,7 @@ def get_pipeline(
         with _CACHE_GUARD:
             if key in _CACHE:
                 return _CACHE[key]
-        loaded = load_pipeline(model, device=device, dtype=dtype, compile=compile)
+        loaded = load_pipeline(model, device=device, dtype=dtype, compile=compile, recipe=recipe)
         with _CACHE_GUARD:
             _CACHE[key] = loaded
         return loaded

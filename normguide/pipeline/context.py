@@ -56,9 +56,10 @@ def cached_model_provider(config: RunConfig) -> ModelProvider:
     a worker that runs many tasks loads it once."""
 
     def provide() -> LoadedModel:
-        from normguide.diffusion import get_pipeline
+        from normguide.diffusion import GpuRecipe, get_pipeline
 
-        return get_pipeline(config.model, device=config.device, dtype=config.dtype, compile=config.compile)
+        return get_pipeline(config.model, device=config.device, dtype=config.dtype, compile=config.compile,
+                            recipe=GpuRecipe(**config.gpu.model_dump()))
 
     return provide
 

@@ -26,7 +26,7 @@ from normguide.data import layout
 from normguide.data.schema import Concept
 from normguide.data.storage import LeaseLost, Storage
 from normguide.pipeline import refine as refine_stage
-from normguide.pipeline import steps
+from normguide.pipeline import steps, throughput
 from normguide.pipeline.context import RunContext
 from normguide.pipeline.results import ConceptOutcome, PreparedRun, RunSummary
 from normguide.progress import announce
@@ -148,8 +148,14 @@ def _run_leased(runner: Runner, concepts: list[Concept], head: dict, *, finalize
     if failed := [cid for cid, o in outcomes.items() if o.status == "failed"]:
         runner.log.error("%d of %d concept(s) failed: %s", len(failed), len(outcomes), ", ".join(failed[:20]))
 
+    # The generation's throughput, MFU and cost (this invocation's images) into run.json; a shard
+    # of a fan-out only reports its own in its summary (shards would overwrite each other's)
+    cost = throughput.run_cost(runner.ctx, outcomes.values())
+    if cost is not None and finalize:
+        runner.step("record_cost", cost)
+
     # 5. Consolidate the manifest and write _SUCCESS, only when every concept is done
-    summary = RunSummary(**head, concepts=outcomes)
+    summary = RunSummary(**head, concepts=outcomes, cost=cost)
     if summary.failed:
         runner.step("record_status", "failed", "; ".join(f"{cid}: {summary.concepts[cid].error}"
                                                          for cid in summary.failed))

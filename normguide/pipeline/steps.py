@@ -68,6 +68,7 @@ from normguide.pipeline.resume import (  # noqa: F401 - resume checks, importabl
     read_seeds,
     reusable_images,
 )
+from normguide.pipeline.throughput import GenerationMeter, concept_cost, record_cost  # noqa: F401 - record_cost: a step
 
 _log = logging.getLogger(__name__)
 
@@ -428,8 +429,9 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
     reused = reusable_images(ctx, cid, [k for k in keys if k in present])
     todo = [i for i, k in enumerate(keys) if k not in reused]
 
-    # 2. Generate and write them
-    records = _generate_and_write(ctx, prompt, seeds, todo, keys) if todo else {}
+    # 2. Generate and write them (the model's time measured for run.json's cost: throughput.py)
+    meter = GenerationMeter()
+    records = _generate_and_write(ctx, prompt, seeds, todo, keys, meter) if todo else {}
     for i, k in enumerate(keys):
         if i not in records:
             records[i] = reused[k]
@@ -447,7 +449,8 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
     storage.write_bytes(mf.part_key(cid), mf.rows_to_parquet(part, concept=concept.definition()))
     z = [r["seed_zscore"] for r in part]
     return GeneratedConcept(concept_id=cid, images=len(rows), generated=len(todo), skipped=False,
-                            methods=sorted({r.method for r in rows}), mean_seed_zscore=sum(z) / len(z) if z else None)
+                            methods=sorted({r.method for r in rows}), mean_seed_zscore=sum(z) / len(z) if z else None,
+                            generation=concept_cost(ctx, meter) if todo else None)
 
 def _encode_and_write(storage, keys: list[str], idx: list[int], images, fallbacks) -> dict[int, mf.ImageRecord]:
     """PNG-encode, hash and write one generated batch (on the writer thread)."""
@@ -457,7 +460,7 @@ def _encode_and_write(storage, keys: list[str], idx: list[int], images, fallback
 
 
 def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: list[int],
-                        keys: list[str]) -> dict[int, mf.ImageRecord]:
+                        keys: list[str], meter: GenerationMeter | None = None) -> dict[int, mf.ImageRecord]:
     """Generate the images of plan rows ``todo``; each batch is written on a writer thread while
     the next batch is generated."""
     from normguide.diffusion import generate_images
@@ -467,6 +470,8 @@ def _generate_and_write(ctx: RunContext, prompt: str, seeds: SeedsFile, todo: li
     batches = generate_images(ctx.model(), seeds.generation_seeds[todo], prompt, num_inference_steps=gen.num_inference_steps,
                               guidance_scale=gen.guidance_scale, batch_size=gen.batch_size,
                               batch_invariant=gen.batch_invariant, vae_batch_size=gen.vae_batch_size)
+    if meter is not None:
+        batches = meter.iterate(batches)
     cid = seeds.concept_id
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="normguide-write") as writer, \
             progress.stage(cid, "generation", total=len(todo)) as bar:

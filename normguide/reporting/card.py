@@ -23,6 +23,7 @@ import yaml
 from normguide.data import layout
 from normguide.data.manifest import MANIFEST_SCHEMA
 from normguide.data.text import printable
+from normguide.reporting.cost import cost_lines
 from normguide.reporting.records import (
     EVAL_PLOT_KEY,
     EVAL_REPORT_KEY,
@@ -208,6 +209,17 @@ def _load_snippets(record: ReportRecord, snippets: Mapping[str, str]) -> list[st
     return lines
 
 
+def cost_section(cost: Mapping[str, Any] | None) -> list[str]:
+    """The card's "Cost" section: run.json ``cost`` (throughput, MFU, $ per 1,000 images), or
+    nothing for a run that has none (one made before it was recorded)."""
+    if not cost:
+        return []
+    return ["## Cost", "", "What generating the images took and cost, from [`run.json`](run.json) `cost` (over "
+            + (cost.get("scope") or "this run's images") + "; model FLOP utilisation against the device's dense "
+            "peak, and dollars from the device price the run was given):", "",
+            *(f"- {line}" for line in cost_lines(cost)), ""]
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -287,6 +299,7 @@ def dataset_card(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Sch
     else:
         lines += ["## Evaluation", "", "This run was not evaluated (no `eval/metrics.parquet`); "
                   "`normguide evaluate <run>` scores it.", ""]
+    lines += cost_section(run.get("cost"))
     lines += [
         "## Contact sheets",
         "",

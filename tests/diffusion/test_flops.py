@@ -23,3 +23,19 @@ def test_utilisation_and_cost_arithmetic():
     unknown = utilisation(images=100, seconds=10.0, flops_per_image=10**12, peak_tflops=None)
     assert unknown["mfu"] is None and unknown["usd_per_1000_images"] is None
     assert device_peak_tflops("cpu", "float32") is None and device_peak_tflops("cpu", "float32", override=2.5) == 2.5
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux", "pixart"])
+def test_transformer_families_count_their_transformer_calls_and_one_decode_without_touching_the_rng(family):
+    import torch
+
+    from normguide.diffusion import load_pipeline
+    from normguide.diffusion.flops import transformer_flops_per_step
+
+    m = load_pipeline(f"demo:{family}")  # fresh: nothing counted yet
+    state = torch.get_rng_state()
+    guided, unguided = (transformer_flops_per_step(m, guidance_scale=g) for g in (7.5, 1.0))
+    assert torch.equal(state, torch.get_rng_state())  # counting draws no random number
+    assert flops_per_image(m, steps=3, guidance_scale=7.5) == 3 * guided + vae_decode_flops(m)  # Euler: a call a step
+    # classifier-free guidance doubles the rows (SD3, PixArt); FLUX's guidance is an input: one row
+    assert guided == (unguided if family == "flux" else 2 * unguided) and unguided > 0

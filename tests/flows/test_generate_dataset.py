@@ -42,6 +42,9 @@ def test_flow_writes_consistent_dataset(concept_dir, tmp_path):
     run = json.loads((root / "run.json").read_text())
     assert run["status"] == "complete" and run["model"]["is_demo"] and "digits model" in run["model"]["note"]
     assert run["versions"]["torch"] == torch.__version__
+    # the Prefect driver records the generation's cost as the local one does (the summary's record)
+    assert run["cost"] == summary.cost.model_dump(mode="json") and run["cost"]["images"] == 6
+    assert run["cost"]["flops_per_image"] > 0 and run["cost"]["generation_seconds"] > 0
 
     df = pd.read_parquet(root / "manifest.parquet")
     assert sorted(df.concept_id.unique()) == ["alpha", "beta"]

@@ -2,8 +2,9 @@
 roots, write byte-identical data files: every image, every seeds file, every manifest part,
 ``manifest.parquet`` and ``_SUCCESS`` (and the report's figures). Only the records of the run itself differ, and only by
 when it ran and where: run.json (``started_at``, ``finished_at``, ``output_root``,
-``config.output``), and the dataset card ``README.md`` and ``report/index.md`` (the same times and
-the output root in their text). The README's "Interrupted runs, reruns and idempotency" states
+``config.output``, and ``cost``: the generation's measured seconds and what follows from them), and
+the dataset card ``README.md`` and ``report/index.md`` (the same times, the output root and the card's
+measured "Cost" section in their text). The README's "Interrupted runs, reruns and idempotency" states
 this claim; this test checks it.
 """
 
@@ -16,25 +17,21 @@ from pathlib import Path
 import pytest
 
 from normguide.config import RunConfig
-from normguide.data.schema import write_concept_table
 from normguide.diffusion import load_pipeline
 from normguide.pipeline import resolved_run_id, run_dataset
-from tests.helpers import make_reference
+from tests.factories import reference_table
 
 DATA = ("images", "seeds", "manifest")
 #: The run's own records: they differ between two runs by time and output root only.
 RECORDS = ("run.json", "README.md", "report/index.md")
+_COST = re.compile(r"## Cost\n.*?\n(?=## )", re.DOTALL)  # the card's measured section (times, rates)
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?")
 
 
 @pytest.fixture
 def table(tmp_path):
-    rows = []
-    for cid, n in (("alpha", 2), ("beta", 3)):
-        refs = [str(make_reference(tmp_path / "in" / cid / f"{i}.png", seed=5 * i + len(cid))) for i in range(n)]
-        rows.append({"concept_id": cid, "name": cid, "reference_uris": refs})
-    write_concept_table(rows, tmp_path / "in" / "concepts.parquet")
-    return tmp_path / "in" / "concepts.parquet"
+    return reference_table(tmp_path / "in" / "concepts.parquet", (("alpha", 2), ("beta", 3)),
+                           seed=lambda cid, i: 5 * i + len(cid))
 
 
 def _run(table, output: Path) -> Path:
@@ -65,11 +62,14 @@ def test_two_clean_runs_write_byte_identical_data_files(table, tmp_path):
     assert [k for k in fa if k not in RECORDS and fa[k] != fb[k]] == []
 
     ra, rb = json.loads(fa["run.json"]), json.loads(fb["run.json"])
-    assert {k for k in ra if ra[k] != rb[k]} <= {"started_at", "finished_at", "output_root", "config"}
+    assert {k for k in ra if ra[k] != rb[k]} <= {"started_at", "finished_at", "output_root", "config", "cost",
+                                                 "cost_measured_at"}
+    timed = {"generation_seconds", "images_per_s_per_device", "achieved_tflops", "mfu", "usd_per_1000_images"}
+    assert {k for k in ra["cost"] if ra["cost"][k] != rb["cost"][k]} <= timed  # FLOPs, images, device: the same
     assert {k for k in ra["config"] if ra["config"][k] != rb["config"][k]} == {"output"}
     for name in set(RECORDS) & set(fa):
         if name == "run.json":
             continue
-        norm = [_ISO.sub("<time>", f[name].decode().replace(str(root), "<root>").replace(str(root.parent), "<out>"))
-                for f, root in ((fa, a), (fb, b))]
+        norm = [_ISO.sub("<time>", _COST.sub("## Cost <measured>\n\n", f[name].decode()).replace(str(root), "<root>")
+                         .replace(str(root.parent), "<out>")) for f, root in ((fa, a), (fb, b))]
         assert norm[0] == norm[1], name

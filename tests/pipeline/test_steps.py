@@ -9,13 +9,12 @@ import pandas as pd
 import pytest
 
 from normguide.config import RunConfig
-from normguide.data.schema import write_concept_table
 from normguide.data.seeds import SeedsFile, seeds_key
 from normguide.data.storage import Storage
 from normguide.diffusion import load_pipeline
 from normguide.pipeline import RunContext, resolved_run_id, run_dataset, steps
+from tests.factories import never_load, reference_table, tiny_config
 from tests.helpers import make_reference
-from tests.factories import never_load, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +24,8 @@ def model():
 
 @pytest.fixture
 def table(tmp_path):
-    rows = []
-    for cid, n in (("alpha", 2), ("beta", 3)):
-        refs = [str(make_reference(tmp_path / "in" / cid / f"{i}.png", seed=7 * i + len(cid))) for i in range(n)]
-        rows.append({"concept_id": cid, "name": cid, "reference_uris": refs})
-    write_concept_table(rows, tmp_path / "in" / "concepts.parquet")
-    return tmp_path / "in" / "concepts.parquet"
+    return reference_table(tmp_path / "in" / "concepts.parquet", (("alpha", 2), ("beta", 3)),
+                           seed=lambda cid, i: 7 * i + len(cid))
 
 
 def _config(table, output, **overrides) -> RunConfig:
@@ -62,7 +57,10 @@ def test_each_step_on_an_injected_store(tmp_path, table, model):
     part = pd.read_parquet(io.BytesIO(store.read_bytes("manifest/part-alpha.parquet")))
     assert list(part.image_id) == [r.image_id for r in planned.plan_rows]
     assert all(store.exists(f"images/alpha/{i}.png") for i in part.image_id)
-    assert steps.completed_concept(ctx, alpha) == gen.model_copy(update={"generated": 0, "skipped": True})
+    assert gen.generation.images == 6 and gen.generation.seconds > 0 and gen.generation.flops_per_image > 0
+    # complete: nothing generated, nothing timed
+    assert steps.completed_concept(ctx, alpha) == gen.model_copy(update={"generated": 0, "skipped": True,
+                                                                         "generation": None})
     assert steps.missing_parts(ctx, ["alpha", "beta"]) == ["beta"] == steps.parts_to_redo(ctx, [alpha, beta])
     with pytest.raises(RuntimeError, match=r"manifest parts missing for concepts \['beta'\]"):
         steps.finalize(ctx, ["alpha", "beta"])
@@ -82,6 +80,7 @@ def test_generate_reuses_written_images_and_finalize_needs_no_model(tmp_path, ta
     (tmp_path / "out" / ctx.run_id / "images" / "alpha" / "nao-interpolant-00000.png").unlink()
     again = steps.generate(ctx, alpha, seeds)
     assert (again.images, again.generated) == (first.images, 1)
+    assert again.generation.images == 1  # a resume times only what it generates itself
     assert {k: ctx.storage.read_bytes(k) for k in ctx.storage.list("images")} == images
     late = RunContext.create(ctx.config, model=never_load)
     assert steps.finalize(late, ["alpha"]).endswith("manifest.parquet") and steps.is_complete(late)

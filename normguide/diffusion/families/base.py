@@ -62,7 +62,8 @@ class Family:
 
     def denoiser(self, pipe):
         """The module that runs once per step (UNet or transformer): precision, memory format, compile."""
-        return getattr(pipe, "unet", None) or pipe.transformer
+        unet = getattr(pipe, "unet", None)  # not `or`: a torch.compile wrapper refuses bool() (its len())
+        return unet if unet is not None else pipe.transformer
 
     def set_denoiser(self, pipe, module) -> None:
         if getattr(pipe, "unet", None) is not None:
