@@ -75,24 +75,32 @@ def _tokenizer_class(folder: Path) -> str:
         return ""
 
 
-def unknown_words(tokenizer: Any, text: str) -> list[str]:
+def unknown_words(tokenizer: Any, text: str, known: dict[str, bool] | None = None) -> list[str]:
     """The words of ``text`` (lower-cased, in order, each once) that ``tokenizer`` does not know:
-    mapped to its unknown token, or split mostly into single characters."""
-    unk = getattr(tokenizer, "unk_token_id", None)
+    mapped to its unknown token, or split mostly into single characters. ``known``: a memo of
+    word -> unknown, shared between calls with the same tokenizer (a table's prompts repeat
+    most of their words)."""
+    memo = {} if known is None else known
     out: list[str] = []
     for word in dict.fromkeys(_WORD.findall(text.lower())):
-        ids = tokenizer(word, add_special_tokens=False).input_ids
-        if not ids:
-            continue
-        if unk is not None and unk in ids:
-            out.append(word)
-            continue
-        if len(word) < 2 or len(ids) < 2:
-            continue
-        pieces = [p.replace("</w>", "") for p in tokenizer.convert_ids_to_tokens(ids)]
-        if sum(len(p) <= 1 for p in pieces) * 2 > len(pieces):
+        if word not in memo:
+            memo[word] = _unknown(tokenizer, word)
+        if memo[word]:
             out.append(word)
     return out
+
+
+def _unknown(tokenizer: Any, word: str) -> bool:
+    ids = tokenizer(word, add_special_tokens=False).input_ids
+    if not ids:
+        return False
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and unk in ids:
+        return True
+    if len(word) < 2 or len(ids) < 2:
+        return False
+    pieces = [p.replace("</w>", "") for p in tokenizer.convert_ids_to_tokens(ids)]
+    return sum(len(p) <= 1 for p in pieces) * 2 > len(pieces)
 
 
 def _names_a_digit(name: str) -> bool:
@@ -118,9 +126,10 @@ def drawing_warnings(model: str, concepts: Iterable[Any], prompt_template: str) 
             tokenizer = load_tokenizer(str(folder))
         except Exception:  # noqa: BLE001 - a model we cannot read is reported when it loads, not here
             tokenizer = None
+    known: dict[str, bool] = {}
     for c in concepts:
         prompt = c.resolved_prompt(prompt_template)
-        if tokenizer is not None and (words := unknown_words(tokenizer, prompt)):
+        if tokenizer is not None and (words := unknown_words(tokenizer, prompt, known)):
             out.append(f"concept {c.concept_id!r}: the model's tokenizer does not know "
                        f"{', '.join(repr(w) for w in words)} (prompt {prompt!r}), so the model cannot "
                        "draw what they name")
