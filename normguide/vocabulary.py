@@ -132,7 +132,7 @@ def drawing_warnings(model: str, concepts: Iterable[Any], prompt_template: str) 
         if tokenizer is not None and (words := unknown_words(tokenizer, prompt, known)):
             out.append(f"concept {c.concept_id!r}: the model's tokenizer does not know "
                        f"{', '.join(repr(w) for w in words)} (prompt {prompt!r}), so the model cannot "
-                       "draw what they name")
+                       f"draw what {'they name' if len(words) > 1 else 'it names'}")
         if model == "demo" and not _names_a_digit(c.name):
             out.append(f"concept {c.concept_id!r}: the demo model draws only handwritten digits and "
                        f"{c.name!r} names none, so its images will be digits; use --model <checkpoint>")
