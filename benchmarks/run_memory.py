@@ -1,7 +1,7 @@
 """Benchmark: peak memory of a run does not grow with the number of images (outputs stream).
 
     flock /work/coord/heavy.lock nice -n 0 .venv/bin/python benchmarks/run_memory.py \
-        [--images 200 4000] [--repeats 3] [--large-repeats 2] [--steps 1] [--batch-size 32] [--leak-bytes 3072]
+        [--images 200 3000] [--repeats 3] [--large-repeats 2] [--steps 1] [--batch-size 32] [--leak-bytes 3072]
 
 Each measurement is a fresh child process that runs one dataset-generation run on the demo
 model through the local driver of :mod:`normguide.pipeline` (prepare, load concepts, invert, plan,
@@ -23,10 +23,10 @@ comparison can tell from noise.
 Why these sizes: the demo's images are 32 px, 3 KiB decoded (about 1-2 KiB as PNG), against a
 baseline of about 600 MiB (interpreter, torch, the model), so 200 vs 2,000 images (the old
 default) could not show a leak of one image each: 1,800 x 3 KiB = 5 MiB, within the noise and
-under 1 % of the peak. 200 vs 4,000 images with ``--leak-bytes 3072`` (a positive control: the
+under 1 % of the peak. 200 vs 3,000 images with ``--leak-bytes 3072`` (a positive control: the
 child keeps 3 KiB for every image it writes, as a driver that held each decoded image would)
 shows whether the comparison can see such a leak at all; the control's row must rise by about
-4,000 x 3 KiB = 12 MiB over the normal row of the same count, against a repeat spread of a few
+3,000 x 3 KiB = 9 MiB over the normal row of the same count, against a repeat spread of a few
 MiB (measured: printed with the table).
 """
 
@@ -138,7 +138,7 @@ def _measure(num_images: int, steps: int, batch_size: int, leak_bytes: int = 0) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, nargs="+", default=[200, 4000])
+    ap.add_argument("--images", type=int, nargs="+", default=[200, 3000])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--large-repeats", type=int, default=2, help="repeats of the largest count")
     ap.add_argument("--steps", type=int, default=1, help="inversion and generation steps")
