@@ -311,9 +311,9 @@ def main() -> None:
             return _images(out), 0
 
         def optimise_bare():
-            if cuda:
-                den = fam.denoiser(pipe)
-                den.to(memory_format=torch.channels_last)
+            if cuda:  # what from_pipeline does on CUDA: the UNet (not a transformer) and the VAE
+                if getattr(pipe, "unet", None) is not None:
+                    pipe.unet.to(memory_format=torch.channels_last)
                 pipe.vae.to(memory_format=torch.channels_last)
             if upcast:
                 pipe.vae.to(torch.float32)  # resident, as normguide keeps it (no per-call upcast)
