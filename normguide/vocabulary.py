@@ -45,30 +45,62 @@ def tokenizer_dir(model: str) -> Path | None:
 
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(folder: str) -> Any:
-    """transformers' tokenizer of a local folder (no download, no torch)."""
+    """transformers' tokenizer of a local folder (no download).
+
+    ``AutoTokenizer`` imports torch (through transformers' model configuration code), so the
+    tokenizer classes are taken from the modules that do not: the fast tokenizer of a
+    ``tokenizer.json`` (what transformers itself loads when one is there), or CLIP's tokenizer for a
+    CLIP folder without one (a vocabulary and merges, as SD 1.x checkpoints ship it). Any other
+    folder falls back to ``AutoTokenizer``, torch and all."""
+    path = Path(folder)
+    if (path / "tokenizer.json").is_file():
+        from transformers.tokenization_utils_tokenizers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
+    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file() and _tokenizer_class(path).startswith("CLIP"):
+        from transformers.models.clip.tokenization_clip import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
-def unknown_words(tokenizer: Any, text: str) -> list[str]:
+def _tokenizer_class(folder: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((folder / "tokenizer_config.json").read_text()).get("tokenizer_class") or "")
+    except (OSError, ValueError):
+        return ""
+
+
+def unknown_words(tokenizer: Any, text: str, known: dict[str, bool] | None = None) -> list[str]:
     """The words of ``text`` (lower-cased, in order, each once) that ``tokenizer`` does not know:
-    mapped to its unknown token, or split mostly into single characters."""
-    unk = getattr(tokenizer, "unk_token_id", None)
+    mapped to its unknown token, or split mostly into single characters. ``known``: a memo of
+    word -> unknown, shared between calls with the same tokenizer (a table's prompts repeat
+    most of their words)."""
+    memo = {} if known is None else known
     out: list[str] = []
     for word in dict.fromkeys(_WORD.findall(text.lower())):
-        ids = tokenizer(word, add_special_tokens=False).input_ids
-        if not ids:
-            continue
-        if unk is not None and unk in ids:
-            out.append(word)
-            continue
-        if len(word) < 2 or len(ids) < 2:
-            continue
-        pieces = [p.replace("</w>", "") for p in tokenizer.convert_ids_to_tokens(ids)]
-        if sum(len(p) <= 1 for p in pieces) * 2 > len(pieces):
+        if word not in memo:
+            memo[word] = _unknown(tokenizer, word)
+        if memo[word]:
             out.append(word)
     return out
+
+
+def _unknown(tokenizer: Any, word: str) -> bool:
+    ids = tokenizer(word, add_special_tokens=False).input_ids
+    if not ids:
+        return False
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and unk in ids:
+        return True
+    if len(word) < 2 or len(ids) < 2:
+        return False
+    pieces = [p.replace("</w>", "") for p in tokenizer.convert_ids_to_tokens(ids)]
+    return sum(len(p) <= 1 for p in pieces) * 2 > len(pieces)
 
 
 def _names_a_digit(name: str) -> bool:
@@ -94,12 +126,13 @@ def drawing_warnings(model: str, concepts: Iterable[Any], prompt_template: str) 
             tokenizer = load_tokenizer(str(folder))
         except Exception:  # noqa: BLE001 - a model we cannot read is reported when it loads, not here
             tokenizer = None
+    known: dict[str, bool] = {}
     for c in concepts:
         prompt = c.resolved_prompt(prompt_template)
-        if tokenizer is not None and (words := unknown_words(tokenizer, prompt)):
+        if tokenizer is not None and (words := unknown_words(tokenizer, prompt, known)):
             out.append(f"concept {c.concept_id!r}: the model's tokenizer does not know "
                        f"{', '.join(repr(w) for w in words)} (prompt {prompt!r}), so the model cannot "
-                       "draw what they name")
+                       f"draw what {'they name' if len(words) > 1 else 'it names'}")
         if model == "demo" and not _names_a_digit(c.name):
             out.append(f"concept {c.concept_id!r}: the demo model draws only handwritten digits and "
                        f"{c.name!r} names none, so its images will be digits; use --model <checkpoint>")

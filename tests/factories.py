@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from normguide.config import RunConfig
+from normguide.data.schema import write_concept_table
+from tests.helpers import make_reference
 
 
 def never_load():
@@ -34,3 +36,16 @@ def tiny_config(table: Path | str, output: Path | str, *, model: str = "demo:sd1
         "generation": generation,
         "plan": {"methods": list(methods), "num_images": num_images},
     }).with_overrides(**overrides)
+
+
+def reference_table(table: Path, counts, *, seed, refs_dir: Path | None = None) -> Path:
+    """A concept table at ``table`` with ``counts`` ((concept id, number of references) pairs; the
+    name is the id) of small random references ``<refs_dir>/<id>/<i>.png`` (default: the
+    table's folder), each drawn with ``seed(concept_id, i)``; returns ``table``."""
+    refs_dir = table.parent if refs_dir is None else refs_dir
+    rows = []
+    for cid, n in counts:
+        refs = [str(make_reference(refs_dir / cid / f"{i}.png", seed=seed(cid, i))) for i in range(n)]
+        rows.append({"concept_id": cid, "name": cid, "reference_uris": refs})
+    write_concept_table(rows, table)
+    return table

@@ -7,6 +7,8 @@ Each command lives in the module of its job (``run.py``, ``tables.py``, ``runs.p
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from pathlib import Path
 
@@ -73,35 +75,50 @@ def step_options(config, concepts, output, model, run_id, prompt_template, seed,
             "inversion.reconstruction": reconstruction, "storage.endpoint_url": endpoint_url, **more}
 
 
-#: The refinement options of ``run`` and ``plan``: option parameter -> (``refine.`` field, the
-#: default shown in --help, extra typer.Option arguments). Their help is the field's description.
-REFINE_OPTIONS: dict[str, tuple[str, str, dict]] = {
-    "refine": ("enabled", "no", {"param_decls": ("--refine/--no-refine",)}),
-    "refine_preset": ("preset", "auto", {}),
-    "refine_iterations": ("iterations", "preset: 5 / 30", {}),
-    "refine_lr": ("learning_rate", "preset: 0.05 / 0.1", {}),
-    "refine_lr_decay_at": ("lr_decay_at", "3", {}),
-    "refine_lr_decay_factor": ("lr_decay_factor", "0.1", {}),
-    "refine_semantic_weight": ("semantic_weight", "10", {}),
-    "refine_appearance_weight": ("appearance_weight", "1", {}),
-    "refine_steps": ("num_inference_steps", "20", {}),
-    "refine_guidance": ("guidance_scale", "preset: 1 / 7.5", {}),
-    "refine_stop_below": ("stop_below", "never", {}),
-    "refine_stop_tolerance": ("stop_tolerance", "never", {}),
-    "feature_model": ("feature_model", "auto: the demo's autoencoder for the demo model", {}),
+#: The refinement options of ``run`` and ``plan``: option parameter -> (``refine.`` field, its
+#: type, the default shown in --help, extra typer.Option arguments). Their help is the field's
+#: description; :func:`with_refine_options` adds them to a command.
+REFINE_OPTIONS: dict[str, tuple[str, type, str, dict]] = {
+    "refine": ("enabled", bool, "no", {"param_decls": ("--refine/--no-refine",)}),
+    "refine_preset": ("preset", str, "auto", {}),
+    "refine_iterations": ("iterations", int, "preset: 5 / 30", {}),
+    "refine_lr": ("learning_rate", float, "preset: 0.05 / 0.1", {}),
+    "refine_lr_decay_at": ("lr_decay_at", int, "3", {}),
+    "refine_lr_decay_factor": ("lr_decay_factor", float, "0.1", {}),
+    "refine_semantic_weight": ("semantic_weight", float, "10", {}),
+    "refine_appearance_weight": ("appearance_weight", float, "1", {}),
+    "refine_steps": ("num_inference_steps", int, "20", {}),
+    "refine_guidance": ("guidance_scale", float, "preset: 1 / 7.5", {}),
+    "refine_stop_below": ("stop_below", float, "never", {}),
+    "refine_stop_tolerance": ("stop_tolerance", float, "never", {}),
+    "feature_model": ("feature_model", str, "auto: the demo's autoencoder for the demo model", {}),
 }
 
 
 def refine_option(param: str):
     """The typer option of ``param`` (a key of :data:`REFINE_OPTIONS`), documented from its field."""
-    field, shown, extra = REFINE_OPTIONS[param]
+    field, _, shown, extra = REFINE_OPTIONS[param]
     return typer.Option(None, *extra.get("param_decls", ()), help=RefineConfig.model_fields[field].description,
                         show_default=shown, rich_help_panel="Refinement")
 
 
-def refine_overrides(values: dict) -> dict:
-    """The dotted-path overrides of the refinement options given (``values``: parameter -> value)."""
-    return {f"refine.{REFINE_OPTIONS[p][0]}": values[p] for p in REFINE_OPTIONS}
+def with_refine_options(command):
+    """``command`` with the refinement options of :data:`REFINE_OPTIONS` added to its command
+    line (after its own); it receives them as one keyword, ``refine_overrides``: the dotted-path
+    overrides of the options given (``refine.<field>`` -> value, None where not given)."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "refine_overrides"]
+    added = [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, default=refine_option(p), annotation=kind | None)
+             for p, (_, kind, _, _) in REFINE_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def with_options(*args, **kwargs):
+        overrides = {f"refine.{REFINE_OPTIONS[p][0]}": kwargs.pop(p, None) for p in REFINE_OPTIONS}
+        return command(*args, refine_overrides=overrides, **kwargs)
+
+    with_options.__signature__ = signature.replace(parameters=own + added)
+    with_options.__annotations__ = {p.name: p.annotation for p in own + added} | {"return": signature.return_annotation}
+    return with_options
 
 
 def split(value: str | None) -> tuple[str, ...] | None:

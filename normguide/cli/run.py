@@ -9,14 +9,12 @@ import typer
 
 from normguide.cli.app import (
     DEFAULTS,
-    REFINE_OPTIONS,
     app,
     build_config,
     fail,
-    refine_option,
-    refine_overrides,
     split,
     step_options,
+    with_refine_options,
 )
 from normguide.cli.console import print_summary, progress_reporter
 from normguide.cli.prefect_process import Interrupts, is_whole_table, prefect_server_configured, run_prefect
@@ -25,6 +23,7 @@ from normguide.errors import BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 
 @app.command()
+@with_refine_options
 def run(
     concepts: str | None = typer.Option(None, help="Concept table (Parquet): a path or s3:// URI.", show_default="the shipped example (3 rare digits)"),
     output: str | None = typer.Option(None, help="Output root (local dir or s3://bucket/prefix); the run writes under <output>/<run-id>/.", show_default=DEFAULTS.output),
@@ -52,22 +51,9 @@ def run(
     price_per_hour: float | None = typer.Option(None, "--price-per-hour", help="Price of one device per hour in USD, for run.json's cost per 1,000 images (cost.device_price_per_hour; not part of the run id).", show_default="not priced"),
     peak_tflops: float | None = typer.Option(None, "--peak-tflops", help="The device's peak TFLOP/s in the run's dtype, for MFU where normguide does not know it (CPUs, unlisted GPUs).", show_default="the vendor table on CUDA, none on CPU"),
     quick: bool = typer.Option(False, "--quick", metavar="", help="A quick look: 10 inversion and 10 generation steps, 4 images per concept and method, no reconstruction pass, into ./outputs-quick (options given here still override). The full default run takes a few times longer."),
-    refine: bool | None = refine_option("refine"),
-    refine_preset: str | None = refine_option("refine_preset"),
-    refine_iterations: int | None = refine_option("refine_iterations"),
-    refine_lr: float | None = refine_option("refine_lr"),
-    refine_lr_decay_at: int | None = refine_option("refine_lr_decay_at"),
-    refine_lr_decay_factor: float | None = refine_option("refine_lr_decay_factor"),
-    refine_semantic_weight: float | None = refine_option("refine_semantic_weight"),
-    refine_appearance_weight: float | None = refine_option("refine_appearance_weight"),
-    refine_steps: int | None = refine_option("refine_steps"),
-    refine_guidance: float | None = refine_option("refine_guidance"),
-    refine_stop_below: float | None = refine_option("refine_stop_below"),
-    refine_stop_tolerance: float | None = refine_option("refine_stop_tolerance"),
-    feature_model: str | None = refine_option("feature_model"),
+    refine_overrides: dict | None = None,
 ) -> None:
     """Generate a dataset and print where it is and a summary."""
-    refine_values = {p: v for p, v in locals().items() if p in REFINE_OPTIONS}
     from rich.console import Console
 
     console = Console()
@@ -78,7 +64,7 @@ def run(
             device=device, dtype=dtype, compile=compile, export=split(export), strict_references=strict,
             **{"generation.batch_invariant": batch_invariant, "inversion.batch_invariant": batch_invariant,
                "cost.device_price_per_hour": price_per_hour, "cost.peak_tflops": peak_tflops},
-            **refine_overrides(refine_values)), quick=quick)
+            **(refine_overrides or {})), quick=quick)
         from normguide.pipeline.context import read_table
 
         table = read_table(cfg)  # the run's one read of it: a missing one is named here

@@ -11,14 +11,12 @@ import yaml
 
 from normguide.cli.app import (
     DEFAULTS,
-    REFINE_OPTIONS,
     app,
     build_config,
     fail,
-    refine_option,
-    refine_overrides,
     split,
     step_options,
+    with_refine_options,
 )
 from normguide.cli.console import print_existing
 from normguide.config import RunConfig, load_config
@@ -83,6 +81,7 @@ def validate(
 
 
 @app.command("plan")
+@with_refine_options
 def plan_command(
     concepts: str | None = typer.Option(None, help="Concept table (Parquet): a path or s3:// URI.", show_default="the shipped example"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML or JSON run configuration."),
@@ -101,19 +100,7 @@ def plan_command(
     seed: int | None = typer.Option(None, help="Base seed of the random method.", show_default=str(DEFAULTS.seed)),
     endpoint_url: str | None = typer.Option(None, help="S3-compatible endpoint URL.", show_default="AWS"),
     quick: bool = typer.Option(False, "--quick", metavar="", help="Plan the quick look of `run --quick`."),
-    refine: bool | None = refine_option("refine"),
-    refine_preset: str | None = refine_option("refine_preset"),
-    refine_iterations: int | None = refine_option("refine_iterations"),
-    refine_lr: float | None = refine_option("refine_lr"),
-    refine_lr_decay_at: int | None = refine_option("refine_lr_decay_at"),
-    refine_lr_decay_factor: float | None = refine_option("refine_lr_decay_factor"),
-    refine_semantic_weight: float | None = refine_option("refine_semantic_weight"),
-    refine_appearance_weight: float | None = refine_option("refine_appearance_weight"),
-    refine_steps: int | None = refine_option("refine_steps"),
-    refine_guidance: float | None = refine_option("refine_guidance"),
-    refine_stop_below: float | None = refine_option("refine_stop_below"),
-    refine_stop_tolerance: float | None = refine_option("refine_stop_tolerance"),
-    feature_model: str | None = refine_option("feature_model"),
+    refine_overrides: dict | None = None,
 ) -> None:
     """Dry run: print the seed plan per concept (methods, images, t values, expected seed
     z-scores) without inverting or generating anything.
@@ -121,7 +108,6 @@ def plan_command(
     Expected z-scores come from planning with N(0, I) stand-ins for the inverted seeds (one per
     reference, the model's seed shape): real inversions differ, and `run` records those. The
     refinement options are `run`'s: they name the same run (its id), not a different plan."""
-    refine_values = {p: v for p, v in locals().items() if p in REFINE_OPTIONS}
     from rich.console import Console
     from rich.table import Table
 
@@ -134,7 +120,7 @@ def plan_command(
     try:
         cfg = build_config(config, step_options(
             config, concepts, output, model, run_id, prompt_template, seed, methods, num_images, steps, guidance,
-            inversion_steps, batch_size, reconstruction, endpoint_url, **refine_overrides(refine_values)), quick=quick)
+            inversion_steps, batch_size, reconstruction, endpoint_url, **(refine_overrides or {})), quick=quick)
         ctx = RunContext.create(cfg)
         rows = run_steps.load_concepts(ctx, list(split(concept_ids)) if concept_ids else None)
         shape = seed_shape(cfg.model)

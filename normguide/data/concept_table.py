@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from normguide.data.schema import Concept, ConceptTableError, parse_concept_table, table_digest
+from normguide.data.schema import Concept, ConceptTable, ConceptTableError, parse_concept_table, table_digest
 from normguide.data.storage import check_uri_scheme, read_bytes
 
 if TYPE_CHECKING:
@@ -75,13 +75,7 @@ class TableSnapshot:
         """
         if self.problems:
             raise ConceptTableError(self.source, list(self.problems))
-        if concept_ids is None:
-            return list(self.concepts)
-        known = {c.concept_id: c for c in self.concepts}
-        unknown = [cid for cid in concept_ids if cid not in known]
-        if unknown:
-            raise ValueError(f"concept_ids not in the concept table {self.source!r}: {unknown}")
-        return [known[cid] for cid in concept_ids]
+        return ConceptTable(self.source, list(self.concepts)).select(concept_ids)
 
     def ids(self) -> list[str]:
         return [c.concept_id for c in self.concepts]

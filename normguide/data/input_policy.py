@@ -140,24 +140,25 @@ def input_policy(config) -> InputPolicy:
     return InputPolicy.for_table(config.concepts, config.storage.allowed_input_roots)
 
 
+def _check_under(env: str, uri: str, message) -> str:
+    """``uri`` if ``env``'s roots (unset: anything) hold it, else a ``ValueError`` of
+    ``message(allowed roots)``."""
+    caps = _env_roots(env)
+    if caps is not None and not any(r.contains(uri) for r in caps):
+        raise ValueError(message(", ".join(repr(r.text) for r in caps) or "none"))
+    return uri
+
+
 def check_input_allowed(uri: str, *, field: str) -> str:
     """``uri`` (an input the configuration names: the concept table) if the deployment's
     ``NORMGUIDE_ALLOWED_INPUT_ROOTS`` allows it (unset: anything), else a ``ValueError`` naming
     ``field``; nothing is read first."""
-    caps = _env_roots(INPUT_ROOTS_ENV)
-    if caps is not None and not any(r.contains(uri) for r in caps):
-        allowed = ", ".join(repr(r.text) for r in caps) or "none"
-        raise ValueError(f"{field}: {uri!r} is not under an allowed input root ({allowed}: this deployment's "
-                         f"{INPUT_ROOTS_ENV})")
-    return uri
+    return _check_under(INPUT_ROOTS_ENV, uri, lambda allowed: f"{field}: {uri!r} is not under an allowed input "
+                        f"root ({allowed}: this deployment's {INPUT_ROOTS_ENV})")
 
 
 def check_output_allowed(root: str) -> str:
     """``root`` (a run's output root) if the deployment allows it, else a ``ValueError`` naming
     it and ``NORMGUIDE_ALLOWED_OUTPUT_ROOTS`` (unset: any output is allowed)."""
-    caps = _env_roots(OUTPUT_ROOTS_ENV)
-    if caps is not None and not any(r.contains(root) for r in caps):
-        allowed = ", ".join(repr(r.text) for r in caps) or "none"
-        raise ValueError(f"output: {root!r} is not under an allowed output root ({allowed}: this deployment's "
-                         f"{OUTPUT_ROOTS_ENV}); write the run under one of them")
-    return root
+    return _check_under(OUTPUT_ROOTS_ENV, root, lambda allowed: f"output: {root!r} is not under an allowed output "
+                        f"root ({allowed}: this deployment's {OUTPUT_ROOTS_ENV}); write the run under one of them")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from normguide.evaluation import metrics as M
+from normguide.evaluation.stream import EVAL_CHUNK, Chained, chunks
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -63,16 +64,44 @@ def _empty() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object if c in ("concept_id", "name", "method", "prdc_real") else float) for c in COLUMNS})
 
 
-def _embed_groups(judge: Judge, groups: Mapping[str, Sequence[Image.Image]], keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """Embed several groups of images in one judge call; split back per key."""
-    flat = [im for key in keys for im in groups[key]]
-    feats = np.asarray(judge.embed(flat), dtype=np.float64) if flat else None
+def _scores(judge: Judge, images: Sequence[Image.Image], *, labels: list[str] | None = None,
+            pixels: bool = False, chunk_size: int = EVAL_CHUNK) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """What the metrics need from ``images``, read ``chunk_size`` at a time (only one chunk is
+    decoded at once): (judge features (N, D), the judge's probabilities over ``labels`` (N, C)
+    or None, 16 x 16 grey pixels (N, 256) or None)."""
+    feats, probs, pix = [], [], []
+    for chunk in chunks(images, chunk_size):
+        f = np.asarray(judge.embed(chunk), dtype=np.float64)
+        if f.shape[0] != len(chunk):
+            raise ValueError(f"judge.embed returned {f.shape[0]} rows for {len(chunk)} images")
+        feats.append(f)
+        if labels is not None:
+            p = np.asarray(judge.class_probs(chunk, labels), dtype=np.float64)
+            if p.shape != (len(chunk), len(labels)):
+                raise ValueError(f"judge.class_probs returned shape {p.shape}, expected {(len(chunk), len(labels))}")
+            probs.append(p)
+        if pixels:
+            pix.append(M.pixel_features(chunk))
+        del chunk
+    if not feats:
+        return (np.zeros((0, 0)), np.zeros((0, len(labels))) if labels is not None else None,
+                M.pixel_features([]) if pixels else None)
+    return (np.concatenate(feats), np.concatenate(probs) if labels is not None else None,
+            np.concatenate(pix) if pixels else None)
+
+
+def _embed_groups(judge: Judge, groups: Mapping[str, Sequence[Image.Image]], keys: Sequence[str], *,
+                  pixels: bool = False, chunk_size: int = EVAL_CHUNK) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Embed several groups of images as one stream (chunks span groups); split back per key.
+    With ``pixels`` also the grey pixels of all of them, in key order."""
+    flat = Chained(*(groups[key] for key in keys))
+    feats, _, pix = _scores(judge, flat, pixels=pixels, chunk_size=chunk_size)
     out, start = {}, 0
     for key in keys:
         n = len(groups[key])
-        out[key] = feats[start : start + n] if feats is not None else np.zeros((0, 0))
+        out[key] = feats[start : start + n] if len(flat) else np.zeros((0, 0))
         start += n
-    return out
+    return out, pix
 
 
 def evaluate(
@@ -87,13 +116,17 @@ def evaluate(
     tstr_features: Literal["pixels", "judge"] = "pixels",
     similarity_floor: float = M.SIMILARITY_FLOOR,
     include_references: bool = False,
+    chunk_size: int = EVAL_CHUNK,
 ) -> pd.DataFrame:
     """Score a run's images, per (concept, method) and per method over all concepts.
 
     - ``manifest``: one row per image with at least ``concept_id`` and ``method``; ``name``,
       ``seed_zscore``, ``seed_norm`` and ``reconstruction_error`` are used when present.
-    - ``images``: the images, row-aligned with ``manifest``.
-    - ``references``: concept_id -> that concept's reference images (every concept needs >= 1).
+    - ``images``: the images, row-aligned with ``manifest``: any sequence, read ``chunk_size`` at a
+      time and never kept (a :class:`~normguide.evaluation.stream.LazyImages` that decodes each on
+      reading keeps memory flat in the number of images).
+    - ``references``: concept_id -> that concept's reference images (every concept needs >= 1);
+      sequences read the same way.
     - ``judge``: the feature model (:class:`~normguide.evaluation.judges.Judge`).
     - ``real_test``: concept_id -> held-out real images of that concept, or None.
     - ``names``: concept_id -> concept name; default: the manifest's ``name`` column, else the id.
@@ -106,6 +139,10 @@ def evaluate(
       method ``"references"`` (rows after the manifest's; no seed statistics): the data a user
       already has, the baseline for every synthetic method (its ref_similarity includes each
       reference's similarity 1 with itself).
+    - ``chunk_size``: images decoded and scored at a time (default
+      :data:`~normguide.evaluation.stream.EVAL_CHUNK`, 256, a multiple of the built-in judges'
+      batch sizes, so the result does not depend on it); only judge features, class
+      probabilities and 16 x 16 pixels are kept per image.
 
     Returns one row per (concept_id, method) present in the manifest (manifest order), then one row
     per method with ``concept_id == "(all)"``. Columns: :data:`COLUMNS`.
@@ -135,6 +172,8 @@ def evaluate(
     concept counts once; the per-concept rows give the spread).
     """
     _check_inputs(manifest, images, tstr_features)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if len(manifest) == 0:
         return _empty()
     manifest = manifest.reset_index(drop=True)
@@ -143,28 +182,27 @@ def evaluate(
     lacking = [c for c in concepts if len(references.get(c, ())) == 0]
     if lacking:
         raise ValueError(f"no reference images for concept(s) {lacking}: every evaluated concept needs at least one")
-    real_test = {c: list(real_test.get(c, ())) for c in concepts} if real_test is not None else {c: [] for c in concepts}
+    real_test = {c: real_test.get(c, ()) for c in concepts} if real_test is not None else {c: () for c in concepts}
     if include_references and REFERENCES in set(methods):
         raise ValueError(f"the manifest already has a method named {REFERENCES!r}; it is reserved for the references row")
     concept_name = _concept_names(manifest, concepts, names)
-    images = list(images)
     if include_references:  # the references as one more method, after the manifest's rows
         extra = pd.DataFrame({"concept_id": [c for c in concepts for _ in references[c]], "method": REFERENCES})
         extra["name"] = extra["concept_id"].map(concept_name)
         manifest = pd.concat([manifest, extra], ignore_index=True)
-        images += [im for c in concepts for im in references[c]]
+        images = Chained(images, *(references[c] for c in concepts))
         methods.append(REFERENCES)
     cids = manifest["concept_id"].astype(str)
     methods_col = manifest["method"].astype(str)
 
-    # ---- features and class probabilities: one judge call per image set
-    fake = np.asarray(judge.embed(images), dtype=np.float64)
-    if fake.shape[0] != len(images):
-        raise ValueError(f"judge.embed returned {fake.shape[0]} rows for {len(images)} images")
-    ref_feats = _embed_groups(judge, references, concepts)
-    test_feats = _embed_groups(judge, real_test, concepts)
-    labels, min_conf, probs = _class_probs(judge, images, [concept_name[c] for c in concepts])
-    tstr = _tstr(images, fake, test_feats, real_test, concepts, methods, cids, methods_col, tstr_features)
+    # ---- features, class probabilities and pixels: one pass over each image set, a chunk at a time
+    pixels = tstr_features == "pixels"
+    labels, min_conf = _labels(judge, [concept_name[c] for c in concepts])
+    fake, probs, fake_pixels = _scores(judge, images, labels=labels, pixels=pixels, chunk_size=chunk_size)
+    ref_feats, _ = _embed_groups(judge, references, concepts, chunk_size=chunk_size)
+    test_feats, test_pixels = _embed_groups(judge, real_test, concepts, pixels=pixels, chunk_size=chunk_size)
+    tstr = _tstr(fake_pixels if pixels else fake, test_pixels if pixels else None, fake, test_feats, real_test,
+                 concepts, methods, cids, methods_col)
     seeds_cm = M.seed_statistics(manifest.assign(concept_id=cids, method=methods_col), by=("concept_id", "method"))
     seeds_m = M.seed_statistics(manifest.assign(method=methods_col), by=("method",))
 
@@ -216,27 +254,23 @@ def _concept_names(manifest: pd.DataFrame, concepts: list[str], names: Mapping[s
     return out
 
 
-def _class_probs(judge: Judge, images: list, run_names: list[str]) -> tuple[list[str], float, np.ndarray]:
-    """The judge's labels (the run's names plus its own), its threshold and its probabilities."""
+def _labels(judge: Judge, run_names: list[str]) -> tuple[list[str], float]:
+    """The judge's labels (the run's names plus its own) and its threshold."""
     labels = list(judge.label_names(run_names)) if hasattr(judge, "label_names") else list(dict.fromkeys(run_names))
     lost = [n for n in run_names if n not in labels]
     if lost:
         raise ValueError(f"judge.label_names dropped the concept name(s) {lost}")
-    min_conf = float(getattr(judge, "min_confidence", 0.0))
-    probs = np.asarray(judge.class_probs(images, labels), dtype=np.float64)
-    if probs.shape != (len(images), len(labels)):
-        raise ValueError(f"judge.class_probs returned shape {probs.shape}, expected {(len(images), len(labels))}")
-    return labels, min_conf, probs
+    return labels, float(getattr(judge, "min_confidence", 0.0))
 
 
-def _tstr(images, fake, test_feats, real_test, concepts, methods, cids, methods_col, tstr_features) -> dict:
-    """Train on synthetic, test on real, per method: method -> (balanced accuracy, per concept)."""
+def _tstr(train_x, test_pixels, fake, test_feats, real_test, concepts, methods, cids, methods_col) -> dict:
+    """Train on synthetic, test on real, per method: method -> (balanced accuracy, per concept).
+    ``train_x``: the synthetic rows' features (pixels or judge); ``test_pixels``: the real test
+    images' pixels (all concepts, in order), or None for judge features."""
     test_labels = [c for c in concepts for _ in real_test[c]]
-    if tstr_features == "pixels":
-        train_x = M.pixel_features(images)
-        test_x = M.pixel_features([im for c in concepts for im in real_test[c]])
+    if test_pixels is not None:
+        test_x = test_pixels
     else:
-        train_x = fake
         test_x = np.concatenate([test_feats[c] for c in concepts if len(real_test[c])]) if test_labels else np.zeros((0, fake.shape[1]))
     tstr: dict[str, tuple[float, dict]] = {}
     for m in methods:

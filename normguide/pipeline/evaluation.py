@@ -1,7 +1,8 @@
 """Step 6 of a run: evaluate the finished dataset (``eval/`` under the run's root).
 
 Which judge the settings ask for, whether the run is evaluated at all, and :func:`evaluate`,
-which scores the images per concept and method with ``normguide.evaluation`` and writes
+which scores the images per concept and method with ``normguide.evaluation`` (streamed: read
+and decoded a chunk at a time, so memory does not grow with the number of images) and writes
 ``eval/metrics.parquet``, ``eval/report.md`` and ``eval/metrics.png``, and with
 ``evaluation.labelled_table`` the long-tail protocol's ``eval/longtail.parquet``
 (``longtail.py``). Needs a finalized run; never loads the generation model.
@@ -11,18 +12,19 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 
 from PIL import Image
 
-from normguide.data import layout
+from normguide.data import layout, run_record
 from normguide.data import manifest as mf
-from normguide.data import run_record
 from normguide.data.images import decode_reference, sha256_hex
 from normguide.data.parquet_io import read_frame
 from normguide.data.schema import parse_concept_table
 from normguide.data.seeds import seeds_key
 from normguide.data.verify import DamagedRunError, check_images
-from normguide.pipeline.context import RunContext
+from normguide.evaluation.stream import LazyImages
+from normguide.pipeline.context import RunContext, check_lease
 from normguide.pipeline.resume import read_seeds
 
 EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = layout.EVAL_METRICS, layout.EVAL_REPORT, layout.EVAL_PLOT
@@ -84,8 +86,38 @@ def _decode(data: bytes, where: str) -> Image.Image:
         raise ValueError(f"{where} is not a readable image ({exc})") from None
 
 
-def _real_test_images(ctx: RunContext, judge, concepts: dict[str, str]) -> dict[str, list[Image.Image]] | None:
-    """Held-out real images per concept: the configured table, else the demo's own test digits."""
+def _run_images(storage, manifest, keys: list[str]) -> LazyImages:
+    """The manifest's images (``keys``, row-aligned), each read and decoded when evaluation
+    reads it (never all in memory). First, with the manifest's sha256 column, every image is
+    read once and hashed (one at a time): an altered image stops the evaluation before any
+    scoring, with :class:`DamagedRunError` naming every altered one. An image altered between
+    that check and its reading is named the same way."""
+    want = dict(zip(keys, manifest.sha256)) if "sha256" in manifest else None
+
+    def altered() -> dict[str, str]:
+        return {k: "sha256 differs from the manifest's" for k in keys
+                if sha256_hex(storage.read_bytes(k)) != want[k]}
+
+    if want is not None and (bad := altered()):
+        raise DamagedRunError(storage.root, bad, doing="evaluate")
+
+    def load(key: str) -> Image.Image:
+        data = storage.read_bytes(key)
+        if want is not None and sha256_hex(data) != want[key]:
+            raise DamagedRunError(storage.root, altered(), doing="evaluate")
+        return _decode(data, storage.uri(key))
+
+    return LazyImages(keys, load)
+
+
+def _lazy_references(ctx: RunContext, concept_id: str, uris: list[str]) -> LazyImages:
+    """A concept's reference images, each read and decoded when evaluation reads it."""
+    return LazyImages(uris, lambda u: decode_reference(ctx.read_input(u), uri=u, concept_id=concept_id))
+
+
+def _real_test_images(ctx: RunContext, judge, concepts: dict[str, str]) -> dict[str, Sequence[Image.Image]] | None:
+    """Held-out real images per concept: the configured table (read and decoded as evaluation
+    reads them), else the demo's own test digits."""
     source = ctx.config.evaluation.real_test
     if source:
         from normguide.data.input_policy import InputPolicy, check_input_allowed
@@ -98,8 +130,7 @@ def _real_test_images(ctx: RunContext, judge, concepts: dict[str, str]) -> dict[
         refused = InputPolicy.for_table(source, ctx.config.storage.allowed_input_roots).problems(list(found.values()))
         if refused:
             raise ConceptTableError(source, refused)
-        return {cid: [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in c.reference_uris]
-                for cid, c in found.items()}
+        return {cid: _lazy_references(ctx, cid, list(c.reference_uris)) for cid, c in found.items()}
     from normguide.evaluation import DigitsJudge, digits_real_test
 
     return digits_real_test(concepts) if isinstance(judge, DigitsJudge) else None
@@ -115,9 +146,8 @@ def evaluate(ctx: RunContext, *, judge=None):
     import pandas as pd
 
     from normguide import evaluation as ev
-    from normguide.pipeline.results import EvaluationRecord
-
     from normguide.pipeline import longtail
+    from normguide.pipeline.results import EvaluationRecord
 
     storage = ctx.storage
     cfg = ctx.config.evaluation
@@ -134,22 +164,17 @@ def evaluate(ctx: RunContext, *, judge=None):
     if judge is None:
         raise ValueError("no judge to evaluate with: this model has no built-in one; set evaluation.clip_model "
                          "to a local CLIP directory (or evaluation.judge)")
-    # 2. The manifest's images (every altered one named), and each concept's references
+    # 2. The manifest's images and each concept's references, read and decoded a chunk at a time
+    #    while they are scored (never all in memory; an altered image is named with every other)
     keys = [mf.image_key(c, i) for c, i in rows]
-    blobs = [storage.read_bytes(key) for key in keys]
-    if "sha256" in manifest:
-        altered = {k: "sha256 differs from the manifest's" for k, b, want in zip(keys, blobs, manifest.sha256)
-                   if sha256_hex(b) != want}
-        if altered:
-            raise DamagedRunError(storage.root, altered, doing="evaluate")
-    images = [_decode(b, storage.uri(k)) for k, b in zip(keys, blobs)]
+    images = _run_images(storage, manifest, keys)
     names = dict(zip(manifest.concept_id, manifest.name))
     references = {}
     for cid in names:
         seeds = read_seeds(ctx, cid)
         if seeds is None:
             raise ValueError(f"concept {cid!r}: no seeds file {storage.uri(seeds_key(cid))}, so its references are unknown")
-        references[cid] = [decode_reference(ctx.read_input(u), uri=u, concept_id=cid) for u in seeds.meta["reference_uris"]]
+        references[cid] = _lazy_references(ctx, cid, seeds.meta["reference_uris"])
     # 3. Metrics, report and plot
     metrics = ev.evaluate(manifest, images, references, judge, _real_test_images(ctx, judge, names), names,
                           include_references=True)  # the baseline row: the references themselves
@@ -164,8 +189,6 @@ def evaluate(ctx: RunContext, *, judge=None):
                                                                          clip_model=cfg.clip_model)
     buf = io.BytesIO()
     metrics.to_parquet(buf, index=False)
-    from normguide.pipeline.steps import check_lease  # here: steps imports this module
-
     check_lease(ctx)
     storage.write_bytes(EVAL_METRICS, buf.getvalue())
     if tail is not None:

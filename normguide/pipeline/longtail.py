@@ -25,6 +25,7 @@ import pandas as pd
 from normguide.data.parquet_io import read_frame
 from normguide.data.schema import resolve_reference, table_folder
 from normguide.data.storage import check_uri_scheme
+from normguide.evaluation.stream import Chained, LazyImages, chunks
 
 FIELD = "evaluation.labelled_table"
 TABLE_CHUNK = 256  # table images read and embedded at a time
@@ -106,10 +107,11 @@ def _embedder(judge, clip_model: str):
     return ClipJudge(clip_model)
 
 
-def longtail_frame(config, read_input, decode, *, judge, manifest: pd.DataFrame, images: list,
-                   references: dict[str, list]) -> pd.DataFrame:
+def longtail_frame(config, read_input, decode, *, judge, manifest: pd.DataFrame, images: Sequence,
+                   references: dict[str, Sequence]) -> pd.DataFrame:
     """The protocol's frame (``normguide.evaluation.longtail.COLUMNS``) for a finished run:
-    ``manifest`` and its decoded ``images`` (aligned), each concept's reference images;
+    ``manifest`` and its ``images`` (aligned; any sequence, e.g. decoded as read), each
+    concept's reference images; every image set is read and embedded a chunk at a time;
     ``decode(bytes, where)`` decodes a table image. The run's concepts are the rare classes."""
     from normguide.evaluation import longtail as lt
 
@@ -124,22 +126,23 @@ def longtail_frame(config, read_input, decode, *, judge, manifest: pd.DataFrame,
         except FileNotFoundError:
             raise ValueError(f"{FIELD}: labelled table {source!r}: image {uri!r} does not exist") from None
 
-    def feats(ims, labels) -> lt.Labelled:
-        return lt.Labelled.of(clip.embed(list(ims)), labels)
+    def embed(ims) -> np.ndarray:
+        # a chunk at a time (256: CLIP's batches unchanged): never all the images decoded at once
+        parts = [clip.embed(chunk) for chunk in chunks(ims, TABLE_CHUNK)]
+        return np.concatenate(parts) if parts else clip.embed([])
 
     def table_feats(rows: pd.DataFrame) -> lt.Labelled:
-        # read and embed in chunks: a large table is never held decoded in memory at once
-        uris = list(rows.image_uri)
-        parts = [clip.embed([read(u) for u in uris[i : i + TABLE_CHUNK]]) for i in range(0, len(uris), TABLE_CHUNK)]
-        return lt.Labelled.of(np.concatenate(parts), rows.label)
+        return lt.Labelled.of(embed(LazyImages(list(rows.image_uri), read)), rows.label)
 
     real_train = table_feats(train)
     real_test = table_feats(test)
-    refs = feats([im for c in concept_ids for im in references[c]], [c for c in concept_ids for _ in references[c]])
+    refs = lt.Labelled.of(embed(Chained(*(references[c] for c in concept_ids))),
+                          [c for c in concept_ids for _ in references[c]])
     synthetic = {}
     for method in dict.fromkeys(manifest.method):
         rows = [i for i, m in enumerate(manifest.method) if m == method]
-        synthetic[str(method)] = feats([images[i] for i in rows], [manifest.concept_id.iloc[i] for i in rows])
+        synthetic[str(method)] = lt.Labelled.of(embed(LazyImages(rows, images.__getitem__)),
+                                                [manifest.concept_id.iloc[i] for i in rows])
     return lt.augmentation_table(real_train, real_test, concept_ids, references=refs, synthetic=synthetic,
                                  classifiers=("linear",))
 

@@ -95,7 +95,7 @@ def seed_norm_plot(title: str, inverted_z: Sequence[float], planned: Sequence[Pl
     ax.set_ylabel("seed-norm z-score", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.axvline(0.5, color="#555555", lw=1.0)
-    fig.suptitle(f"{title}\nz-score of the seed norm under the chi prior of N(0, I), d = {dim} ({scale})",
+    fig.suptitle(f"{title}\nz-score of the seed norm under the chi prior of N(0, I),\nd = {dim} ({scale})",
                  fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     buf = io.BytesIO()

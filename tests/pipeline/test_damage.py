@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from normguide.config import RunConfig
-from normguide.data.schema import write_concept_table
 from normguide.diffusion import load_pipeline
 from normguide.pipeline import resolved_run_id, run_dataset
-from tests.helpers import make_reference
+from tests.factories import reference_table
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +26,8 @@ def model():
 
 @pytest.fixture
 def table(tmp_path):
-    rows = []
-    for cid, n in (("alpha", 2), ("beta", 2)):
-        refs = [str(make_reference(tmp_path / "in" / cid / f"{i}.png", seed=11 * i + len(cid))) for i in range(n)]
-        rows.append({"concept_id": cid, "name": cid, "reference_uris": refs})
-    write_concept_table(rows, tmp_path / "in" / "concepts.parquet")
-    return tmp_path / "in" / "concepts.parquet"
+    return reference_table(tmp_path / "in" / "concepts.parquet", (("alpha", 2), ("beta", 2)),
+                           seed=lambda cid, i: 11 * i + len(cid))
 
 
 def _config(table, output) -> RunConfig:

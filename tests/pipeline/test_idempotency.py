@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from normguide.config import RunConfig
-from normguide.data.schema import write_concept_table
 from normguide.diffusion import load_pipeline
 from normguide.pipeline import resolved_run_id, run_dataset
-from tests.helpers import make_reference
+from tests.factories import reference_table
 
 DATA = ("images", "seeds", "manifest")
 #: The run's own records: they differ between two runs by time and output root only.
@@ -31,12 +30,8 @@ _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?")
 
 @pytest.fixture
 def table(tmp_path):
-    rows = []
-    for cid, n in (("alpha", 2), ("beta", 3)):
-        refs = [str(make_reference(tmp_path / "in" / cid / f"{i}.png", seed=5 * i + len(cid))) for i in range(n)]
-        rows.append({"concept_id": cid, "name": cid, "reference_uris": refs})
-    write_concept_table(rows, tmp_path / "in" / "concepts.parquet")
-    return tmp_path / "in" / "concepts.parquet"
+    return reference_table(tmp_path / "in" / "concepts.parquet", (("alpha", 2), ("beta", 3)),
+                           seed=lambda cid, i: 5 * i + len(cid))
 
 
 def _run(table, output: Path) -> Path:

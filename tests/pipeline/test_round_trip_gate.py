@@ -10,12 +10,10 @@ import pandas as pd
 import pytest
 
 from normguide.config import RunConfig
-from normguide.data.schema import write_concept_table
 from normguide.data.seeds import SeedsFile
 from normguide.diffusion import UnsupportedFeatureError, load_pipeline
 from normguide.pipeline import run_dataset
-from tests.factories import tiny_config
-from tests.helpers import make_reference
+from tests.factories import reference_table, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +23,8 @@ def model():
 
 @pytest.fixture
 def table(tmp_path):
-    rows = []
-    for c, n in (("alpha", 3), ("beta", 3)):
-        refs = [str(make_reference(tmp_path / "refs" / c / f"{i}.png", seed=97 * i + len(c) * 13 + ord(c[0])))
-                for i in range(n)]
-        rows.append({"concept_id": c, "name": c, "reference_uris": refs})
-    write_concept_table(rows, tmp_path / "t.parquet")
-    return tmp_path / "t.parquet"
+    return reference_table(tmp_path / "t.parquet", (("alpha", 3), ("beta", 3)), refs_dir=tmp_path / "refs",
+                           seed=lambda c, i: 97 * i + len(c) * 13 + ord(c[0]))
 
 
 def _errors(root) -> dict[str, list[float]]:

@@ -9,13 +9,12 @@ import pandas as pd
 import pytest
 
 from normguide.config import RunConfig
-from normguide.data.schema import write_concept_table
 from normguide.data.seeds import SeedsFile, seeds_key
 from normguide.data.storage import Storage
 from normguide.diffusion import load_pipeline
 from normguide.pipeline import RunContext, resolved_run_id, run_dataset, steps
+from tests.factories import never_load, reference_table, tiny_config
 from tests.helpers import make_reference
-from tests.factories import never_load, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +24,8 @@ def model():
 
 @pytest.fixture
 def table(tmp_path):
-    rows = []
-    for cid, n in (("alpha", 2), ("beta", 3)):
-        refs = [str(make_reference(tmp_path / "in" / cid / f"{i}.png", seed=7 * i + len(cid))) for i in range(n)]
-        rows.append({"concept_id": cid, "name": cid, "reference_uris": refs})
-    write_concept_table(rows, tmp_path / "in" / "concepts.parquet")
-    return tmp_path / "in" / "concepts.parquet"
+    return reference_table(tmp_path / "in" / "concepts.parquet", (("alpha", 2), ("beta", 3)),
+                           seed=lambda cid, i: 7 * i + len(cid))
 
 
 def _config(table, output, **overrides) -> RunConfig:

@@ -98,15 +98,18 @@ class FlowFamily(Family):
         """v for unpacked float32 latents x (B, C, h, w) at the scheduler timestep (B,)."""
         raise NotImplementedError
 
+    def batch_timestep(self, model, t: torch.Tensor, rows: int) -> torch.Tensor:
+        """The 0-d timestep ``t`` as the transformer takes it for ``rows`` rows (flow models: the
+        model's dtype)."""
+        return t.expand(rows).to(model.dtype)
+
     def velocity(self, model, cond: FlowConditioning, x: torch.Tensor, t: torch.Tensor, rowwise: bool = False):
         """v̂(x, t) with the family's guidance (float32, x's shape); ``t`` a scheduler timestep
         (σ·num_train_timesteps), 0-d."""
         def one(rows: torch.Tensor) -> torch.Tensor:
-            b = rows.shape[0]
             x_in = torch.cat([rows, rows]) if cond.guided else rows
-            kwargs = cond.repeat(b)
-            ts = t.expand(x_in.shape[0]).to(model.dtype)
-            out = self.transformer_call(model, x_in.to(model.dtype), ts, kwargs).float()
+            ts = self.batch_timestep(model, t, x_in.shape[0])
+            out = self.transformer_call(model, x_in.to(model.dtype), ts, cond.repeat(rows.shape[0])).float()
             if cond.guided:
                 uncond, text = out.chunk(2)
                 out = uncond + cond.guidance_scale * (text - uncond)
@@ -299,6 +302,39 @@ class FlowFamily(Family):
                     if bad.any():
                         raise _precision_error("generation", prompt, (bad.nonzero().flatten() + start).tolist(), model)
             yield GeneratedBatch([Image.fromarray(a, "RGB") for a in u8.numpy()], fallback)
+
+
+def dynamic_shift_mu(model, sched, patch_size: int, max_shift: float) -> float:
+    """The pipelines' ``mu`` (``calculate_shift``, the same function in the SD3 and FLUX pipelines)
+    for the token count of the model's seed shape in ``patch_size`` patches; ``max_shift`` is the
+    pipeline's default where the scheduler's config has none."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    _, h, w = model.seed_shape
+    return calculate_shift((h // patch_size) * (w // patch_size), sched.config.get("base_image_seq_len", 256),
+                           sched.config.get("max_image_seq_len", 4096), sched.config.get("base_shift", 0.5),
+                           sched.config.get("max_shift", max_shift))
+
+
+#: The random demo transformers' output projection is scaled down after the seeded init, so that
+#: their prediction is a gentle function of x (the regime in which ODE inversion closes; see
+#: demo.py's UNet).
+DEMO_OUT_SCALE = 0.1
+
+
+def damp_output(transformer) -> None:
+    """Scale a random demo transformer's output projection by :data:`DEMO_OUT_SCALE`."""
+    with torch.no_grad():
+        transformer.proj_out.weight.mul_(DEMO_OUT_SCALE)
+        transformer.proj_out.bias.mul_(DEMO_OUT_SCALE)
+
+
+def frozen(pipe, *modules):
+    """``pipe`` with ``modules`` in eval mode without gradients and its progress bar off."""
+    for module in modules:
+        module.eval().requires_grad_(False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def _bad_rows(x: torch.Tensor) -> torch.Tensor:

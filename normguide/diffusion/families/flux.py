@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from normguide.diffusion.families.base import register
-from normguide.diffusion.families.flow import FlowConditioning, FlowFamily
+from normguide.diffusion.families.flow import FlowConditioning, FlowFamily, damp_output, dynamic_shift_mu, frozen
 
 DEMO_RESOLUTION = 16
 _SEEDS = {"transformer": 20, "vae": 21, "text_encoder": 22, "text_encoder_2": 23}
-_OUT_SCALE = 0.1  # as sd3.py: a gentle random velocity field
 
 
 class FluxFamily(FlowFamily):
@@ -52,15 +51,10 @@ class FluxFamily(FlowFamily):
         return min(512, int(pipe.tokenizer_2.model_max_length))
 
     def set_timesteps(self, model, sched, n: int) -> None:
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
         sigmas = np.linspace(1.0, 1 / n, n)
         if sched.config.get("use_flow_sigmas", False):
             sigmas = None
-        _, h, w = model.seed_shape
-        mu = calculate_shift((h // 2) * (w // 2), sched.config.get("base_image_seq_len", 256),
-                             sched.config.get("max_image_seq_len", 4096), sched.config.get("base_shift", 0.5),
-                             sched.config.get("max_shift", 1.15))
+        mu = dynamic_shift_mu(model, sched, 2, max_shift=1.15)
         if sigmas is None:
             sched.set_timesteps(n, device=model.device, mu=mu)
         else:
@@ -104,9 +98,7 @@ class FluxFamily(FlowFamily):
                 patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
                 num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
                 guidance_embeds=True)
-            with torch.no_grad():
-                transformer.proj_out.weight.mul_(_OUT_SCALE)
-                transformer.proj_out.bias.mul_(_OUT_SCALE)
+            damp_output(transformer)
             torch.manual_seed(_SEEDS["vae"])
             vae = flow_demo_vae(4, DEMO_RESOLUTION)
             torch.manual_seed(_SEEDS["text_encoder"])
@@ -115,10 +107,7 @@ class FluxFamily(FlowFamily):
             te2 = T5EncoderModel(t5_encoder_config(len(t5_tok)))
         pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=te1, tokenizer=clip_tok,
                             text_encoder_2=te2, tokenizer_2=t5_tok, transformer=transformer)
-        for module in (transformer, vae, te1, te2):
-            module.eval().requires_grad_(False)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return frozen(pipe, transformer, vae, te1, te2)
 
 
 FAMILY = register(FluxFamily())

@@ -16,11 +16,10 @@ import inspect
 import torch
 
 from normguide.diffusion.families.base import register
-from normguide.diffusion.families.flow import FlowConditioning, FlowFamily
+from normguide.diffusion.families.flow import FlowConditioning, FlowFamily, damp_output, frozen
 
 DEMO_RESOLUTION = 16
 _SEEDS = {"transformer": 30, "vae": 31, "text_encoder": 32}
-_OUT_SCALE = 0.1  # as the other random demos: a gentle noise prediction
 
 
 class PixArtFamily(FlowFamily):
@@ -68,20 +67,9 @@ class PixArtFamily(FlowFamily):
             out = out.chunk(2, dim=1)[0]  # learned sigma: keep the noise prediction
         return out
 
-    def velocity(self, model, cond, x, t, rowwise=False):
-        """ε̂(x, t) with guidance; ``t`` an integer timestep (0-d tensor), as the pipeline feeds it."""
-        def one(rows):
-            x_in = torch.cat([rows, rows]) if cond.guided else rows
-            ts = t.reshape(1).to(model.device).expand(x_in.shape[0])
-            out = self.transformer_call(model, x_in.to(model.dtype), ts, cond.repeat(rows.shape[0])).float()
-            if cond.guided:
-                uncond, text = out.chunk(2)
-                out = uncond + cond.guidance_scale * (text - uncond)
-            return out
-
-        if not rowwise or x.shape[0] == 1:
-            return one(x)
-        return torch.cat([one(row) for row in x.split(1)])
+    def batch_timestep(self, model, t, rows):
+        """An integer timestep (0-d tensor) as the pipeline feeds it, one per row."""
+        return t.reshape(1).to(model.device).expand(rows)
 
     def _schedulers(self, model, n: int):
         from diffusers import DDIMInverseScheduler, DDIMScheduler
@@ -133,9 +121,7 @@ class PixArtFamily(FlowFamily):
                 caption_channels=32, in_channels=4, cross_attention_dim=24, out_channels=8, attention_bias=True,
                 activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
                 norm_elementwise_affine=False, norm_eps=1e-6)
-            with torch.no_grad():
-                transformer.proj_out.weight.mul_(_OUT_SCALE)
-                transformer.proj_out.bias.mul_(_OUT_SCALE)
+            damp_output(transformer)
             torch.manual_seed(_SEEDS["vae"])
             vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
                                 up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
@@ -145,10 +131,7 @@ class PixArtFamily(FlowFamily):
         scheduler = DDIMScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=False,
                                   set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
         pipe = PixArtSigmaPipeline(tokenizer=t5_tok, text_encoder=te, vae=vae, transformer=transformer, scheduler=scheduler)
-        for module in (transformer, vae, te):
-            module.eval().requires_grad_(False)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return frozen(pipe, transformer, vae, te)
 
 
 FAMILY = register(PixArtFamily())

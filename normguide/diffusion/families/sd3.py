@@ -10,13 +10,10 @@ from __future__ import annotations
 import torch
 
 from normguide.diffusion.families.base import register
-from normguide.diffusion.families.flow import FlowConditioning, FlowFamily
+from normguide.diffusion.families.flow import FlowConditioning, FlowFamily, damp_output, dynamic_shift_mu, frozen
 
 DEMO_RESOLUTION = 16
 _SEEDS = {"transformer": 10, "vae": 11, "text_encoder": 12, "text_encoder_2": 13, "text_encoder_3": 14}
-#: The random transformer's output projection is scaled down after the seeded init, so that its
-#: velocity is a gentle function of x (the regime in which ODE inversion closes; see demo.py's UNet).
-_OUT_SCALE = 0.1
 
 
 class StableDiffusion3Family(FlowFamily):
@@ -36,13 +33,7 @@ class StableDiffusion3Family(FlowFamily):
     def set_timesteps(self, model, sched, n: int) -> None:
         kwargs = {}
         if sched.config.get("use_dynamic_shifting", None):
-            from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
-
-            _, h, w = model.seed_shape
-            p = model.pipe.transformer.config.patch_size
-            kwargs["mu"] = calculate_shift((h // p) * (w // p), sched.config.get("base_image_seq_len", 256),
-                                           sched.config.get("max_image_seq_len", 4096),
-                                           sched.config.get("base_shift", 0.5), sched.config.get("max_shift", 1.16))
+            kwargs["mu"] = dynamic_shift_mu(model, sched, model.pipe.transformer.config.patch_size, max_shift=1.16)
         sched.set_timesteps(n, device=model.device, **kwargs)
 
     def encode_prompt(self, model, prompt: str, guidance_scale: float) -> FlowConditioning:
@@ -76,9 +67,7 @@ class StableDiffusion3Family(FlowFamily):
                 sample_size=DEMO_RESOLUTION // 2, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8,
                 num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64,
                 out_channels=4)
-            with torch.no_grad():
-                transformer.proj_out.weight.mul_(_OUT_SCALE)
-                transformer.proj_out.bias.mul_(_OUT_SCALE)
+            damp_output(transformer)
             torch.manual_seed(_SEEDS["vae"])
             vae = flow_demo_vae(4, DEMO_RESOLUTION)
             torch.manual_seed(_SEEDS["text_encoder"])
@@ -90,10 +79,7 @@ class StableDiffusion3Family(FlowFamily):
         pipe = StableDiffusion3Pipeline(
             scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae, text_encoder=te1, tokenizer=clip_tok,
             text_encoder_2=te2, tokenizer_2=clip_tok, text_encoder_3=te3, tokenizer_3=t5_tok, transformer=transformer)
-        for module in (transformer, vae, te1, te2, te3):
-            module.eval().requires_grad_(False)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return frozen(pipe, transformer, vae, te1, te2, te3)
 
 
 FAMILY = register(StableDiffusion3Family())
