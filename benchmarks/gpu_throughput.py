@@ -278,7 +278,7 @@ def main() -> None:
                              ("compile_vae", args.compile_vae), ("fuse_qkv", args.fuse_qkv), ("tf32", args.tf32),
                              ("cudnn_benchmark", args.cudnn_benchmark)) if on]
     load = os.getloadavg()
-    print(f"{where}; torch {torch.__version__}; fp16 (SD) / bf16 (SD3, FLUX); {args.steps} steps; guidance {GUIDANCE}; "
+    print(f"{where}; torch {torch.__version__}; {'float32 (tiny builds)' if args.tiny else 'fp16 (SD) / bf16 (SD3, FLUX)'}; {args.steps} steps; guidance {GUIDANCE}; "
           f"median of {args.repeats} after 1 untimed call; recipe: {', '.join(flags) or 'none'}; host load "
           f"{load[0]:.1f}; budget {args.budget_s:.0f} s", flush=True)
     print(f"{'model':<6} {'batch':>5} {'implementation':<48} {'images/s':>9} {'vs bare':>8} {'peak GiB':>9} "
@@ -311,9 +311,9 @@ def main() -> None:
             return _images(out), 0
 
         def optimise_bare():
-            if cuda:
-                den = fam.denoiser(pipe)
-                den.to(memory_format=torch.channels_last)
+            if cuda:  # what from_pipeline does on CUDA: the UNet (not a transformer) and the VAE
+                if getattr(pipe, "unet", None) is not None:
+                    pipe.unet.to(memory_format=torch.channels_last)
                 pipe.vae.to(memory_format=torch.channels_last)
             if upcast:
                 pipe.vae.to(torch.float32)  # resident, as normguide keeps it (no per-call upcast)
@@ -388,17 +388,23 @@ def main() -> None:
                           f"{deadline - time.perf_counter():.0f} s left for {name})", flush=True)
                     continue
                 seeds = torch.randn(b, *seed_shape, generator=torch.Generator().manual_seed(0))
-                call(seeds, b)  # untimed: compilation, autotuning, allocator warm-up
-                sync()
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats()
                 secs, fallbacks, imgs = [], 0, []
-                for _ in range(args.repeats):
+                try:
+                    call(seeds, b)  # untimed: compilation, autotuning, allocator warm-up
                     sync()
-                    t0 = time.perf_counter()
-                    imgs, fallbacks = call(seeds, b)
-                    sync()
-                    secs.append(time.perf_counter() - t0)
+                    if cuda:
+                        torch.cuda.reset_peak_memory_stats()
+                    for _ in range(args.repeats):
+                        sync()
+                        t0 = time.perf_counter()
+                        imgs, fallbacks = call(seeds, b)
+                        sync()
+                        secs.append(time.perf_counter() - t0)
+                except torch.cuda.OutOfMemoryError:
+                    imgs = None
+                    torch.cuda.empty_cache()
+                    print(f"{name:<6} {b:>5} {label:<48} out of device memory", flush=True)
+                    continue
                 peak = f"{torch.cuda.max_memory_allocated() / 2**30:>9.2f}" if cuda else f"{'-':>9}"
                 per_call[(label, b)] = statistics.median(secs)
                 ips = b / per_call[(label, b)]

@@ -22,6 +22,7 @@ import torch
 #: Dense peak TFLOP/s per device name fragment and dtype (vendor data sheets, no sparsity).
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
     "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0, "tf32": 494.0},
+    "H100 PCIe": {"bfloat16": 756.0, "float16": 756.0, "float32": 51.0, "tf32": 378.0},  # before "H100"
     "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0, "tf32": 494.0},  # SXM
     "A100": {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5, "tf32": 156.0},
     "L40S": {"bfloat16": 362.0, "float16": 362.0, "float32": 91.6, "tf32": 183.0},
@@ -139,8 +140,13 @@ def device_peak(device: torch.device | str, dtype: str, *, override: float | Non
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         return None, f"{device.type}: no peak known; set cost.peak_tflops"
-    name = torch.cuda.get_device_name(device)
-    key = "tf32" if (dtype == "float32" and tf32) else dtype
+    return peak_for_name(torch.cuda.get_device_name(device), "tf32" if (dtype == "float32" and tf32) else dtype)
+
+
+def peak_for_name(name: str, key: str) -> tuple[float | None, str]:
+    """The peak of the first :data:`PEAK_TFLOPS` fragment in the CUDA device ``name`` (the table
+    lists the more specific fragments first: "H100 PCIe" before "H100", "A100" before "A10")
+    for ``key`` (a dtype or "tf32"), with where it came from or why there is none."""
     for fragment, peaks in PEAK_TFLOPS.items():
         if fragment in name:
             if key in peaks:

@@ -18,6 +18,9 @@ from normguide.data.storage import Storage, read_bytes
 from normguide.data.storage.uris import is_s3, local_path
 
 if TYPE_CHECKING:
+    from PIL import Image
+
+    from normguide.data.schema import Concept
     from normguide.diffusion import LoadedModel
 
 ModelProvider = Callable[[], "LoadedModel"]
@@ -122,3 +125,21 @@ class RunContext:
     def read_input(self, uri: str) -> bytes:
         """Bytes of an input (concept table, reference image): a local path or s3:// URI."""
         return read_bytes(uri, storage_config=self.config.storage)
+
+
+def check_lease(ctx: RunContext, *, finalizing: bool = False) -> None:
+    """Before a write: raise ``LeaseLost`` if this process's lease on the run root was lost
+    (one read of the lease object); ``finalizing`` upgrades a subset's claim to every concept
+    (``LeaseHeld`` while another writer is live). No lease held in this process: no check."""
+    from normguide.data.storage.lease import check_held
+
+    check_held(ctx.storage, finalizing=finalizing)
+
+
+def read_references(ctx: RunContext, concept: Concept) -> list[Image.Image]:
+    """The concept's reference images, decoded; every bad one of the concept is named in one
+    :class:`ReferenceImageError` (:func:`normguide.data.references.read_references`)."""
+    from normguide.data import references as reference_io
+    from normguide.data.input_policy import input_policy
+
+    return reference_io.read_references(ctx.read_input, concept, policy=input_policy(ctx.config))

@@ -16,16 +16,15 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from normguide.data import layout
+from normguide.data import layout, run_record
 from normguide.data import manifest as mf
-from normguide.data import run_record
 from normguide.data.images import decode_reference, sha256_hex
 from normguide.data.parquet_io import read_frame
 from normguide.data.schema import parse_concept_table
 from normguide.data.seeds import seeds_key
 from normguide.data.verify import DamagedRunError, check_images
 from normguide.evaluation.stream import LazyImages
-from normguide.pipeline.context import RunContext
+from normguide.pipeline.context import RunContext, check_lease
 from normguide.pipeline.resume import read_seeds
 
 EVAL_METRICS, EVAL_REPORT, EVAL_PLOT = layout.EVAL_METRICS, layout.EVAL_REPORT, layout.EVAL_PLOT
@@ -147,9 +146,8 @@ def evaluate(ctx: RunContext, *, judge=None):
     import pandas as pd
 
     from normguide import evaluation as ev
-    from normguide.pipeline.results import EvaluationRecord
-
     from normguide.pipeline import longtail
+    from normguide.pipeline.results import EvaluationRecord
 
     storage = ctx.storage
     cfg = ctx.config.evaluation
@@ -191,8 +189,6 @@ def evaluate(ctx: RunContext, *, judge=None):
                                                                          clip_model=cfg.clip_model)
     buf = io.BytesIO()
     metrics.to_parquet(buf, index=False)
-    from normguide.pipeline.steps import check_lease  # here: steps imports this module
-
     check_lease(ctx)
     storage.write_bytes(EVAL_METRICS, buf.getvalue())
     if tail is not None:

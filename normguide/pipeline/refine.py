@@ -25,7 +25,7 @@ from normguide import progress
 from normguide.config import RunConfig
 from normguide.data.schema import Concept
 from normguide.data.seeds import SeedsFile, seeds_key
-from normguide.pipeline.context import RunContext
+from normguide.pipeline.context import RunContext, check_lease, read_references
 
 _log = logging.getLogger(__name__)
 
@@ -107,7 +107,6 @@ def refine(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> SeedsFile:
     refinement is complete is returned as it is. No-op when refinement is off."""
     from normguide.diffusion import prepare_image
     from normguide.diffusion.refine import reference_targets, refine_seeds
-    from normguide.pipeline.steps import check_lease, read_references
 
     cfg = ctx.config.refine
     if not cfg.enabled:
@@ -169,8 +168,6 @@ def _finite(x: float) -> float | None:
 def _write_timings(ctx: RunContext, concept_id: str, seconds: dict[str, float]) -> None:
     """Seconds per refined image (its batch's time divided among its seeds), merged with the ones
     an interrupted earlier run recorded."""
-    from normguide.pipeline.steps import check_lease
-
     key = timing_key(concept_id)
     check_lease(ctx)
     old: dict = {}

@@ -17,13 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 from pyarrow import ArrowException
 
-from normguide.data import layout
+from normguide.data import layout, run_record
 from normguide.data import manifest as mf
-from normguide.data import run_record
 from normguide.data.images import sha256_hex
 from normguide.data.schema import Concept, changed_fields
 from normguide.data.seeds import SeedsFile, seeds_key
-from normguide.pipeline.context import RunContext
+from normguide.pipeline.context import RunContext, check_lease
 from normguide.pipeline.results import GeneratedConcept
 
 _log = logging.getLogger(__name__)
@@ -179,8 +178,6 @@ def discard_concept(ctx: RunContext, concept: Concept, changed: list[str], *, fo
     cid = concept.concept_id
     _log.warning("concept %r changed in the concept table since %s was written (%s); its images, "
                  "seeds and manifest part are discarded and made again", cid, found, ", ".join(changed))
-    from normguide.pipeline.steps import check_lease  # here: steps imports this module
-
     check_lease(ctx)
     storage.delete([run_record.SUCCESS])
     storage.delete([mf.part_key(cid)])

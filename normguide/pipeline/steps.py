@@ -34,19 +34,16 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from PIL import Image
-
 from normguide import __version__, progress
 from normguide.config import check_same_content
-from normguide.data import layout
+from normguide.data import layout, run_record
 from normguide.data import manifest as mf
 from normguide.data import references as reference_io
-from normguide.data import run_record
 from normguide.data.images import ReferenceImageError, encode_png
 from normguide.data.input_policy import input_policy
 from normguide.data.schema import Concept, changed_fields
 from normguide.data.seeds import SeedsFile, seeds_key
-from normguide.pipeline.context import RunContext
+from normguide.pipeline.context import RunContext, check_lease, read_references  # noqa: F401 - steps, importable from here
 from normguide.pipeline.evaluation import (  # noqa: F401 - the evaluation step, importable from here
     EVAL_METRICS,
     EVAL_PLOT,
@@ -114,8 +111,8 @@ def _quick_damage(ctx: RunContext) -> str | None:
     or unreadable, or images it lists missing or empty. Cost: one read of manifest.parquet and one
     listing per concept folder (sizes only, no image read: a truncated image is found by
     ``normguide verify``, and by the resume check once the run is reopened)."""
-    from normguide.data.verify import SHOWN, missing_images
     from normguide.data.parquet_io import read_table
+    from normguide.data.verify import SHOWN, missing_images
 
     storage = ctx.storage
     try:
@@ -185,15 +182,6 @@ def acquire_lease(ctx: RunContext, concept_ids: list[str] | None, *, owner: str,
     return ctx.storage.acquire_lease(owner=owner, concepts=concept_ids, coordinator=coordinator)
 
 
-def check_lease(ctx: RunContext, *, finalizing: bool = False) -> None:
-    """Before a write: raise ``LeaseLost`` if this process's lease on the run root was lost
-    (one read of the lease object); ``finalizing`` upgrades a subset's claim to every concept
-    (``LeaseHeld`` while another writer is live). No lease held in this process: no check."""
-    from normguide.data.storage.lease import check_held
-
-    check_held(ctx.storage, finalizing=finalizing)
-
-
 def record_status(ctx: RunContext, status: str, error: str | None = None) -> None:
     """Mark run.json ``failed`` or ``interrupted`` (with the error); a complete run, or one
     that never started (no run.json), is left as it is. Never raises: it runs on the way out
@@ -227,12 +215,6 @@ def load_concepts(ctx: RunContext, concept_ids: list[str] | None = None) -> list
     concepts = ctx.table.select(concept_ids)
     reference_io.check_reference_schemes(ctx.table.source, concepts, policy=input_policy(ctx.config))
     return concepts
-
-
-def read_references(ctx: RunContext, concept: Concept) -> list[Image.Image]:
-    """The concept's reference images, decoded; every bad one of the concept is named in one
-    :class:`ReferenceImageError` (:func:`normguide.data.references.read_references`)."""
-    return reference_io.read_references(ctx.read_input, concept, policy=input_policy(ctx.config))
 
 
 def check_references(ctx: RunContext, concepts: list[Concept]) -> dict[str, str]:

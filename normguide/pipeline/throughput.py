@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 
 from normguide.data import run_record
 from normguide.data.storage import LeaseLost
-from normguide.pipeline.context import RunContext
+from normguide.pipeline.context import RunContext, check_lease
 from normguide.pipeline.results import ConceptOutcome, GenerationCost, RunCost
 
 _log = logging.getLogger(__name__)
@@ -107,8 +107,6 @@ def run_cost(ctx: RunContext, outcomes: Iterable[ConceptOutcome]) -> RunCost | N
 def record_cost(ctx: RunContext, cost: RunCost) -> None:
     """Write ``cost`` into run.json (the recipe's step after the concepts, before finalize). A
     failure to write is logged, never the run's failure; a lost lease still stops the run."""
-    from normguide.pipeline.steps import check_lease
-
     storage = ctx.storage
     try:
         check_lease(ctx)

@@ -39,3 +39,14 @@ def test_transformer_families_count_their_transformer_calls_and_one_decode_witho
     assert flops_per_image(m, steps=3, guidance_scale=7.5) == 3 * guided + vae_decode_flops(m)  # Euler: a call a step
     # classifier-free guidance doubles the rows (SD3, PixArt); FLUX's guidance is an input: one row
     assert guided == (unguided if family == "flux" else 2 * unguided) and unguided > 0
+
+
+def test_the_most_specific_device_name_wins_the_peak_lookup():
+    from normguide.diffusion.flops import peak_for_name
+
+    assert peak_for_name("NVIDIA H100 PCIe", "bfloat16")[0] == 756.0
+    assert peak_for_name("NVIDIA H100 80GB HBM3", "bfloat16")[0] == 989.0
+    assert peak_for_name("NVIDIA A100-SXM4-80GB", "tf32")[0] == 156.0
+    assert peak_for_name("NVIDIA L40S", "float32")[0] == 91.6 and peak_for_name("NVIDIA L4", "float32")[0] == 30.3
+    assert peak_for_name("Tesla T4", "bfloat16") == (None, "Tesla T4: no bfloat16 peak in PEAK_TFLOPS; set cost.peak_tflops")
+    assert peak_for_name("Some GPU", "float16")[0] is None
