@@ -96,3 +96,20 @@ def test_chained_and_chunks():
     assert list(a[1:]) == [10, 20]
     with pytest.raises(ValueError, match="chunk size"):
         list(chunks(seq, 0))
+
+
+def test_knn_radii_in_blocks_are_the_radii_of_the_whole_matrix():
+    """prdc's k-NN radii are computed a block of rows at a time (memory block x N, not N x N):
+    the same float64 values as sorting the whole distance matrix, duplicates included."""
+    from scipy.spatial.distance import cdist
+
+    from normguide.evaluation.metrics import _knn_radii
+
+    x = np.random.default_rng(0).normal(size=(50, 8))
+    x[10] = x[3]  # a duplicate: distance exactly 0
+    whole = cdist(x, x)
+    np.fill_diagonal(whole, -1.0)
+    for k in (1, 4):
+        want = np.sort(whole, axis=1)[:, k]
+        for block in (1, 7, 50, 512):
+            assert np.array_equal(_knn_radii(x, k, block=block), want)
