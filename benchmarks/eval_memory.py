@@ -12,7 +12,8 @@ width and height in the manifest. A decoded ``--size`` px RGB image is size² x 
 
 Each measurement is a fresh child process (so runs share no peak) that imports the code under
 ``--code`` (default: this checkout; give ``before=/path/to/old/checkout`` to add the old code's
-rows), opens the run as ``normguide evaluate`` does and evaluates it (the demo's digit judge,
+rows), opens the run as ``normguide evaluate`` does (keeping the settings that code knows) and
+evaluates it (the demo's digit judge,
 its held-out test digits, eval/metrics.parquet, report.md, metrics.png). It reports the wall
 time, the peak resident set (VmHWM) before evaluating (interpreter, torch, pandas imported and
 the run opened) and after, and the sha256 of eval/metrics.parquet and eval/report.md, so the
@@ -51,10 +52,15 @@ sys.path.insert(0, code)
 import normguide
 assert normguide.__file__.startswith(code), (normguide.__file__, code)
 import pandas, torch  # noqa: F401 - in the baseline, as in any evaluation
-from normguide.cli.runs import existing_run
+from normguide.config import RunConfig
+from normguide.data import run_record
 from normguide.pipeline import RunContext, steps
 
-cfg, store = existing_run(run, None)
+# as `normguide evaluate` opens a run, keeping only the settings this code knows (the run was
+# made by the newest code measured; an older one refuses settings added since)
+store = run_record.open_run(run, storage_config=RunConfig().storage)
+doc = json.loads(store.read_bytes("run.json"))
+cfg = RunConfig.model_validate({k: v for k, v in doc["config"].items() if k in RunConfig.model_fields})
 ctx = RunContext.create(cfg, storage=store)
 before = hwm()
 t0 = time.perf_counter()

@@ -104,11 +104,17 @@ def _cli(code: str, args: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _driver(code: str, table: Path, n: int, work: Path) -> float:
+def _driver(code: str, table: Path, n: int, work: Path, timeout: float) -> float:
+    """Seconds of one local-driver run on ``n`` concepts; inf when it ran past ``timeout``."""
     out_dir = work / f"out-{time.monotonic_ns()}"
-    res = subprocess.run([sys.executable, "-c", DRIVER, code, str(table), str(out_dir), str(n)], capture_output=True,
-                         text=True, cwd=tempfile.gettempdir(), env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        res = subprocess.run([sys.executable, "-c", DRIVER, code, str(table), str(out_dir), str(n)], capture_output=True,
+                             text=True, cwd=tempfile.gettempdir(), timeout=timeout,
+                             env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    except subprocess.TimeoutExpired:
+        return float("inf")
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
     if res.returncode != 0:
         raise SystemExit(f"the local driver on {n} concepts failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
@@ -120,6 +126,7 @@ def main() -> None:
     ap.add_argument("--driver", type=int, nargs="*", default=[100, 1000], help="local driver sizes (none: skip)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--driver-repeats", type=int, default=1)
+    ap.add_argument("--driver-timeout", type=float, default=420, help="seconds before a driver run is stopped")
     ap.add_argument("--commands", nargs="+", default=["validate", "plan"], choices=["validate", "plan"])
     ap.add_argument("--code", nargs="+", default=[], metavar="NAME=PATH")
     args = ap.parse_args()
@@ -163,10 +170,10 @@ def main() -> None:
             print("| ---: | ---: | ---: | --- |")
             secs = {}
             for n in args.driver:
-                runs = [_driver(str(REPO), one_ref[n], n, tmp) for _ in range(args.driver_repeats)]
+                runs = [_driver(str(REPO), one_ref[n], n, tmp, args.driver_timeout) for _ in range(args.driver_repeats)]
                 secs[n] = statistics.median(runs)
                 print(f"| {n:,} | {secs[n]:.1f} | {secs[n] / n:.3f} | {', '.join(f'{r:.1f}' for r in runs)} |", flush=True)
-            if len(secs) >= 2:
+            if len(secs) >= 2 and all(v != float("inf") for v in secs.values()):
                 lo, hi = min(secs), max(secs)
                 slope = (secs[hi] - secs[lo]) / (hi - lo)
                 print(f"slope {lo:,} -> {hi:,}: {slope:.3f} s per concept; fixed part {secs[lo] - slope * lo:.1f} s; "

@@ -143,7 +143,7 @@ class PrefectStack:
         r.raise_for_status()
         return r.json() if r.content else None
 
-    def wait_for_flow_run(self, flow_run_id: str, timeout: float = 240.0) -> dict:
+    def wait_for_flow_run(self, flow_run_id: str, timeout: float = 600.0) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             fr = self.api("GET", f"/flow_runs/{flow_run_id}")

@@ -194,18 +194,27 @@ def test_scheduled_deployment_reads_back_with_timezone_and_next_runs(stack):
 
 
 # -- runs on the process workers --------------------------------------------------------------
-def test_adhoc_deployment_run_writes_the_dataset(stack, tmp_path):
+def test_adhoc_deployment_run_of_a_flow_matching_family_writes_the_local_drivers_bytes(stack, tmp_path):
+    """An ad hoc deployment run (the CLI's `prefect deployment run`) on a process worker writes
+    the dataset; with the tiny FLUX build (issue 21: a new family through the deployments), the
+    same images the local driver writes."""
+    from normguide.config import RunConfig
+    from normguide.pipeline import run_dataset
+
     concepts = _concept_table(tmp_path / "in", ["alpha", "beta"])
-    cfg = _config(concepts, tmp_path / "out", run_id="adhoc-test")
+    cfg = {**_config(concepts, tmp_path / "out", run_id="adhoc-flux"), "model": "demo:flux",
+           "evaluation": {"enabled": False}}
     flow_run = stack.wait_for_flow_run(_run_deployment(stack, "generate-dataset/adhoc", {"config": cfg}, cli=True))
     _assert_completed(stack, flow_run)
 
-    root = tmp_path / "out" / "adhoc-test"
+    root = tmp_path / "out" / "adhoc-flux"
     assert (root / "_SUCCESS").exists()
     manifest = pd.read_parquet(root / "manifest.parquet")
     assert sorted(manifest.concept_id.unique()) == ["alpha", "beta"]
-    assert len(manifest) == 2 * IMAGES
-    assert all((root / f).exists() for f in manifest.file_name)
+    assert len(manifest) == 2 * IMAGES and set(manifest.inverter) == {"flow-euler"}
+    run_dataset(RunConfig.model_validate({**cfg, "output": str(tmp_path / "local")}))
+    for name in manifest.file_name:
+        assert (root / name).read_bytes() == (tmp_path / "local" / "adhoc-flux" / name).read_bytes(), name
 
 
 def test_fan_out_reports_failed_shards_and_a_rerun_redoes_only_those(stack, tmp_path):
@@ -247,28 +256,6 @@ def test_fan_out_reports_failed_shards_and_a_rerun_redoes_only_those(stack, tmp_
     manifest = pd.read_parquet(root / "manifest.parquet")
     assert sorted(manifest.concept_id.unique()) == sorted(ids)
     assert len(manifest) == len(ids) * IMAGES and manifest.file_name.is_unique
-
-
-def test_fan_out_carries_a_flow_matching_family_and_writes_the_local_drivers_bytes(stack, tmp_path):
-    """Issue 21: the fan-out over process workers runs a new family (the tiny FLUX build), one
-    concept per shard, and writes the images the local driver writes."""
-    from normguide.config import RunConfig
-    from normguide.pipeline import run_dataset
-
-    concepts = _concept_table(tmp_path / "in", ["alpha", "beta"])
-    cfg = {**_config(concepts, tmp_path / "out", run_id="fan-out-flux"), "model": "demo:flux",
-           "evaluation": {"enabled": False}}
-    params = {"config": cfg, "shard_size": 1, "deployment": "generate-dataset/adhoc", "poll_interval_s": 1}
-    parent = stack.wait_for_flow_run(_run_deployment(stack, "generate-dataset-fan-out/adhoc", params))
-    _assert_completed(stack, parent)
-    assert len(_flow_runs(stack, parent_flow_run_id={"any_": [parent["id"]]})) == 2
-    root = tmp_path / "out" / "fan-out-flux"
-    assert (root / "_SUCCESS").exists()
-    run_dataset(RunConfig.model_validate({**cfg, "output": str(tmp_path / "local")}))
-    manifest = pd.read_parquet(root / "manifest.parquet")
-    assert len(manifest) == 2 * IMAGES and set(manifest.inverter) == {"flow-euler"}
-    for name in manifest.file_name:
-        assert (root / name).read_bytes() == (tmp_path / "local" / "fan-out-flux" / name).read_bytes(), name
 
 
 def test_gpu_tasks_took_turns_and_left_no_slot_behind(stack):
