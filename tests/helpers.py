@@ -1,6 +1,7 @@
 """Helpers shared by the test folders (import as ``tests.helpers``; pytest runs from the root)."""
 
 import random
+import signal
 from pathlib import Path
 
 from PIL import Image
@@ -17,3 +18,12 @@ def make_reference(path: Path, seed: int, size=(96, 80)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def as_from_a_terminal() -> None:
+    """``preexec_fn`` for a CLI process a test sends Ctrl-C (SIGINT): SIGINT at its default, as for
+    a command a user starts in a terminal. A process started in the background of a
+    non-interactive shell (``cmd &`` in a script, as CI jobs or nohup may run pytest) inherits
+    SIGINT *ignored*, and Python then installs no KeyboardInterrupt handler, so the child would
+    never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import as_from_a_terminal
+
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "normguide" / "demo" / "example" / "concepts.parquet"
@@ -71,7 +73,7 @@ def test_readme_first_command_in_a_fresh_prefect_home_under_load(tmp_path, busy_
 def test_ctrl_c_stops_within_seconds_marks_the_run_and_a_rerun_resumes(tmp_path):
     args = _normguide("run", "--steps", "10", "--inversion-steps", "10", "--num-images", "4")
     proc = subprocess.Popen(args, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=as_from_a_terminal)
     lines = []
     for line in proc.stdout:  # wait until the first concept is done
         lines.append(line)

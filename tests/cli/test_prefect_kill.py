@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import as_from_a_terminal
+
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]  # the slow tier; a real Prefect API
 
 
@@ -150,7 +152,8 @@ def test_a_killed_or_interrupted_run_is_crashed_and_leaves_no_process(concept_di
     cfg = _config_file(tmp_path, concept_dir, num_images=40)
     proc = subprocess.Popen([sys.executable, "-m", "normguide.cli", "run", "--prefect", "--config", str(cfg),
                              "--steps", "30"],
-                            env=_env(prefect_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=_env(prefect_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=as_from_a_terminal)
     lines: list[str] = []
     generating = threading.Event()
 
