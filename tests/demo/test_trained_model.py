@@ -81,6 +81,7 @@ def test_weights_are_package_data():
             assert path.relative_to(package).as_posix() in matched, path
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_common_digits_are_drawn_recognisably_at_guidance_3(trained_demo, judge):
     accuracies = {}
     for label in _CLASSES:
@@ -90,6 +91,7 @@ def test_common_digits_are_drawn_recognisably_at_guidance_3(trained_demo, judge)
     assert set(accuracies) <= set(D.COMMON_CLASSES) and min(accuracies.values()) >= 0.9, accuracies
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_generation_is_byte_deterministic_within_and_across_processes(trained_demo):
     seeds = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(11))
     runs = [[im.tobytes() for b in generate_images(trained_demo, seeds, "a handwritten digit three",

@@ -32,6 +32,7 @@ def _weights_hash(pipe) -> str:
     return h.hexdigest()
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_demo_weights_identical_across_builds_and_processes():
     first, second = build_demo_pipeline("sd1"), build_demo_pipeline("sd1")
     assert _weights_hash(first) == _weights_hash(second)

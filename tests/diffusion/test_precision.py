@@ -155,6 +155,7 @@ def test_decoded_bytes_are_the_diffusers_postprocess_bytes(demo):
     assert [a.tobytes() for a in ours] == [b.tobytes() for b in theirs]
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_compiled_unet_pads_the_last_batch_and_never_recompiles(sd1_pipe):
     """torch.compile with the 'eager' backend (Dynamo's tracing and guards, no C++ toolchain):
     after warm_up, 5 seeds in batches of 2 (the last padded) and every timestep run on the one

@@ -46,6 +46,7 @@ def _header(root) -> dict:
     return yaml.safe_load(text.split("---\n")[1])
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_manifest_card_loads_without_a_warning(run_copy, datasets_warnings):
     run, ctx = run_copy
     steps.report(ctx)  # the card the run wrote, as it is now

@@ -52,6 +52,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {**files, "manifest.parquet": (root / "manifest.parquet").read_bytes()}
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 @pytest.mark.parametrize("per_task", [3, None])
 def test_batched_run_bounds_task_runs_and_writes_the_local_drivers_bytes(tmp_path, per_task):
     ids = [f"c{i}" for i in range(7)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from normguide.data.storage import LeaseHeld
 from normguide.flows.generate_dataset import generate_dataset
 from normguide.pipeline import RunContext
@@ -9,6 +11,7 @@ from normguide.pipeline import RunContext
 from .conftest import tiny_config
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_a_flow_run_is_refused_while_another_run_holds_the_lease(concept_dir, tmp_path):
     ctx = RunContext.create(tiny_config(concept_dir / "concepts.parquet", tmp_path / "out"))
     cfg, store = ctx.config, ctx.storage  # pinned: its run_id set

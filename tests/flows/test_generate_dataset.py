@@ -87,6 +87,7 @@ def test_flow_writes_consistent_dataset(concept_dir, tmp_path):
     assert summary.run_id in artifact.data and "| alpha | completed | 3 | 3 | nao |" in artifact.data
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_same_config_twice_is_identical(concept_dir, tmp_path):
     cfg_a = tiny_config(concept_dir / "concepts.parquet", tmp_path / "a")
     cfg_b = tiny_config(concept_dir / "concepts.parquet", tmp_path / "b")
@@ -107,6 +108,7 @@ def test_same_config_twice_is_identical(concept_dir, tmp_path):
     assert before == {p: p.stat().st_mtime_ns for p in ra.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_every_method_produces_its_rows(concept_dir, tmp_path):
     # demo:sd2-v: its inversions of any image land on the chi shell, as a trained model's inversions of
     # its own kind of images do, so the geometric contrast between methods is clear at 2 steps

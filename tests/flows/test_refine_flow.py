@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from normguide.data.seeds import SeedsFile
 from normguide.flows.generate_dataset import generate_dataset
@@ -13,6 +14,7 @@ from .test_batching import _config, _files, _table
 REFINE = {"refine.enabled": True, "refine.iterations": 1, "refine.num_inference_steps": 3}
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_flow_and_local_driver_write_the_same_bytes_with_refinement_on(tmp_path):
     table = _table(tmp_path / "in", ["r0"])
     cfg = _config(table, tmp_path / "flow", **REFINE)

@@ -93,6 +93,7 @@ def test_a_changed_row_under_a_fixed_run_id_is_made_again(tmp_path, model, caplo
     assert run_dataset(cfg, model=never_load).already_complete
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_a_discard_interrupted_half_way_is_finished_by_the_rerun(tmp_path, model):
     """The discard deletes the part, the images, then the seeds: stopped after the part, the
     old seeds still name the old row, and the rerun discards and regenerates from there."""

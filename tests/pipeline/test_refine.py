@@ -61,6 +61,7 @@ class _InterruptAfterFirstRefinedSeed(progress.LogReporter):
             self.refined.append(-stage.total)  # how many seeds this run still had to refine
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_refined_seeds_resume_after_ctrl_c_and_are_byte_identical(table, tmp_path):
     # an uninterrupted run
     clean = config(table, tmp_path / "clean")

@@ -16,6 +16,7 @@ from .conftest import (
 )
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_local_and_prefect_drivers_write_the_same_bytes(inputs, tmp_path):
     methods = {"plan.methods": ("nao", "slerp", "random")}
     local = run_config(inputs.local_table, str(tmp_path / "local"), **methods)
@@ -31,6 +32,7 @@ def test_local_and_prefect_drivers_write_the_same_bytes(inputs, tmp_path):
     assert_same_dataset(a, b)
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_local_driver_on_s3_equals_the_flow_on_s3(inputs, s3_server, s3_bucket):
     local = run_config(inputs.s3_table, f"s3://{s3_bucket}/local", storage=s3_server.env_storage)
     flow = run_config(inputs.s3_table, f"s3://{s3_bucket}/flow", storage=s3_server.env_storage)

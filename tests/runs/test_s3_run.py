@@ -9,6 +9,7 @@ import logging
 import time
 
 import pandas as pd
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -51,6 +52,7 @@ def _prefect_database_files() -> dict[str, str]:
     return files
 
 
+@pytest.mark.slow  # over ~20 s: out of the fast tier (issue 23)
 def test_s3_in_s3_out(inputs, s3_server, s3_bucket, tmp_path, caplog, capfd):
     caplog.set_level(logging.INFO)
     cfg = run_config(inputs.s3_table, f"s3://{s3_bucket}/datasets", storage=s3_server.env_storage)
