@@ -86,6 +86,15 @@ def leaders(metrics: pd.DataFrame) -> dict[str, tuple[list[str], float]]:
     return out
 
 
+def _versus(value: float, ref: float, higher_is_better: bool) -> str:
+    """Whether the leading method's ``value`` beats the baseline's ``ref`` (ties within 1e-9)."""
+    if math.isnan(ref):
+        return "–"
+    if abs(value - ref) <= 1e-9:
+        return "ties"
+    return "beats" if (value > ref) == higher_is_better else "does not beat"
+
+
 def report_markdown(metrics: pd.DataFrame, run_id: str | None = None, judge_name: str | None = None) -> str:
     """A readable markdown report of :func:`~normguide.evaluation.evaluate`'s frame: which method
     leads per metric, then per block (recognisability; fidelity and diversity; downstream value;
@@ -118,15 +127,25 @@ def report_markdown(metrics: pd.DataFrame, run_id: str | None = None, judge_name
     lines.append("")
 
     lead = leaders(metrics)
+    baseline = "references" in methods  # the references-only baseline: shown beside the leader, never a leader
+    higher = {mi.column: mi.higher_is_better for mi in METRICS}
     lines += ["## Which method leads", ""]
+    if baseline:
+        lines += ["Among the seed methods; the last two columns hold the references-only baseline "
+                  "(the real reference images themselves) against the leader.", ""]
     rows = []
     for col in PLOT_METRICS + tuple(c for c in lead if c not in PLOT_METRICS):
         if col in lead:
             best, value = lead[col]
-            rows.append([col, ", ".join(best), _fmt(value, _digits(col))])
+            row = [col, ", ".join(best), _fmt(value, _digits(col))]
+            if baseline:
+                ref = _overall_value(per, overall, "references", col)
+                row += [_fmt(ref, _digits(col)), _versus(value, ref, higher[col])]
+            rows.append(row)
         elif col in metrics:
-            rows.append([col, "n/a (not measured)", "–"])
-    lines += _table(["metric", "best method", "value"], rows, right_from=2) + [""]
+            rows.append([col, "n/a (not measured)", "–"] + (["–", "–"] if baseline else []))
+    header = ["metric", "best method", "value"] + (["references alone", "leader vs references"] if baseline else [])
+    lines += _table(header, rows, right_from=2) + [""]
 
     blocks = list(dict.fromkeys(mi.block for mi in METRICS))
     for block in blocks:

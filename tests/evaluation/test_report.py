@@ -89,3 +89,18 @@ def test_importing_evaluation_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_leader_is_shown_against_the_references_only_baseline():
+    """The references row never leads, but the report shows its value beside the leader and says
+    plainly where the leading method does not beat it."""
+    frame = _frame()
+    refs = frame[frame.method == "nao"].copy()
+    refs["method"] = "references"
+    refs["recognisability"] = 0.95  # above nao's 0.9: the baseline wins
+    refs["vendi"] = 1.0             # below every method's: the leader beats it
+    text = report_markdown(pd.concat([frame, refs], ignore_index=True), run_id="r")
+    assert leaders(pd.concat([frame, refs], ignore_index=True))["recognisability"] == (["nao"], 0.9)
+    assert "| metric | best method | value | references alone | leader vs references |" in text
+    assert "| recognisability | nao | 0.900 | 0.950 | does not beat |" in text
+    assert "| vendi | random | 5.00 | 1.00 | beats |" in text
