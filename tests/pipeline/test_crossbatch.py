@@ -65,6 +65,16 @@ def test_batch_invariant_across_concepts_writes_the_bytes_of_per_concept_batches
     assert len(on) == 3 + 9 + 3 + 1 and on.keys() == off.keys()
     assert [k for k in on if on[k] != off[k]] == []
 
+    # resumed: b lost its part and one image; a and c are complete (skipped), b's two images are reused
+    root = Path(output_root(across))
+    (root / "manifest" / "part-b.parquet").unlink()
+    sorted((root / "images" / "b").iterdir())[0].unlink()
+    (root / "_SUCCESS").unlink()
+    again = run_dataset(across, model=model)
+    assert [(again.concepts[c].status, again.concepts[c].generated) for c in "abc"] == [
+        ("skipped", 0), ("completed", 1), ("skipped", 0)]
+    assert _files(root) == on
+
 
 def test_a_failed_shared_batch_or_write_fails_only_its_own_concept(tmp_path, caplog):
     """Batches a0 a1 a2 b0 | b1 b2 c0 c1 | c2. a's images cannot be written (a file where its
