@@ -4,7 +4,7 @@ random weights; fp16 for SD 1.5/SDXL, bf16 for SD3/FLUX (their dtype policy: doc
     .venv/bin/python benchmarks/gpu_throughput.py            # one command, <= ~10 min on one H200
     .venv/bin/python benchmarks/gpu_throughput.py [--models sd15 sdxl sd3 flux] [--batch-sizes 1 8 32]
         [--steps 30] [--repeats 3] [--compile] [--compile-mode max-autotune] [--compile-vae] [--fuse-qkv]
-        [--tf32] [--cudnn-benchmark] [--budget-s 570] [--device cuda] [--tiny]
+        [--tf32] [--cudnn-benchmark] [--batch-across-concepts] [--budget-s 570] [--device cuda] [--tiny]
 
 ``--tiny``: the same rows on the tiny ``demo:<family>`` builds (CPU allowed): a smoke test of the
 script (< 2 min on CPU), not a measurement. SD3 runs classifier-free guidance 7.0; FLUX embeds
@@ -29,7 +29,10 @@ at a time, so each row's peak memory is that implementation's own: weights + wor
    (mode, VAE decoder) and fused QKV;
 3. ``normguide``: ``generate_images`` (batched default; CFG in one pass, per-sample checks);
 4. with ``--compile``: ``normguide, compiled`` (row 2 is then compiled too);
-5. SD 1.5 only: ``normguide, gpu.vae_half``: the VAE decoder in fp16 as diffusers runs SD 1.5.
+5. SD 1.5 only: ``normguide, gpu.vae_half``: the VAE decoder in fp16 as diffusers runs SD 1.5;
+6. with ``--batch-across-concepts``: ``normguide, a prompt per row``: every row of a batch with a
+   prompt of its own, as ``generation.batch_across_concepts`` fills a batch from several concepts
+   (its images differ from row 1's by prompt, so no comparison is printed).
 
 Every implementation gets one untimed call per batch size first (compilation, cuDNN autotuning),
 then ``--repeats`` timed calls; the table gives the median images/s, the ratio to row 1, the peak
@@ -254,6 +257,9 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=570.0, help="wall-clock budget of the whole run")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="the tiny demo builds (a smoke test; CPU allowed)")
+    ap.add_argument("--batch-across-concepts", action="store_true",
+                    help="add a row: normguide with a different prompt per row, as generation.batch_across_concepts "
+                         "fills a batch from several concepts (one encoding per prompt, per-row conditioning)")
     args = ap.parse_args()
     args.steps = args.steps or (2 if args.tiny else 30)
     args.repeats = args.repeats or (1 if args.tiny else 3)
@@ -362,6 +368,13 @@ def main() -> None:
             return _images([im for batch in out for im in batch]), sum(
                 fb is not None for batch in out for fb in batch.precision_fallback)
 
+        def ours_rows_call(seeds, b):  # one prompt per row: a batch across b concepts
+            m = current["model"]
+            out = list(generate_images(m, seeds, [f"{PROMPT} {i}" for i in range(b)],
+                                       num_inference_steps=args.steps, guidance_scale=GUIDANCE[name], batch_size=b))
+            return _images([im for batch in out for im in batch]), sum(
+                fb is not None for batch in out for fb in batch.precision_fallback)
+
         opt = "bare diffusers + same optimisations" + (" (compiled)" if args.compile else "")
         rows = [("bare diffusers", None, bare_call, False), (opt, optimise_bare, bare_call, args.compile),
                 ("normguide", ours_setup(False), ours_call, False)]
@@ -369,6 +382,8 @@ def main() -> None:
             rows.append(("normguide, compiled", ours_setup(True), ours_call, True))
         if upcast and name == "sd15":
             rows.append(("normguide, gpu.vae_half", ours_setup(False, vae_half=True), ours_call, False))
+        if args.batch_across_concepts:
+            rows.append(("normguide, a prompt per row (across concepts)", ours_setup(False), ours_rows_call, False))
         base_ips: dict[int, float] = {}
         base_imgs: dict[int, list] = {}
         per_call: dict[tuple[str, int], float] = {}
@@ -411,9 +426,9 @@ def main() -> None:
                 if ri == 0:
                     base_ips[b], base_imgs[b] = ips, imgs
                 ratio = f"{ips / base_ips[b]:>7.2f}x" if b in base_ips else f"{'-':>8}"
-                fb = str(fallbacks) if call is ours_call else "-"
-                print(f"{name:<6} {b:>5} {label:<48} {ips:>9.3f} {ratio} {peak} {fb:>9}  "
-                      f"{_compare(imgs, base_imgs.get(b, [])):>27}", flush=True)
+                fb = str(fallbacks) if call in (ours_call, ours_rows_call) else "-"
+                vs = "- (other prompts)" if call is ours_rows_call else _compare(imgs, base_imgs.get(b, []))
+                print(f"{name:<6} {b:>5} {label:<48} {ips:>9.3f} {ratio} {peak} {fb:>9}  {vs:>27}", flush=True)
                 prev_b = b
         pipe = current = None  # free the device memory before the next model
         if cuda:

@@ -103,6 +103,12 @@ class GenerationConfig(_Section):
         "with bare diffusers' bytes at the same batch size (docs/determinism.md).")
     vae_batch_size: int | None = Field(
         None, ge=1, description="Images decoded by the VAE at once (default: all on CPU; 8 at 512 px on CUDA).")
+    batch_across_concepts: bool = Field(
+        False, description="Fill generation batches across concept boundaries (each row with its own prompt), "
+        "in groups of consecutive concepts of about 4 batches of images; concepts are still inverted and planned "
+        "one by one, and fail alone. Fewer, fuller batches where concepts have fewer images than a batch. With "
+        "batch_invariant the bytes are those of per-concept batches; batched, the last bits may differ "
+        "(docs/gpu.md, docs/determinism.md). Not part of the run id.")
 
     @field_validator("guidance_scale")
     @classmethod
@@ -493,6 +499,7 @@ class RunConfig(BaseModel):
                 d["inversion"].pop(key, None)
         d["generation"].pop("batch_size", None)
         d["generation"].pop("vae_batch_size", None)
+        d["generation"].pop("batch_across_concepts", None)
         if self.refine.enabled:
             d["refine"].pop("gradient_checkpointing", None)  # recomputation changes no value
         else:

@@ -45,6 +45,12 @@ def generate_concepts(config: RunConfig, concepts: list[Concept]) -> list[Concep
     logger = get_run_logger()
     ctx = run_context(config)
     outcomes = []
+    if config.generation.batch_across_concepts:  # generation batches across this task's concepts
+        from normguide.pipeline.crossbatch import run_concepts
+
+        heard: dict[str, ConceptOutcome] = {}
+        run_concepts(ctx, concepts, logger, lambda o: heard.__setitem__(o.concept_id, o))
+        return [heard[c.concept_id] for c in concepts]
     for concept in concepts:
         outcomes.append(run_concept_isolated(ctx, concept, logger))
     return outcomes

@@ -74,8 +74,13 @@ class PrefectRunner:
         # runs, see flows/fan_out.py)
         todo = [c for c in concepts if c.concept_id not in done]
         per_task = self.concepts_per_task or max(1, math.ceil(len(todo) / MAX_CONCEPT_TASKS))
-        for start in range(0, len(todo), per_task):
-            batch = todo[start:start + per_task]
+        if self.config.generation.batch_across_concepts:  # whole groups per task: the local driver's batches
+            from normguide.pipeline.crossbatch import task_batches
+
+            batches = task_batches(todo, self.config, per_task)
+        else:
+            batches = [todo[start:start + per_task] for start in range(0, len(todo), per_task)]
+        for batch in batches:
             outcomes.update(_batch_outcomes(batch, generate_concepts(self.config, batch, return_state=True)))
 
     def interrupted(self, error: str) -> None:

@@ -43,6 +43,7 @@ def run(
     inversion_steps: int | None = typer.Option(None, help="DDIM inversion steps.", show_default=str(DEFAULTS.inversion.num_inference_steps)),
     batch_size: int | None = typer.Option(None, help="Batch size for inversion and generation.", show_default=f"{DEFAULTS.inversion.batch_size} / {DEFAULTS.generation.batch_size}"),
     batch_invariant: bool | None = typer.Option(None, "--batch-invariant/--no-batch-invariant", help="Run the models one sample at a time inside a batch (inversion and generation), so an image's bytes do not depend on its batch mates; slower (docs/determinism.md).", show_default="no: batched, as diffusers"),
+    batch_across_concepts: bool | None = typer.Option(None, "--batch-across-concepts/--no-batch-across-concepts", help="Fill generation batches across concept boundaries (a prompt per row): fewer, fuller batches where concepts have fewer images than a batch (docs/gpu.md).", show_default="no: batches per concept"),
     reconstruction: bool | None = typer.Option(None, "--reconstruction/--no-reconstruction", help="Record each seed's reconstruction error.", show_default=str(DEFAULTS.inversion.reconstruction).lower()),
     export: str | None = typer.Option(None, help="Comma-separated export formats written after the run: hf, webdataset.", show_default="none"),
     endpoint_url: str | None = typer.Option(None, help="S3-compatible endpoint URL for s3:// inputs and outputs.", show_default="AWS"),
@@ -63,6 +64,7 @@ def run(
             inversion_steps, batch_size, reconstruction, endpoint_url,
             device=device, dtype=dtype, compile=compile, export=split(export), strict_references=strict,
             **{"generation.batch_invariant": batch_invariant, "inversion.batch_invariant": batch_invariant,
+               "generation.batch_across_concepts": batch_across_concepts,
                "cost.device_price_per_hour": price_per_hour, "cost.peak_tflops": peak_tflops},
             **(refine_overrides or {})), quick=quick)
         from normguide.pipeline.context import read_table

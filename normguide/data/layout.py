@@ -32,7 +32,9 @@ through this module; none spells them itself.
 ├── report/index.html                       REPORT_HTML: the report to look at in a browser
 ├── report/<concept_id>/index.html          concept_page_key(): a page per concept
 ├── report/<concept_id>/contact_sheet.png   sheet_key()
-├── report/<concept_id>/seed_norms.png      norms_key()
+├── report/<concept_id>/seed_norms.png      norms_key() (for at most 50 concepts of a run)
+├── report/all_seed_norms.png               NORMS_OVERVIEW: every concept's seeds in one plot (runs with more
+│                                           concepts than get a plot of their own)
 ├── hf/<method>/train-NNNNN-of-NNNNN.parquet  hf_file_key(): Hugging Face datasets export
 ├── hf/_SUCCESS                             export_success_key("hf"): the export's settings (JSON), last
 ├── webdataset/shard-NNNNN.tar              wds_shard_key(n, ".tar"): samples <concept>/<image>.{json,png}
@@ -126,6 +128,10 @@ def sheet_key(concept_id: str) -> str:
 def norms_key(concept_id: str) -> str:
     """A concept's seed-norm plot."""
     return f"{REPORT_DIR}/{concept_id}/seed_norms.png"
+
+
+#: Every concept's seeds in one seed-norm plot (written when some concepts get no plot of their own).
+NORMS_OVERVIEW = f"{REPORT_DIR}/all_seed_norms.png"
 
 
 # --- exports ------------------------------------------------------------------------------------

@@ -257,6 +257,69 @@ class _Conditioning:
         return kwargs
 
 
+@dataclass
+class _RowConditioning:
+    """Per-row prompt conditioning of one batch: row r takes ``conds[index[r]]`` (one encoding per
+    distinct prompt). Same interface as ``_Conditioning``; ``select`` gives a sub-batch's."""
+
+    conds: list[_Conditioning]
+    index: list[int]
+
+    @property
+    def guided(self) -> bool:
+        return self.conds[0].guided
+
+    @property
+    def guidance_scale(self) -> float:
+        return self.conds[0].guidance_scale
+
+    def select(self, rows: list[int]) -> _Conditioning | _RowConditioning:
+        return _batch_conditioning(self.conds, [self.index[r] for r in rows])
+
+    def _gathered(self, name: str, dtype: torch.dtype) -> torch.Tensor | None:
+        parts = [getattr(c, name) for c in self.conds]
+        if parts[0] is None:
+            return None
+        k = parts[0].shape[0]  # all unconditional rows first, then the conditional ones, as diffusers
+        return torch.cat([torch.stack([parts[i][j] for i in self.index]) for j in range(k)]).to(dtype)
+
+    def unet_kwargs(self, batch: int, dtype: torch.dtype) -> dict:
+        if batch != len(self.index):
+            raise ValueError(f"per-row conditioning of {len(self.index)} rows asked for {batch}")
+        kwargs: dict = {"encoder_hidden_states": self._gathered("embeds", dtype)}
+        if self.conds[0].text_embeds is not None:
+            kwargs["added_cond_kwargs"] = {"text_embeds": self._gathered("text_embeds", dtype),
+                                           "time_ids": self._gathered("time_ids", dtype)}
+        return kwargs
+
+
+def _batch_conditioning(conds: list[_Conditioning], index: list[int]) -> _Conditioning | _RowConditioning:
+    """The conditioning of a batch whose row r has prompt ``index[r]``: the prompt's own
+    ``_Conditioning`` when every row has the same one (the single-prompt path, its bytes), else
+    per-row."""
+    if len(set(index)) == 1:
+        return conds[index[0]]
+    return _RowConditioning(conds, list(index))
+
+
+def row_prompts(prompt, n: int, *, what: str = "prompt") -> tuple[list[str], list[int]]:
+    """(distinct prompts in first-seen order, per row the index of its prompt) for ``prompt``: one
+    string (every row) or a sequence of ``n`` strings, one per seed row. ValueError otherwise."""
+    if isinstance(prompt, str):
+        return [prompt], [0] * n
+    if isinstance(prompt, (bytes, bytearray)) or not isinstance(prompt, Sequence):
+        raise ValueError(f"{what} must be a string or a sequence of strings (one per seed), got {type(prompt).__name__}")
+    prompts = list(prompt)
+    if len(prompts) != n:
+        raise ValueError(f"{what} must be one string or one string per seed: got {len(prompts)} prompts for {n} seeds")
+    bad = [type(p).__name__ for p in prompts if not isinstance(p, str)]
+    if bad:
+        raise ValueError(f"{what} must hold strings only, got {bad[0]}")
+    distinct: dict[str, int] = {}
+    index = [distinct.setdefault(p, len(distinct)) for p in prompts]
+    return list(distinct), index
+
+
 def _encode_prompt(model: LoadedModel, prompt: str, guidance_scale: float) -> _Conditioning:
     """The pipeline's own prompt encoding (negative prompt: empty; SDXL zeroes it, as its pipeline does)."""
     pipe, guided = model.pipe, guidance_scale > 1.0
@@ -354,11 +417,20 @@ def _schedulers(model: LoadedModel, num_inference_steps: int):
     return forward, inverse
 
 
+def _eps(model, cond, timesteps: torch.Tensor, rowwise: bool):
+    """(z, step) -> ε̂ for the batch z: whole, or one row at a time (``_rowwise``), each row then
+    with its own prompt's conditioning where the batch mixes prompts."""
+    if rowwise and isinstance(cond, _RowConditioning):
+        fns = [_GuidedUNet(model, cond.select([r]), timesteps) for r in range(len(cond.index))]
+        return lambda z, i: torch.cat([fns[r](row, i) for r, row in enumerate(z.split(1))])
+    eps_fn = _GuidedUNet(model, cond, timesteps)
+    return lambda z, i: _rowwise(rowwise, lambda row: eps_fn(row, i), z)
+
+
 def _ddim_down(model, scheduler, z: torch.Tensor, cond: _Conditioning, rowwise: bool) -> torch.Tensor:
-    eps_fn = _GuidedUNet(model, cond, scheduler.timesteps)
+    eps_fn = _eps(model, cond, scheduler.timesteps, rowwise)
     for i, t in enumerate(scheduler.timesteps.tolist()):
-        eps = _rowwise(rowwise, lambda row, i=i: eps_fn(row, i), z)
-        z = scheduler.step(eps, t, z, eta=0.0).prev_sample
+        z = scheduler.step(eps_fn(z, i), t, z, eta=0.0).prev_sample
     return z
 
 
@@ -388,12 +460,24 @@ def _pad_rows(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([x, x[-1:].expand(size - x.shape[0], *x.shape[1:])])
 
 
-def _precision_error(what: str, prompt: str, rows: list[int], model: LoadedModel) -> PrecisionError:
+def _precision_error(what: str, prompt, rows: list[int], model: LoadedModel) -> PrecisionError:
+    """``prompt``: one string, or per row (a sequence): then each failed row's prompt is named."""
     tried = "in float32" if model.dtype == torch.float32 else f"in {str(model.dtype).removeprefix('torch.')} and again in float32"
     return PrecisionError(
-        f"{what} for prompt {prompt!r}: sample(s) {rows} came out non-finite or as a constant image {tried}; "
+        f"{what} for {prompt_rows_text(prompt, rows)} came out non-finite or as a constant image {tried}; "
         "refusing to return them (check the checkpoint's weights, the seeds' scale and the guidance scale)"
     )
+
+
+def prompt_rows_text(prompt, rows: list[int]) -> str:
+    """"prompt 'a cat': sample(s) [0, 1]" for one prompt; for per-row prompts each failed row's
+    prompt: "prompt 'a cat': sample(s) [0]; prompt 'a dog': sample(s) [3]"."""
+    if isinstance(prompt, str):
+        return f"prompt {prompt!r}: sample(s) {rows}"
+    by_prompt: dict[str, list[int]] = {}
+    for r in rows:
+        by_prompt.setdefault(prompt[r], []).append(r)
+    return "; ".join(f"prompt {p!r}: sample(s) {rs}" for p, rs in by_prompt.items())
 
 
 def invert_images(
@@ -502,7 +586,11 @@ def generate_images(
     Args:
         seeds: (N, C, h, w) with (C, h, w) = model.seed_shape, float32 on any device. Used as z_T
             as given: DDIM's initial noise sigma is 1, and NAO seeds are planned at their norm.
-        prompt: the text condition; the negative prompt is empty.
+        prompt: the text condition, one string for every seed or a sequence of strings, one per
+            seed row (a batch may then mix prompts: each distinct prompt is encoded once and the
+            UNet gets each row's own embedding); the negative prompt is empty. One string runs
+            exactly as before (same bytes); with ``batch_invariant`` a row's bytes do not depend
+            on its batch mates' prompts either.
         batch_invariant: run the models one seed at a time inside each batch, so that an image's
             bytes do not depend on batch_size or on its batch mates (verified bit-exact on CPU).
             Default: off on every device: batches stay whole, with bare diffusers' bytes at the
@@ -522,7 +610,8 @@ def generate_images(
         raise ValueError(f"seeds must have shape (N, {', '.join(map(str, model.seed_shape))}), got {tuple(seeds.shape)}")
     if not torch.is_floating_point(seeds) or not torch.isfinite(seeds).all():
         raise ValueError("seeds must be finite floating-point values")
-    _check_common(prompt, num_inference_steps, guidance_scale, batch_size)
+    row_prompts(prompt, seeds.shape[0])  # one string, or one string per seed
+    _check_common(prompt if isinstance(prompt, str) else "", num_inference_steps, guidance_scale, batch_size)
     if vae_batch_size is not None and (not isinstance(vae_batch_size, int) or vae_batch_size < 1):
         raise ValueError(f"vae_batch_size must be an int >= 1 or None, got {vae_batch_size!r}")
     rowwise = _default_rowwise(model, batch_invariant)
@@ -544,15 +633,18 @@ def _generate_batches(model, seeds, prompt, num_inference_steps, guidance_scale,
     if seeds.shape[0] == 0:
         return
     pad = model.compiled and not rowwise
+    prompts, index = row_prompts(prompt, seeds.shape[0])
     # Grad mode and the lock are entered per batch and left before each yield: a generator must not
     # leave thread-local state (inference mode) or a lock switched on in its consumer's code.
-    # 2. Encode the prompt once
+    # 2. Encode each distinct prompt once
     with torch.inference_mode(), exclusive_device(model.device):
-        cond = _encode_prompt(model, prompt, guidance_scale)
-    cond32 = None
+        conds = [_encode_prompt(model, p, guidance_scale) for p in prompts]
+    conds32: list[_Conditioning | None] | None = None
     for start in range(0, seeds.shape[0], batch_size):
         z = seeds[start : start + batch_size].detach().float()
         n = z.shape[0]
+        rows_index = index[start : start + n]
+        cond = _batch_conditioning(conds, rows_index + rows_index[-1:] * (batch_size - n) if pad else rows_index)
         with torch.inference_mode(), exclusive_device(model.device):
             # 3. Denoise z_T -> z_0 and decode, checking every sample
             z_in = _to_device(_pad_rows(z, batch_size) if pad else z, model.device)
@@ -571,7 +663,11 @@ def _generate_batches(model, seeds, prompt, num_inference_steps, guidance_scale,
                             images[r], bad[r], fallback[r] = im, False, "vae"
                 rows = bad.nonzero().flatten()
                 if len(rows) and m32 is not model:
-                    cond32 = cond32 or _encode_prompt(m32, prompt, guidance_scale)
+                    needed = [rows_index[r] for r in rows.tolist()]
+                    conds32 = conds32 or [None] * len(prompts)  # the failed rows' prompts, once each
+                    for i in set(needed):
+                        conds32[i] = conds32[i] or _encode_prompt(m32, prompts[i], guidance_scale)
+                    cond32 = _batch_conditioning(conds32, needed)
                     _, fixed_images, still = _denoise_and_decode(
                         m32, _to_device(z[rows], model.device), cond32, num_inference_steps, rowwise, vae_batch_size
                     )

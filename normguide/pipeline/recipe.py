@@ -214,6 +214,18 @@ class LocalRunner:
         return getattr(steps, name)(self.ctx, *args)
 
     def concepts(self, concepts: list[Concept], outcomes: dict[str, ConceptOutcome]) -> None:
+        if self.ctx.config.generation.batch_across_concepts:  # generation batches across concepts
+            from normguide.pipeline import crossbatch
+
+            seen: list[str] = []
+
+            def heard(outcome: ConceptOutcome) -> None:  # each outcome as it is known
+                seen.append(outcome.concept_id)
+                outcomes[outcome.concept_id] = outcome
+                if self._progress is not None:
+                    self._progress(len(seen), len(concepts), outcome)
+
+            return crossbatch.run_concepts(self.ctx, concepts, self.log, heard)
         for n, concept in enumerate(concepts, 1):
             outcome = run_concept_isolated(self.ctx, concept, self.log)
             outcomes[concept.concept_id] = outcome

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from normguide import __version__, progress
 from normguide.config import check_same_content
@@ -391,48 +392,66 @@ def generate(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> GeneratedCo
     images that already exist are not regenerated, only read back to check and hash them (a
     damaged one, empty or undecodable, is named in a warning and generated again).
     """
-    cid = concept.concept_id
     if (done := completed_concept(ctx, concept)) is not None:
         return done
+    job = pending_images(ctx, concept, seeds)
+    # 2. Generate and write them (the model's time measured for run.json's cost: throughput.py)
+    if job.todo:
+        job.records.update(_generate_and_write(ctx, job.prompt, seeds, job.todo, job.keys, job.meter))
+    return write_part(ctx, job)
+
+
+@dataclass
+class PendingImages:
+    """A concept's images still to make (``todo``: plan row indices), the records of those that
+    exist already (``records``, by plan row index; generated ones are added), and the model time
+    spent on it (``meter``): between :func:`pending_images` and :func:`write_part`."""
+
+    concept: Concept
+    seeds: SeedsFile
+    prompt: str
+    keys: list[str]
+    todo: list[int]
+    records: dict[int, mf.ImageRecord]
+    meter: GenerationMeter = field(default_factory=GenerationMeter)
+
+
+def pending_images(ctx: RunContext, concept: Concept, seeds: SeedsFile) -> PendingImages:
+    """Step 1 of :func:`generate`: the prompt checked, and which images are missing; the ones an
+    earlier, interrupted run wrote are read back, checked (they decode, and match an earlier
+    part's sha256) and hashed; damaged ones are generated again."""
     from normguide.diffusion.prompts import check_prompt_tokens
 
-    rows = seeds.plan_rows
-    storage = ctx.storage
-    model = ctx.model()
+    cid = concept.concept_id
     prompt = concept.resolved_prompt(ctx.config.prompt_template)
-    check_prompt_tokens(model, prompt, concept_id=cid, setting=ctx.config.limits.max_prompt_tokens)
-    gen = ctx.config.generation
-
-    # 1. Which images are missing; the ones an earlier, interrupted run wrote are read back,
-    #    checked (they decode, and match an earlier part's sha256) and hashed; damaged ones
-    #    are generated again
-    keys = [mf.image_key(cid, r.image_id) for r in rows]
-    present = storage.existing(keys)
+    check_prompt_tokens(ctx.model(), prompt, concept_id=cid, setting=ctx.config.limits.max_prompt_tokens)
+    keys = [mf.image_key(cid, r.image_id) for r in seeds.plan_rows]
+    present = ctx.storage.existing(keys)
     reused = reusable_images(ctx, cid, [k for k in keys if k in present])
-    todo = [i for i, k in enumerate(keys) if k not in reused]
+    return PendingImages(concept=concept, seeds=seeds, prompt=prompt, keys=keys,
+                         todo=[i for i, k in enumerate(keys) if k not in reused],
+                         records={i: reused[k] for i, k in enumerate(keys) if k in reused})
 
-    # 2. Generate and write them (the model's time measured for run.json's cost: throughput.py)
-    meter = GenerationMeter()
-    records = _generate_and_write(ctx, prompt, seeds, todo, keys, meter) if todo else {}
-    for i, k in enumerate(keys):
-        if i not in records:
-            records[i] = reused[k]
 
-    # 4. The manifest part, written only now that every image exists
+def write_part(ctx: RunContext, job: PendingImages) -> GeneratedConcept:
+    """Step 4 of :func:`generate`: the manifest part, written only once every image exists."""
+    concept, seeds, rows = job.concept, job.seeds, job.seeds.plan_rows
+    cid, model, gen = concept.concept_id, ctx.model(), ctx.config.generation
     part = mf.concept_rows(
-        mf.RowContext(run_id=ctx.run_id, concept_id=cid, name=concept.name, prompt=prompt,
+        mf.RowContext(run_id=ctx.run_id, concept_id=cid, name=concept.name, prompt=job.prompt,
                       model=model_label(model.model_id, model.is_demo, model.note),
                       model_revision=model.revision, scheduler=model.scheduler,
                       num_inference_steps=gen.num_inference_steps, guidance_scale=gen.guidance_scale,
                       normguide_version=__version__),
-        seeds, keys, [records[i] for i in range(len(rows))],
+        seeds, job.keys, [job.records[i] for i in range(len(rows))],
     )
     check_lease(ctx)
-    storage.write_bytes(mf.part_key(cid), mf.rows_to_parquet(part, concept=concept.definition()))
+    ctx.storage.write_bytes(mf.part_key(cid), mf.rows_to_parquet(part, concept=concept.definition()))
     z = [r["seed_zscore"] for r in part]
-    return GeneratedConcept(concept_id=cid, images=len(rows), generated=len(todo), skipped=False,
+    return GeneratedConcept(concept_id=cid, images=len(rows), generated=len(job.todo), skipped=False,
                             methods=sorted({r.method for r in rows}), mean_seed_zscore=sum(z) / len(z) if z else None,
-                            generation=concept_cost(ctx, meter) if todo else None)
+                            generation=concept_cost(ctx, job.meter) if job.todo else None)
+
 
 def _encode_and_write(storage, keys: list[str], idx: list[int], images, fallbacks) -> dict[int, mf.ImageRecord]:
     """PNG-encode, hash and write one generated batch (on the writer thread)."""

@@ -27,9 +27,11 @@ from normguide.reporting.cost import cost_lines
 from normguide.reporting.records import (
     EVAL_PLOT_KEY,
     EVAL_REPORT_KEY,
+    NORMS_OVERVIEW_KEY,
     ReportRecord,
     norms_key,
     sheet_key,
+    shown_note,
 )
 from normguide.reporting.tables import METRIC_MEANINGS, counts_markdown, evaluation_markdown
 
@@ -314,7 +316,11 @@ def dataset_card(run: Mapping[str, Any], record: ReportRecord, *, schema: pa.Sch
         "shows where the seeds sit relative to the norms the model was trained on (|z| ≤ 2).",
         "",
     ]
-    for c in record.concepts:
+    if record.seed_norms_overview_uri:
+        lines += [shown_note(len(record.shown), len(record.concepts)) + " The others are listed in "
+                  "[`report/index.html`](report/index.html).", "",
+                  f"![seed norms of every concept]({NORMS_OVERVIEW_KEY})", ""]
+    for c in record.shown:
         lines += [
             f"### `{c.concept_id}` ({c.name})",
             "",

@@ -28,6 +28,7 @@ from normguide.reporting.records import (
     EVAL_PLOT_KEY,
     EVAL_REPORT_KEY,
     ReportRecord,
+    shown_note,
 )
 from normguide.reporting.tables import METRIC_MEANINGS
 
@@ -122,7 +123,10 @@ def index_html(record: ReportRecord, *, warnings: list[str] | None = None, has_e
         if has_eval_plot:
             body.append(f"<p><img class=sheet src=\"{_href('../' + EVAL_PLOT_KEY)}\" alt=\"evaluation metrics per method\"></p>")
     body.append("<h2>Contact sheets and seed norms</h2>")
-    for c in record.concepts:
+    if record.seed_norms_overview_uri:
+        body += [f"<p class=note>{_text(shown_note(len(record.shown), len(record.concepts)))}</p>",
+                 f"<p><img class=sheet src=\"{_href('all_seed_norms.png')}\" alt=\"seed norms of every concept\"></p>"]
+    for c in record.shown:
         cid = c.concept_id
         body += [
             f"<h3><a href=\"{_href(f'{cid}/index.html')}\"><code>{_text(cid)}</code></a> ({_text(c.name)})</h3>",
@@ -131,6 +135,14 @@ def index_html(record: ReportRecord, *, warnings: list[str] | None = None, has_e
             f"<p><img class=sheet src=\"{_href(f'{cid}/contact_sheet.png')}\" alt=\"contact sheet of {_text(cid)}\"></p>",
             f"<p><img class=sheet src=\"{_href(f'{cid}/seed_norms.png')}\" alt=\"seed norms of {_text(cid)}\"></p>",
         ]
+    if others := [c for c in record.concepts if c.seed_norms_uri is None]:
+        body += [f"<h3>The other {len(others)} concept(s)</h3>", "<table>",
+                 "<tr><th>concept</th><th>name</th><th>images</th><th>contact sheet</th></tr>"]
+        body += [f"<tr><td><a href=\"{_href(f'{c.concept_id}/index.html')}\"><code>{_text(c.concept_id)}</code></a></td>"
+                 f"<td>{_text(c.name)}</td><td>{c.total}</td>"
+                 f"<td><a href=\"{_href(f'{c.concept_id}/contact_sheet.png')}\">contact sheet</a></td></tr>"
+                 for c in others]
+        body.append("</table>")
     return _page(f"normguide run {record.run_id}", body)
 
 

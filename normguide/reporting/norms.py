@@ -25,6 +25,8 @@ TYPICAL = 2.0
 #: Marker per seed kind.
 #: y ticks of the symmetric-log axis (and their negatives).
 _TICKS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+#: Seeds in a column above which markers shrink (an overview of a whole run).
+CROWDED = 40
 MARKERS = {"centroid": ("*", 140), "interpolant": ("o", 28), "inversion": ("X", 50), "random": ("^", 32)}
 
 
@@ -61,19 +63,24 @@ def seed_norm_plot(title: str, inverted_z: Sequence[float], planned: Sequence[Pl
     def jitter(n: int) -> np.ndarray:  # deterministic spread of a column's points
         return np.zeros(n) if n <= 1 else np.linspace(-0.22, 0.22, n)
 
+    def shrink(n: int) -> float:  # a column of many seeds (a whole run): smaller markers, no overdraw blob
+        return 1.0 if n <= CROWDED else max(0.08, (CROWDED / n) ** 0.5)
+
     all_z = list(inverted_z) + [p.z for p in planned]
     inv = np.asarray(inverted_z, dtype=float)
-    ax.scatter(0 + jitter(len(inv)), inv, marker="D", s=34, color="#b35c00", edgecolor="black", lw=0.4,
-               label="inverted seed", zorder=3)
+    k = shrink(len(inv))
+    ax.scatter(0 + jitter(len(inv)), inv, marker="D", s=34 * k, color="#b35c00", edgecolor="black",
+               lw=0.4 * k, label="inverted seed", zorder=3)
     for x, method in enumerate(methods, start=1):
         rows = [p for p in planned if p.method == method]
         xs = x + jitter(len(rows))
+        k = shrink(len(rows))
         for kind, (marker, size) in MARKERS.items():
             idx = [i for i, p in enumerate(rows) if p.kind == kind]
             if not idx:
                 continue
-            ax.scatter(xs[idx], [rows[i].z for i in idx], marker=marker, s=size, color=f"C{(x - 1) % 10}",
-                       edgecolor="black", lw=0.4, zorder=3)
+            ax.scatter(xs[idx], [rows[i].z for i in idx], marker=marker, s=size * k, color=f"C{(x - 1) % 10}",
+                       edgecolor="black", lw=0.4 * k, zorder=3)
     kinds = [k for k in MARKERS if any(p.kind == k for p in planned)]
     for kind in kinds:  # legend entries in grey: colour is the method, marker the kind
         marker, size = MARKERS[kind]

@@ -5,7 +5,8 @@ Layout added to the run (DESIGN.md, step 6)::
     README.md                          the dataset card (Hugging Face dataset-card format)
     report/index.md                    markdown summary linking everything below
     report/<concept_id>/contact_sheet.png
-    report/<concept_id>/seed_norms.png
+    report/<concept_id>/seed_norms.png  (for at most ``MAX_PLOTTED_CONCEPTS`` concepts)
+    report/all_seed_norms.png          (every concept's seeds, when some have no plot of their own)
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ HEADLINE_METRICS = ("recognisability", "none_of_these", "coverage", "tstr_accura
 
 sheet_key = layout.sheet_key
 norms_key = layout.norms_key
+NORMS_OVERVIEW_KEY = layout.NORMS_OVERVIEW
+
+
+def shown_note(shown: int, total: int) -> str:
+    """What a summary of a run of many concepts draws inline, and why."""
+    return (f"{shown} of {total} concepts are drawn here, with a seed-norm plot each: those whose planned seeds "
+            f"sit farthest from the typical band |z| ≤ 2 (the ones worth a look; table order among equals). "
+            f"Every concept has its "
+            f"contact sheet and its page; the plot below has every concept's seeds.")
 
 
 class _Record(BaseModel):
@@ -42,7 +52,9 @@ class ConceptReport(_Record):
     references: int
     images: dict[str, int]  # method -> images in the manifest
     contact_sheet_uri: str
-    seed_norms_uri: str
+    #: None: the concept got no seed-norm plot of its own (a run with more concepts than
+    #: ``write_report`` plots; its seeds are in the overview plot), and is not drawn inline
+    seed_norms_uri: str | None = None
 
     @property
     def total(self) -> int:
@@ -69,6 +81,13 @@ class ReportRecord(_Record):
     evaluation_report_uri: str | None = None
     evaluation_plot_uri: str | None = None
     judge: str | None = None
+    #: report/all_seed_norms.png, written when some concepts got no seed-norm plot of their own
+    seed_norms_overview_uri: str | None = None
+
+    @property
+    def shown(self) -> list[ConceptReport]:
+        """The concepts whose pictures the summaries draw inline (those with a seed-norm plot)."""
+        return [c for c in self.concepts if c.seed_norms_uri is not None]
 
     @property
     def images(self) -> int:
@@ -79,5 +98,5 @@ class ReportRecord(_Record):
         """Every file the report wrote."""
         out = [self.card_uri, self.index_uri]
         for c in self.concepts:
-            out += [c.contact_sheet_uri, c.seed_norms_uri]
-        return out
+            out += [c.contact_sheet_uri, *([c.seed_norms_uri] if c.seed_norms_uri else [])]
+        return out + ([self.seed_norms_overview_uri] if self.seed_norms_overview_uri else [])

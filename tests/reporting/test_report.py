@@ -137,6 +137,39 @@ def test_report_is_byte_identical_on_a_second_call(finished_run, tmp_path):
     assert {k: (root / k).read_bytes() for k in before} == before
 
 
+def test_a_run_of_more_concepts_than_plots_plots_the_farthest_and_lists_the_others(finished_run, tmp_path):
+    """Above ``max_plotted`` concepts: a seed-norm plot only for the concepts whose planned seeds
+    sit farthest from the band, one overview plot of every concept's seeds, every contact sheet,
+    and the summaries list the concepts they do not draw."""
+    from normguide.reporting.records import NORMS_OVERVIEW_KEY
+
+    root = finished_run.copy(tmp_path / "run")
+    for c in ("digit-two", "digit-five"):  # the full report's plots, so a stale one cannot pass
+        (root / norms_key(c)).unlink()
+    manifest = _manifest(root)
+    worst = manifest.assign(a=manifest.seed_zscore.abs()).groupby("concept_id").a.max()
+    far, near = worst.idxmax(), worst.idxmin()
+    assert far != near
+    record = write_report(finished_run.context(root).storage, max_plotted=1)
+
+    assert [c.concept_id for c in record.shown] == [far]
+    assert (root / norms_key(far)).read_bytes()[:8] == PNG and not (root / norms_key(near)).exists()
+    assert all((root / sheet_key(c)).read_bytes()[:8] == PNG for c in (far, near))
+    overview = (root / NORMS_OVERVIEW_KEY).read_bytes()
+    assert overview[:8] == PNG and Image.open(io.BytesIO(overview)).size[0] > 300
+    assert str(root / NORMS_OVERVIEW_KEY) in record.uris and str(root / norms_key(near)) not in record.uris
+    index = (root / INDEX_KEY).read_text()
+    assert "1 of 2 concepts are drawn here" in index and "](all_seed_norms.png)" in index
+    assert "### The other 1 concept(s)" in index and f"| `{near}` |" in index
+    assert f"]({near}/contact_sheet.png)" in index and f"![contact sheet of {near}]" not in index
+    html = (root / "report" / "index.html").read_text()
+    assert "all_seed_norms.png" in html and f"{near}/index.html" in html and f"{near}/seed_norms.png" not in html
+    _, body = card_header((root / CARD_KEY).read_text())
+    assert f"]({NORMS_OVERVIEW_KEY})" in body and f"]({norms_key(far)})" in body and norms_key(near) not in body
+    with pytest.raises(ValueError, match="max_plotted"):
+        write_report(finished_run.context(root).storage, max_plotted=0)
+
+
 def test_report_needs_a_finalized_run(finished_run, tmp_path):
     root = finished_run.copy(tmp_path / "run")
     (root / "manifest.parquet").unlink()

@@ -59,6 +59,46 @@ class FlowConditioning:
         return out
 
 
+@dataclass
+class RowFlowConditioning:
+    """Per-row prompt conditioning of one batch: row r takes ``conds[index[r]]`` (one encoding
+    per distinct prompt); the interface of ``FlowConditioning``, plus ``select``."""
+
+    conds: list[FlowConditioning]
+    index: list[int]
+
+    @property
+    def guided(self) -> bool:
+        return self.conds[0].guided
+
+    @property
+    def guidance_scale(self) -> float:
+        return self.conds[0].guidance_scale
+
+    def select(self, rows: list[int]):
+        return batch_conditioning(self.conds, [self.index[r] for r in rows])
+
+    def repeat(self, batch: int) -> dict[str, Any]:
+        if batch != len(self.index):
+            raise ValueError(f"per-row conditioning of {len(self.index)} rows asked for {batch}")
+        out = {}
+        for key, value in self.conds[0].kwargs.items():
+            if isinstance(value, torch.Tensor) and key not in ("txt_ids", "img_ids"):
+                parts = [c.kwargs[key] for c in self.conds]  # (k, ...) each: unconditional rows first
+                out[key] = torch.cat([torch.stack([parts[i][j] for i in self.index]) for j in range(value.shape[0])])
+            else:
+                out[key] = value
+        return out
+
+
+def batch_conditioning(conds: list[FlowConditioning], index: list[int]):
+    """A batch's conditioning: the prompt's own when every row has the same one (the
+    single-prompt path and its bytes), else per row."""
+    if len(set(index)) == 1:
+        return conds[index[0]]
+    return RowFlowConditioning(conds, list(index))
+
+
 class FlowFamily(Family):
     """Shared by every flow-matching family; subclasses provide ``encode_prompt``,
     ``transformer_call`` and the prompt/packing details."""
@@ -106,7 +146,7 @@ class FlowFamily(Family):
     def velocity(self, model, cond: FlowConditioning, x: torch.Tensor, t: torch.Tensor, rowwise: bool = False):
         """v̂(x, t) with the family's guidance (float32, x's shape); ``t`` a scheduler timestep
         (σ·num_train_timesteps), 0-d."""
-        def one(rows: torch.Tensor) -> torch.Tensor:
+        def one(rows: torch.Tensor, cond) -> torch.Tensor:
             x_in = torch.cat([rows, rows]) if cond.guided else rows
             ts = self.batch_timestep(model, t, x_in.shape[0])
             out = self.transformer_call(model, x_in.to(model.dtype), ts, cond.repeat(rows.shape[0])).float()
@@ -116,8 +156,10 @@ class FlowFamily(Family):
             return out
 
         if not rowwise or x.shape[0] == 1:
-            return one(x)
-        return torch.cat([one(row) for row in x.split(1)])
+            return one(x, cond)
+        if isinstance(cond, RowFlowConditioning):  # one row at a time, each with its own prompt
+            return torch.cat([one(row, cond.select([r])) for r, row in enumerate(x.split(1))])
+        return torch.cat([one(row, cond) for row in x.split(1)])
 
     # -- VAE ------------------------------------------------------------------------------------
     def encode(self, model, x: torch.Tensor) -> torch.Tensor:
@@ -265,14 +307,17 @@ class FlowFamily(Family):
             raise ValueError(f"seeds must have shape (N, {', '.join(map(str, model.seed_shape))}), got {tuple(seeds.shape)}")
         if not torch.is_floating_point(seeds) or not torch.isfinite(seeds).all():
             raise ValueError("seeds must be finite floating-point values")
-        _check(prompt, num_inference_steps, guidance_scale, batch_size)
+        from normguide.diffusion.ddim import row_prompts
+
+        row_prompts(prompt, seeds.shape[0])  # one string, or one string per seed
+        _check(prompt if isinstance(prompt, str) else "", num_inference_steps, guidance_scale, batch_size)
         return self._generate(model, seeds, prompt, num_inference_steps, guidance_scale, batch_size,
                               bool(batch_invariant), vae_batch_size)
 
     def _generate(self, model, seeds, prompt, steps, guidance_scale, batch_size, rowwise, vae_batch_size):
         from PIL import Image
 
-        from normguide.diffusion.ddim import GeneratedBatch
+        from normguide.diffusion.ddim import GeneratedBatch, row_prompts
         from normguide.diffusion.loading import float32_twin
 
         def run(m, cond, z):
@@ -282,20 +327,25 @@ class FlowFamily(Family):
             u8 = torch.cat([p[0] for p in parts])
             return u8, _bad_rows(z0) | torch.cat([p[1] for p in parts])
 
-        with torch.inference_mode():
-            cond = self.encode_prompt(model, prompt, guidance_scale)
-        cond32 = None
+        prompts, index = row_prompts(prompt, seeds.shape[0])
+        with torch.inference_mode():  # each distinct prompt encoded once
+            conds = [self.encode_prompt(model, p, guidance_scale) for p in prompts]
+        conds32: list | None = None
         for start in range(0, seeds.shape[0], batch_size):
             with torch.inference_mode():
                 z = seeds[start:start + batch_size].detach().float().to(model.device)
-                u8, bad = run(model, cond, z)
+                rows_index = index[start:start + z.shape[0]]
+                u8, bad = run(model, batch_conditioning(conds, rows_index), z)
                 fallback: list[str | None] = [None] * z.shape[0]
                 if bad.any():  # the failed samples again, every component in float32
                     m32 = float32_twin(model)
                     rows = bad.nonzero().flatten()
                     if m32 is not model:
-                        cond32 = cond32 or self.encode_prompt(m32, prompt, guidance_scale)
-                        fixed, still = run(m32, cond32, z[rows.to(z.device)])
+                        needed = [rows_index[r] for r in rows.tolist()]
+                        conds32 = conds32 or [None] * len(prompts)  # the failed rows' prompts, once each
+                        for i in set(needed):
+                            conds32[i] = conds32[i] or self.encode_prompt(m32, prompts[i], guidance_scale)
+                        fixed, still = run(m32, batch_conditioning(conds32, needed), z[rows.to(z.device)])
                         u8[rows], bad[rows] = fixed, still
                         for r in rows.tolist():
                             fallback[r] = "full"
@@ -342,12 +392,12 @@ def _bad_rows(x: torch.Tensor) -> torch.Tensor:
     return ~torch.isfinite(x).flatten(1).all(1).cpu()
 
 
-def _precision_error(what: str, prompt: str, rows: list[int], model):
-    from normguide.diffusion.ddim import PrecisionError
+def _precision_error(what: str, prompt, rows: list[int], model):
+    from normguide.diffusion.ddim import PrecisionError, prompt_rows_text
 
     tried = "in float32" if model.dtype == torch.float32 else f"in {str(model.dtype).removeprefix('torch.')} and again in float32"
     return PrecisionError(
-        f"{what} for prompt {prompt!r}: sample(s) {rows} came out non-finite or as a constant image {tried}; "
+        f"{what} for {prompt_rows_text(prompt, rows)} came out non-finite or as a constant image {tried}; "
         "refusing to return them (check the checkpoint's weights, the seeds' scale and the guidance scale)")
 
 
