@@ -105,7 +105,7 @@ def main() -> None:
     from normguide.diffusion import load_pipeline
 
     torch.set_num_threads(1)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
     print(f"cross_concept.py: {args.concepts} concepts x 1 image, demo model, 2 inversion + 2 generation steps, "
           f"reconstruction off, evaluation off, torch 1 thread; median of {args.repeats}; commit {commit}; "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load {os.getloadavg()[0]:.2f}", flush=True)
