@@ -266,6 +266,13 @@ def test_fan_out_reports_failed_shards_and_a_rerun_redoes_only_those(stack, tmp_
     assert record["status"] == "complete" and record["cost"]["images"] == IMAGES
     assert record["cost"]["scope"].startswith("the sum of 1 shard of a fan-out, on cpu")
     assert len(list((root / "timings").glob("cost-*.json"))) == 3  # each shard run's own record stays
+    # the dataset card written for the fan-out's run (`normguide export` writes it) carries it, as a local run's
+    from normguide.data.storage import Storage
+    from normguide.reporting import write_report
+
+    write_report(Storage.open(str(root)))
+    card_cost = (root / "README.md").read_text().split("## Cost", 1)[1].split("\n## ", 1)[0]
+    assert "the sum of 1 shard of a fan-out" in card_cost and f"generation: {IMAGES} image(s)" in card_cost
 
 
 def test_gpu_tasks_took_turns_and_left_no_slot_behind(stack):
