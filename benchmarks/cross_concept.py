@@ -9,8 +9,10 @@ cycled, each renamed "<name> <i>" so no two prompts are equal), 1 planned image,
 generation steps, reconstruction off, evaluation off, local output, torch on 1 thread, the demo
 model loaded once. Per batch size, the two modes run in alternation (off, on, off, on, ...), each
 run into a fresh output root through the local driver (``run_dataset``); the table gives the
-median wall and process CPU seconds of ``--repeats`` runs, the generation batches each mode runs,
-and the ratios off/on side by side (> 1: across concepts is faster). Inversion (one reference per
+median wall and process CPU seconds of ``--repeats`` runs, the generation model seconds
+(run.json ``cost.generation_seconds``: the time spent waiting on the model's batches), the
+generation batches each mode runs, and the ratios off/on side by side (> 1: across concepts is
+faster). Inversion (one reference per
 concept) is the same in both modes, so the whole-run ratio is below the generation-only one.
 
 Then the byte check: with ``batch_invariant: true`` at the largest batch size, both modes must
@@ -67,7 +69,8 @@ def _files(root: Path) -> dict[str, bytes]:
     return {**files, "manifest.parquet": (root / "manifest.parquet").read_bytes()}
 
 
-def _run(cfg, model) -> tuple[float, float]:
+def _run(cfg, model) -> tuple[float, float, float]:
+    """(wall s, process CPU s, generation model s: run.json cost's ``generation_seconds``)."""
     from normguide.pipeline import run_dataset
 
     w0, c0 = time.perf_counter(), time.process_time()
@@ -75,7 +78,7 @@ def _run(cfg, model) -> tuple[float, float]:
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     if not summary.ok:
         raise SystemExit(f"run failed: {summary.failed}")
-    return wall, cpu
+    return wall, cpu, summary.cost.generation_seconds
 
 
 def _batches(n: int, batch: int, across: bool, cfg) -> int:
@@ -102,7 +105,7 @@ def main() -> None:
     from normguide.diffusion import load_pipeline
 
     torch.set_num_threads(1)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
     print(f"cross_concept.py: {args.concepts} concepts x 1 image, demo model, 2 inversion + 2 generation steps, "
           f"reconstruction off, evaluation off, torch 1 thread; median of {args.repeats}; commit {commit}; "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load {os.getloadavg()[0]:.2f}", flush=True)
@@ -110,21 +113,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         table = _table(args.concepts, work)
         _run(_config(table, os.path.join(work, "warm"), args.batch_sizes[0], True), model)  # imports, first calls
-        print(f"| batch | mode | gen. batches | wall s | CPU s | wall off/on | CPU off/on |", flush=True)
-        print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |", flush=True)
+        print("| batch | mode | gen. batches | wall s | CPU s | generation s | wall off/on | CPU off/on | generation off/on |",
+              flush=True)
+        print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
         for b in args.batch_sizes:
-            times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+            times: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
             for r in range(args.repeats):
                 for across in (False, True):
                     out = os.path.join(work, f"b{b}-{across}-{r}")
                     times[across].append(_run(_config(table, out, b, across), model))
-            med = {a: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t)) for a, t in times.items()}
+            med = {a: [statistics.median(x[k] for x in t) for k in range(3)] for a, t in times.items()}
             for across in (False, True):
                 cfg = _config(table, "x", b, across)
-                ratio = (f"{med[False][0] / med[True][0]:.2f}x | {med[False][1] / med[True][1]:.2f}x" if across
-                         else "| ")
+                ratio = (" | ".join(f"{med[False][k] / med[True][k]:.2f}x" for k in range(3)) if across else " | | ")
                 print(f"| {b} | {'across concepts' if across else 'per concept'} | {_batches(args.concepts, b, across, cfg)} "
-                      f"| {med[across][0]:.2f} | {med[across][1]:.2f} | {ratio} |", flush=True)
+                      f"| {med[across][0]:.2f} | {med[across][1]:.2f} | {med[across][2]:.2f} | {ratio} |", flush=True)
         b = max(args.batch_sizes)
         roots = {}
         for across in (False, True):

@@ -28,8 +28,10 @@ from normguide.tasks.fan_out import launch_shard, wait_for_flow_runs
 from normguide.tasks.run_setup import (
     finalize_run,
     find_missing_parts,
+    forget_shard_costs,
     is_run_complete,
     load_concepts,
+    record_fan_out_cost,
 )
 
 #: With no ``shard_size``: shards of ``max(16, ceil(N / 64))`` concepts, so a table of any size
@@ -61,7 +63,8 @@ def generate_dataset_fan_out(
 
     Returns:
         ``{"run_id", "output_root", "shards": {name: {"concepts", "flow_run", "state"}},
-        "launched", "already_done", "failed", "manifest_uri"}``.
+        "launched", "already_done", "failed", "manifest_uri", "cost"}`` (``cost``: the launched
+        shards' generation summed, as recorded in run.json; None when they generated nothing).
     """
     logger = get_run_logger()
 
@@ -83,7 +86,8 @@ def generate_dataset_fan_out(
     if is_run_complete(config, table):
         logger.info("run %s is already complete at %s: nothing to do", config.run_id, root)
         return {"run_id": config.run_id, "output_root": root, "shards": {}, "launched": [],
-                "already_done": [], "failed": [], "manifest_uri": None, "already_complete": True}
+                "already_done": [], "failed": [], "manifest_uri": None, "cost": None,
+                "already_complete": True}
 
     # the run's lease, held while the shards run and until the manifest is consolidated: a second
     # fan-out (or a whole run) of the same dataset is refused, naming the holder; each shard run
@@ -102,11 +106,14 @@ def generate_dataset_fan_out(
         logger.info("run %s: %d concepts in %d shards of <= %d; %d already done, %d to run",
                     config.run_id, len(concept_ids), len(shards), shard_size, len(done), len(todo))
 
-        # 4. Launch one flow run of the generation deployment per pending shard
+        # 4. Launch one flow run of the generation deployment per pending shard (each records
+        #    its generation's cost for this parent to sum; earlier runs' records go first)
+        forget_shard_costs(config, table, [list(s.concept_ids) for s in todo])
         runs = {shard.name: launch_shard(config, shard, deployment) for shard in todo}
 
-        # 5. Wait until every shard run is final
+        # 5. Wait until every shard run is final; their costs summed into run.json, as a local run's
         final = wait_for_flow_runs(runs, poll_interval_s=poll_interval_s, timeout_s=timeout_s)
+        cost = record_fan_out_cost(config, table, [list(s.concept_ids) for s in todo])
 
         # 6. Report failed shards by name; a Completed run whose parts are missing also failed
         still_missing = set(find_missing_parts(config, table, concepts))
@@ -122,7 +129,8 @@ def generate_dataset_fan_out(
                 logger.error("%s failed (flow run %s, %s): no manifest part for %s",
                              shard.name, run["name"], run["state"], lacking)
         summary = {"run_id": config.run_id, "output_root": root, "shards": report,
-                   "launched": list(runs), "already_done": done, "failed": failed, "manifest_uri": None}
+                   "launched": list(runs), "already_done": done, "failed": failed, "manifest_uri": None,
+                   "cost": None if cost is None else cost.model_dump(mode="json")}
         if failed:
             # a Failed final state that still carries the summary; nothing is consolidated
             return Failed(

@@ -13,7 +13,8 @@ from prefect import task
 from normguide.config import RunConfig
 from normguide.data.concept_table import TableSnapshot
 from normguide.data.schema import Concept
-from normguide.pipeline import EvaluationRecord, GeneratedConcept, PreparedRun, steps
+from normguide.pipeline import EvaluationRecord, GeneratedConcept, PreparedRun, steps, throughput
+from normguide.pipeline.results import RunCost
 from normguide.tasks.context import retry_can_help, run_context
 
 _IO = dict(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_can_help)
@@ -75,6 +76,24 @@ def find_missing_parts(config: RunConfig, table: TableSnapshot, concepts: list[C
 def finalize_run(config: RunConfig, table: TableSnapshot, concept_ids: list[str]) -> str:
     """Consolidate the manifest, finish run.json, write _SUCCESS last."""
     return steps.finalize(run_context(config, table), concept_ids)
+
+
+@task(name="forget-shard-costs", **_IO)
+def forget_shard_costs(config: RunConfig, table: TableSnapshot, shards: list[list[str]]) -> None:
+    """Delete the cost records left by earlier runs of the shards about to be launched (each
+    shard's concept ids), so the fan-out sums only what its own shard runs generated."""
+    throughput.forget_shard_costs(run_context(config, table), shards)
+
+
+@task(name="record-fan-out-cost", **_IO)
+def record_fan_out_cost(config: RunConfig, table: TableSnapshot, shards: list[list[str]]) -> RunCost | None:
+    """Sum the launched shards' cost records (each shard's concept ids) into run.json ``cost``,
+    as a local run records its own; None (run.json left as it is) when they generated nothing."""
+    ctx = run_context(config, table)
+    cost = throughput.shards_cost(ctx, shards)
+    if cost is not None:
+        throughput.record_cost(ctx, cost)
+    return cost
 
 
 @task(name="wants-evaluation", **_IO)

@@ -14,6 +14,8 @@ through this module; none spells them itself.
 │                                           health; metadata (JSON) in the safetensors header
 ├── timings/refine-<concept_id>.json        refine_timing_key(): seconds per refined seed (refinement on;
 │                                           wall-clock, so kept out of the seeds file and the manifest)
+├── timings/cost-<shard digest>.json        shard_cost_key(): a fan-out shard's generation cost (its run.json
+│                                           ``cost`` record), which the fan-out parent sums into run.json
 ├── images/<concept_id>/<image_id>.png      image_key(); image_id = <method>-<kind>-<index:05d>
 ├── manifest/part-<concept_id>.parquet      part_key(): the concept's manifest rows, written after its
 │                                           images; its concept-table row in the Parquet metadata
@@ -47,6 +49,8 @@ Pure names: no IO and nothing of normguide imported, so every layer may use it.
 
 from __future__ import annotations
 
+import hashlib
+
 # --- the run ------------------------------------------------------------------------------------
 RUN_JSON = "run.json"
 SUCCESS = "_SUCCESS"
@@ -67,6 +71,13 @@ def seeds_key(concept_id: str) -> str:
 def refine_timing_key(concept_id: str) -> str:
     """Seconds per refined seed of a concept (SeedSelect refinement; normguide.pipeline.refine)."""
     return f"timings/refine-{concept_id}.json"
+
+
+def shard_cost_key(concept_ids) -> str:
+    """A fan-out shard's cost record, named by a digest of the concept ids it was given (the
+    parent, which launched it with those ids, finds it under the same name)."""
+    digest = hashlib.sha256("\n".join(concept_ids).encode()).hexdigest()[:16]
+    return f"timings/cost-{digest}.json"
 
 
 def images_prefix(concept_id: str) -> str:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from normguide.data import layout
-from normguide.data.parquet_io import read_metadata, read_table
+from normguide.data.parquet_io import read_metadata, read_table, release_unused_memory
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -207,11 +207,14 @@ def rows_to_parquet(rows: list[dict], *, concept: dict | None = None) -> bytes:
         extra = set(r) - set(COLUMNS)
         if extra:
             raise ValueError(f"manifest row for image {r.get('image_id')!r} has unknown columns {sorted(extra)}")
-    table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=MANIFEST_SCHEMA)
+    # column by column: no second copy of every row as a dict (a concept's rows are its peak)
+    table = pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in COLUMNS}, schema=MANIFEST_SCHEMA)
     if concept is not None:
         table = table.replace_schema_metadata({CONCEPT_METADATA_KEY: json.dumps(concept, sort_keys=True).encode()})
     buf = io.BytesIO()
     pq.write_table(table, buf)
+    del table
+    release_unused_memory()  # Arrow's pool would keep the table's pages to the end of the process
     return buf.getvalue()
 
 
@@ -251,4 +254,6 @@ def consolidate(parts: list[bytes]) -> bytes:
         raise ValueError(f"manifest parts list images more than once, e.g. {dup}")
     buf = io.BytesIO()
     pq.write_table(table, buf)
+    del table, tables
+    release_unused_memory()
     return buf.getvalue()

@@ -126,13 +126,14 @@ def run_recipe(runner: Runner, concept_ids: list[str] | None = None, *, finalize
     lease = steps.acquire_lease(runner.ctx, [c.concept_id for c in concepts] if concept_ids is not None else None,
                                 owner=f"run {prepared.run_id}")
     try:
-        return _run_leased(runner, concepts, head, finalize=finalize, skipped=steps.skipped_outcomes(skipped))
+        return _run_leased(runner, concepts, head, finalize=finalize, skipped=steps.skipped_outcomes(skipped),
+                           shard=concept_ids or [c.concept_id for c in concepts])
     finally:
         lease.release_quietly()
 
 
 def _run_leased(runner: Runner, concepts: list[Concept], head: dict, *, finalize: bool,
-                skipped: dict[str, ConceptOutcome]) -> RunSummary:
+                skipped: dict[str, ConceptOutcome], shard: list[str]) -> RunSummary:
     """Steps 3 (the model, run.json) to 7 of :func:`run_recipe`, under the run's lease."""
     started = runner.step("start")
     head.update(model=started.model, is_demo=started.is_demo, model_note=started.model_note)
@@ -149,10 +150,11 @@ def _run_leased(runner: Runner, concepts: list[Concept], head: dict, *, finalize
         runner.log.error("%d of %d concept(s) failed: %s", len(failed), len(outcomes), ", ".join(failed[:20]))
 
     # The generation's throughput, MFU and cost (this invocation's images) into run.json; a shard
-    # of a fan-out only reports its own in its summary (shards would overwrite each other's)
+    # of a fan-out into its own record, which the fan-out parent sums (shards would overwrite
+    # each other's run.json record)
     cost = throughput.run_cost(runner.ctx, outcomes.values())
-    if cost is not None and finalize:
-        runner.step("record_cost", cost)
+    if cost is not None:
+        runner.step("record_cost", cost, None if finalize else shard)
 
     # 5. Consolidate the manifest and write _SUCCESS, only when every concept is done
     summary = RunSummary(**head, concepts=outcomes, cost=cost)

@@ -12,7 +12,9 @@ Status, from ``run.json`` and ``_SUCCESS`` (and the run's lease, ``_LEASE``, whe
     failed       run.json says so (some concepts failed; its ``error`` says which)
 
 Counts per concept and method come from ``manifest.parquet``, or, before it exists, from the
-concepts' manifest parts written so far. Reads only small files and listings; no model, no images.
+concepts' manifest parts written so far. The generation's throughput, MFU and cost, when run.json has
+them (``cost``), in the words of the run's own summary. Reads only small files and listings; no
+model, no images.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from normguide.data import manifest as mf
 from normguide.data.parquet_io import read_frame
 from normguide.data.storage import Storage
 from normguide.data.text import printable
+from normguide.reporting.cost import cost_lines
 from normguide.reporting.records import CARD_KEY, EVAL_METRICS_KEY, EVAL_REPORT_KEY, INDEX_KEY, REPORT_DIR
 from normguide.reporting.tables import counts_by_concept, counts_markdown, evaluation_markdown, headline_evaluation
 
@@ -47,6 +50,7 @@ class RunStatus:
     expected_concepts: list[str] | None = None  # from run.json, once finalized
     evaluation: dict[str, dict[str, float | None]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # what -> URI, of the report files present
+    cost: dict | None = None  # run.json ``cost``: throughput, MFU and cost of the generation
 
     @property
     def complete(self) -> bool:
@@ -146,7 +150,7 @@ def run_status(store: Storage) -> RunStatus:
         root=store.root, run_id=str(doc.get("run_id")), status=status, detail=detail,
         model=f"{model.get('id')} (revision {model.get('revision')})" if model else "?",
         counts=counts, counts_from=counts_from, expected_concepts=doc.get("concepts"), evaluation=evaluation,
-        files=files,
+        files=files, cost=doc.get("cost") if isinstance(doc.get("cost"), dict) else None,
     )
 
 
@@ -162,6 +166,8 @@ def show_text(s: RunStatus) -> str:
     ]
     if s.counts:
         lines += counts_markdown(s.counts) + [""]
+    if s.cost:  # in the words of the run's own summary (normguide.reporting.cost)
+        lines += [*cost_lines(s.cost), f"cost covers {s.cost.get('scope') or 'this run'}", ""]
     if s.evaluation:
         lines += ["evaluation (means over concepts):", *evaluation_markdown(s.evaluation), ""]
     elif s.complete:

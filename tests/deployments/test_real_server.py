@@ -241,6 +241,11 @@ def test_fan_out_reports_failed_shards_and_a_rerun_redoes_only_those(stack, tmp_
     assert {_submitted_by(stack, r["id"]) for r in shards} <= {"worker-1", "worker-2"}, stack.logs()
     assert not (root / "_SUCCESS").exists() and not (root / "manifest.parquet").exists()
     assert {p.name for p in (root / "manifest").iterdir()} == {f"part-{c}.parquet" for c in ("alpha", "beta", "gamma")}
+    # the parent summed its two shards' generation into run.json (delta's failure is gamma's shard's)
+    cost = json.loads((root / "run.json").read_text())["cost"]
+    assert cost["images"] == 3 * IMAGES and cost["device"] == "cpu" and cost["flops_per_image"] > 0
+    assert cost["scope"].startswith("the sum of 2 shards of a fan-out, on cpu")
+    assert cost["images_per_s_per_device"] == pytest.approx(cost["images"] / cost["generation_seconds"])
 
     # 2. Rerun after the fix: only the failed shard runs, narrowed to the concept it lacks
     blocker.unlink()
@@ -256,6 +261,18 @@ def test_fan_out_reports_failed_shards_and_a_rerun_redoes_only_those(stack, tmp_
     manifest = pd.read_parquet(root / "manifest.parquet")
     assert sorted(manifest.concept_id.unique()) == sorted(ids)
     assert len(manifest) == len(ids) * IMAGES and manifest.file_name.is_unique
+    # run.json's cost: this invocation's one shard (delta's images), as a local run records its own
+    record = json.loads((root / "run.json").read_text())
+    assert record["status"] == "complete" and record["cost"]["images"] == IMAGES
+    assert record["cost"]["scope"].startswith("the sum of 1 shard of a fan-out, on cpu")
+    assert len(list((root / "timings").glob("cost-*.json"))) == 3  # each shard run's own record stays
+    # the dataset card written for the fan-out's run (`normguide export` writes it) carries it, as a local run's
+    from normguide.data.storage import Storage
+    from normguide.reporting import write_report
+
+    write_report(Storage.open(str(root)))
+    card_cost = (root / "README.md").read_text().split("## Cost", 1)[1].split("\n## ", 1)[0]
+    assert "the sum of 1 shard of a fan-out" in card_cost and f"generation: {IMAGES} image(s)" in card_cost
 
 
 def test_gpu_tasks_took_turns_and_left_no_slot_behind(stack):

@@ -10,8 +10,8 @@ import torch
 from normguide.flows.generate_dataset import generate_dataset
 from normguide.pipeline import output_root, run_dataset
 
-from .test_batching import _files, _table, _task_runs
 from .conftest import tiny_config
+from .test_batching import _files, _table, _task_runs
 
 
 @pytest.fixture(autouse=True)

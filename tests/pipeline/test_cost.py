@@ -100,3 +100,42 @@ def test_a_price_is_refused_when_negative_naming_the_field_and_never_enters_the_
     assert result.exit_code == 2
     assert "cost.device_price_per_hour" in result.output and "got -2.0" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_fan_out_sums_its_shards_records_and_recomputes_rates_at_the_runs_price(table, tmp_path):
+    """A fan-out's shards (finalize off) each record their cost under timings/; the parent sums
+    the shards it launched: images, device-seconds and FLOPs summed, rates recomputed at the
+    run's price; the scope names the shards and devices; earlier records are forgotten first."""
+    from normguide.data import layout
+    from normguide.pipeline import RunContext
+    from normguide.pipeline.results import RunCost
+    from normguide.pipeline.throughput import forget_shard_costs, record_cost, shards_cost
+
+    ctx = RunContext.create(tiny_config(table, tmp_path / "o", **{"cost.device_price_per_hour": 3.6}))
+
+    def shard(images, seconds, flops, device, peak):
+        return RunCost(scope="x", images=images, generation_seconds=seconds, flops_per_image=flops,
+                       images_per_s_per_device=images / seconds, achieved_tflops=None, peak_tflops=peak, mfu=None,
+                       price_per_hour=None, usd_per_1000_images=None, device=device, dtype="float16")
+
+    record_cost(ctx, shard(4, 2.0, 10**12, "cuda:0", 100.0), ["a", "b"])
+    record_cost(ctx, shard(2, 3.0, 4 * 10**12, "cuda:0", 100.0), ["c"])
+    assert ctx.storage.exists(layout.shard_cost_key(["c"])) and not ctx.storage.exists("run.json")
+
+    cost = shards_cost(ctx, [["a", "b"], ["c"], ["d"]])  # d's shard generated nothing
+    assert cost.images == 6 and cost.generation_seconds == 5.0 and cost.device == "cuda:0"
+    assert cost.flops_per_image == 2 * 10**12  # (4 x 1 + 2 x 4) TFLOP over 6 images
+    assert cost.images_per_s_per_device == pytest.approx(6 / 5.0)
+    assert cost.achieved_tflops == pytest.approx(12 / 5.0) and cost.mfu == pytest.approx(12 / 5.0 / 100)
+    assert cost.price_per_hour == 3.6 and cost.usd_per_1000_images == pytest.approx(3.6 * 5.0 / 3600 / 6 * 1000)
+    assert cost.scope.startswith("the sum of 2 shards of a fan-out, on cuda:0")
+    assert "1 of the 3 launched recorded no generation" in cost.scope
+
+    # shards on devices of other peaks: no MFU, said why; both devices named
+    record_cost(ctx, shard(1, 1.0, 10**12, "cpu", None), ["d"])
+    mixed = shards_cost(ctx, [["a", "b"], ["d"]])
+    assert mixed.mfu is None and "different peaks" in mixed.peak_note and mixed.device == "cpu, cuda:0"
+    assert "on cpu, cuda:0" in mixed.scope
+
+    forget_shard_costs(ctx, [["a", "b"], ["c"], ["d"]])
+    assert shards_cost(ctx, [["a", "b"], ["c"], ["d"]]) is None

@@ -68,7 +68,7 @@ def test_batch_invariant_across_concepts_writes_the_bytes_of_per_concept_batches
     # resumed: b lost its part and one image; a and c are complete (skipped), b's two images are reused
     root = Path(output_root(across))
     (root / "manifest" / "part-b.parquet").unlink()
-    sorted((root / "images" / "b").iterdir())[0].unlink()
+    min((root / "images" / "b").iterdir()).unlink()
     (root / "_SUCCESS").unlink()
     again = run_dataset(across, model=model)
     assert [(again.concepts[c].status, again.concepts[c].generated) for c in "abc"] == [
@@ -112,6 +112,6 @@ def test_groups_are_whole_and_task_batches_hold_whole_groups(tmp_path):
         ["c0", "c1", "c2"], ["c3", "c4", "c5", "c6", "c7", "c8"]]  # 3 + 3 + 10 >= 16; 18 >= 16
     for per_task in (1, 2, 4, 100):
         batches = crossbatch.task_batches(concepts, cfg, per_task)
-        assert sum(batches, []) == concepts
+        assert [c for b in batches for c in b] == concepts
         assert all(crossbatch.groups(b, cfg) == [g for g in groups if g[0] in b] for b in batches)
     assert crossbatch.groups(concepts[3:], cfg) == groups[1:]  # a list that starts at a group's start

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from normguide.cli import app
 from normguide.reporting import write_report
+from normguide.reporting.cost import cost_lines
 from tests.reporting.conftest import NUM_IMAGES
 
 
@@ -25,6 +26,13 @@ def test_show_a_complete_run_exits_0_with_counts_evaluation_and_report(finished_
     assert f"| `digit-two` | two | {NUM_IMAGES} | {NUM_IMAGES} | {2 * NUM_IMAGES} |" in res.output
     assert "| `nao` |" in res.output and "recognisability" in res.output
     assert f"dataset card: {root}/README.md" in res.output and "contact_sheet.png (2)" in res.output
+    # the generation's cost from run.json, in the words of the run's own summary
+    cost = json.loads((root / "run.json").read_text())["cost"]
+    assert cost["images"] > 0
+    assert f"generation: {cost['images']} image(s) in {cost['generation_seconds']:.2f} s of model time, " in res.output
+    assert f"{cost['images_per_s_per_device']:.3f} images/s per device (cpu, float32)" in res.output
+    assert "MFU: n/a (" in res.output and "not priced (set cost.device_price_per_hour" in res.output
+    assert "\n".join(cost_lines(cost)) in res.output and f"cost covers {cost['scope']}" in res.output
 
 
 def test_show_without_success_exits_1(finished_run, tmp_path):
@@ -44,6 +52,10 @@ def test_show_an_unfinalized_run_counts_its_manifest_parts(finished_run, tmp_pat
     assert res.exit_code == 1, res.output
     assert "counted from 1 manifest part(s) (not finalized)" in res.output
     assert "`digit-two`" in res.output and "`digit-five`" not in res.output
+    doc = json.loads((root / "run.json").read_text())
+    del doc["cost"]  # a run that has not recorded its cost yet: no cost lines
+    (root / "run.json").write_text(json.dumps(doc))
+    assert "images/s per device" not in show(str(root)).output
 
 
 @pytest.mark.parametrize("status", ["failed", "interrupted"])
