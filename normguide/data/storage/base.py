@@ -134,8 +134,9 @@ class Storage:
         raise NotImplementedError
 
     def delete(self, keys: Iterable[str]) -> None:
-        """Delete ``keys``; absent ones are not an error. Used only to discard a concept's
-        outputs when its row in the concept table changed (``steps.discard_concept``)."""
+        """Delete ``keys``; absent ones are not an error. Used to discard a concept's outputs
+        when its row in the concept table changed (``steps.discard_concept``), and a fan-out
+        shard's earlier cost record before the shard runs again (``throughput.forget_shard_costs``)."""
         raise NotImplementedError
 
     def check_writable(self) -> None:
