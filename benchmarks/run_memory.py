@@ -2,6 +2,7 @@
 
     flock /work/coord/heavy.lock nice -n 0 .venv/bin/python benchmarks/run_memory.py \
         [--images 200 3000] [--repeats 3] [--large-repeats 2] [--steps 1] [--batch-size 32] [--leak-bytes 3072]
+        [--trace N]   # instead: tracemalloc's top N lines at the end of the concepts, per count
 
 Each measurement is a fresh child process that runs one dataset-generation run on the demo
 model through the local driver of :mod:`normguide.pipeline` (prepare, load concepts, invert, plan,
@@ -68,7 +69,7 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def _child(num_images: int, steps: int, batch_size: int, workdir: str, leak_bytes: int = 0) -> None:
+def _child(num_images: int, steps: int, batch_size: int, workdir: str, leak_bytes: int = 0, trace: int = 0) -> None:
     sys.path.insert(0, str(REPO))
     from normguide.config import DEFAULT_CONCEPTS, RunConfig
 
@@ -97,6 +98,27 @@ def _child(num_images: int, steps: int, batch_size: int, workdir: str, leak_byte
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    traced: dict = {}
+    if trace:  # tracemalloc from the model's load to the end of the concepts (before finalize)
+        import tracemalloc
+
+        from normguide.diffusion import get_pipeline
+        from normguide.pipeline import steps as pipeline_steps
+
+        get_pipeline("demo")
+        finalize = pipeline_steps.finalize
+
+        def traced_finalize(ctx, concept_ids):
+            current, peak = tracemalloc.get_traced_memory()
+            top = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__),
+                                                             tracemalloc.Filter(False, "<frozen importlib*")])
+            traced.update(current=current, peak=peak,
+                          top=[str(s) for s in top.statistics("lineno")[:trace]])
+            tracemalloc.stop()
+            return finalize(ctx, concept_ids)
+
+        pipeline_steps.finalize = traced_finalize
+        tracemalloc.start(10)
     from normguide.data.schema import parse_concept_table, write_concept_table
     from normguide.pipeline import run_dataset
 
@@ -121,14 +143,15 @@ def _child(num_images: int, steps: int, batch_size: int, workdir: str, leak_byte
     done.set()
     sampler.join()
     print(json.dumps({"images": num_images, "seconds": seconds, "peak_rss_mib": _peak_rss_mib(),
-                      "writing_peak_mib": writing_peak[0]}), flush=True)
+                      "writing_peak_mib": writing_peak[0], "traced": traced}), flush=True)
 
 
-def _measure(num_images: int, steps: int, batch_size: int, leak_bytes: int = 0) -> dict:
+def _measure(num_images: int, steps: int, batch_size: int, leak_bytes: int = 0, trace: int = 0) -> dict:
     with tempfile.TemporaryDirectory(prefix="normguide-bench-mem-") as workdir:
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(num_images), "--steps", str(steps),
-             "--batch-size", str(batch_size), "--workdir", workdir, "--leak-bytes", str(leak_bytes)],
+             "--batch-size", str(batch_size), "--workdir", workdir, "--leak-bytes", str(leak_bytes),
+             "--trace", str(trace)],
             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)),
         )
     if out.returncode != 0:
@@ -145,11 +168,21 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32, help="generation batch size")
     ap.add_argument("--leak-bytes", type=int, default=3072,
                     help="positive control: one more run of the largest count holding this many bytes per image (0: none)")
+    ap.add_argument("--trace", type=int, default=0,
+                    help="instead of the table: one run per count under tracemalloc, printing the Python memory "
+                         "traced at the end of the concepts (current and peak) and its top N lines")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        _child(args.child, args.steps, args.batch_size, args.workdir, args.leak_bytes)
+        _child(args.child, args.steps, args.batch_size, args.workdir, args.leak_bytes, args.trace)
+        return
+    if args.trace:
+        for n in args.images:
+            t = _measure(n, args.steps, args.batch_size, trace=args.trace)["traced"]
+            print(f"{n} images: Python memory traced at the end of the concepts {t['current'] / 1e6:.3f} MB "
+                  f"(peak {t['peak'] / 1e6:.3f} MB); top {args.trace} lines:")
+            print("\n".join(f"  {line}" for line in t["top"]), flush=True)
         return
 
     load = os.getloadavg()
