@@ -6,7 +6,7 @@ Each shard is a flow run of the generation deployment (``generate-dataset/<name>
 ``concept_ids=<the shard>`` and ``finalize=False``, so as many GPU workers as the work pool has
 process shards at once. The parent waits for all of them, names the shards that failed, and
 only when every concept has its manifest part consolidates ``manifest.parquet`` and writes
-``_SUCCESS``. Whether a concept is done is read from storage (its manifest part), never from
+``_SUCCESS``, then evaluates, exports and writes the report and dataset card, as a whole run does. Whether a concept is done is read from storage (its manifest part), never from
 Prefect's run history, so a rerun (same configuration, hence same run id) launches only the
 shards that still miss parts, narrowed to the missing concepts.
 """
@@ -26,6 +26,7 @@ from normguide.sharding import pending_shards, split_into_shards
 from normguide.tasks.context import run_context
 from normguide.tasks.fan_out import launch_shard, wait_for_flow_runs
 from normguide.tasks.run_setup import (
+    evaluate_and_publish,
     finalize_run,
     find_missing_parts,
     forget_shard_costs,
@@ -64,7 +65,9 @@ def generate_dataset_fan_out(
     Returns:
         ``{"run_id", "output_root", "shards": {name: {"concepts", "flow_run", "state"}},
         "launched", "already_done", "failed", "manifest_uri", "cost"}`` (``cost``: the launched
-        shards' generation summed, as recorded in run.json; None when they generated nothing).
+        shards' generation summed, as recorded in run.json; None when they generated nothing);
+        once complete also ``"evaluation"``, ``"exports"``, ``"card_uri"`` and, for a step that
+        failed, ``"evaluation_error"`` / ``"report_error"``.
     """
     logger = get_run_logger()
 
@@ -142,6 +145,10 @@ def generate_dataset_fan_out(
         # 7. Consolidate the manifest and write _SUCCESS, once, after every shard is done
         summary["manifest_uri"] = finalize_run(config, table, concept_ids)
         logger.info("run %s complete: %s", config.run_id, summary["manifest_uri"])
+
+        # 8. Evaluate, export and report as a whole run does (the dataset card carries the summed
+        #    cost); a failure here is logged and in the summary, and leaves the dataset as it is
+        summary.update(evaluate_and_publish(config, table, [c.name for c in concepts]))
         return summary
 
 

@@ -125,3 +125,34 @@ def export_run(config: RunConfig, table: TableSnapshot) -> dict[str, str]:
 def write_report(config: RunConfig, table: TableSnapshot, evaluation: EvaluationRecord | None = None):
     """Contact sheets, seed-norm plots, report/index.md and the dataset card README.md."""
     return steps.report(run_context(config, table), evaluation=evaluation)
+
+
+def evaluate_and_publish(config: RunConfig, table: TableSnapshot, concept_names: list[str]) -> dict:
+    """Steps 6 and 7 of a run (``pipeline.recipe``) for a finalized run that was made elsewhere (the
+    fan-out's shards): evaluate when wanted, then exports, report and dataset card, as tasks of the
+    calling flow run. Returns what goes into the caller's summary: ``evaluation`` (the record,
+    JSON), ``exports``, ``card_uri``, and ``evaluation_error`` / ``report_error`` for a step that
+    failed (logged; the finished dataset stays as it is)."""
+    from prefect import get_run_logger
+
+    from normguide.pipeline.recipe import error_text
+    from normguide.tasks.reporting import publish_report
+
+    logger, out, evaluation = get_run_logger(), {}, None
+    if wants_evaluation(config, table, concept_names):
+        try:
+            evaluation = evaluate_run(config, table)
+            out["evaluation"] = evaluation.model_dump(mode="json")
+        except Exception as exc:  # noqa: BLE001 - reported; the dataset is complete
+            logger.error("evaluation failed: %s", error_text(exc))
+            out["evaluation_error"] = error_text(exc)
+    try:
+        out["exports"] = export_run(config, table)
+        record = write_report(config, table, evaluation)
+        publish_report(record)
+        out["card_uri"] = record.card_uri
+    except Exception as exc:  # noqa: BLE001 - reported; the dataset is complete
+        logger.error("exports/report failed: %s", error_text(exc))
+        out["report_error"] = error_text(exc)
+    return out
+
